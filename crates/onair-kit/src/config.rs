@@ -1,0 +1,631 @@
+//! Settings of one onair process.
+//!
+//! Every setting has one key (`http`, `data_dir`, `user.access_token_ttl_seconds`…)
+//! and is read from, in order of precedence: command-line flags, `ONAIR_*`
+//! environment variables (the key upper-cased with `.` as `_`), the TOML file
+//! given by `--config`, then the default. A bad value names the key, the value,
+//! where it came from and what is expected.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Where a setting's value came from, so that an error can point at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Flag,
+    Env(String),
+    File(PathBuf),
+    Default,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag => write!(f, "command line"),
+            Origin::Env(variable) => write!(f, "environment variable {variable}"),
+            Origin::File(path) => write!(f, "config file {}", path.display()),
+            Origin::Default => write!(f, "default"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid value {value:?} for `{key}` (from {origin}): expected {expected}")]
+    InvalidValue {
+        key: String,
+        value: String,
+        origin: Origin,
+        expected: String,
+    },
+    #[error("unknown setting `{key}` in config file {}: known settings are {known}", path.display())]
+    UnknownKey {
+        key: String,
+        path: PathBuf,
+        known: String,
+    },
+    #[error("cannot read config file {}: {reason}", path.display())]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("config file {} is not valid TOML: {reason}", path.display())]
+    Malformed { path: PathBuf, reason: String },
+}
+
+/// The roles a process can take. By default one process takes all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ServiceRole {
+    User,
+    Media,
+    Playout,
+    Comment,
+    Audience,
+    Share,
+    Gateway,
+}
+
+impl ServiceRole {
+    pub const ALL: [ServiceRole; 7] = [
+        ServiceRole::User,
+        ServiceRole::Media,
+        ServiceRole::Playout,
+        ServiceRole::Comment,
+        ServiceRole::Audience,
+        ServiceRole::Share,
+        ServiceRole::Gateway,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceRole::User => "user",
+            ServiceRole::Media => "media",
+            ServiceRole::Playout => "playout",
+            ServiceRole::Comment => "comment",
+            ServiceRole::Audience => "audience",
+            ServiceRole::Share => "share",
+            ServiceRole::Gateway => "gateway",
+        }
+    }
+
+    /// The fully-qualified gRPC service of the role; the gateway has none.
+    pub fn grpc_service(self) -> Option<&'static str> {
+        match self {
+            ServiceRole::User => Some("onair.user.v1.UserService"),
+            ServiceRole::Media => Some("onair.media.v1.MediaService"),
+            ServiceRole::Playout => Some("onair.playout.v1.PlayoutService"),
+            ServiceRole::Comment => Some("onair.comment.v1.CommentService"),
+            ServiceRole::Audience => Some("onair.audience.v1.AudienceService"),
+            ServiceRole::Share => Some("onair.share.v1.ShareService"),
+            ServiceRole::Gateway => None,
+        }
+    }
+}
+
+impl fmt::Display for ServiceRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ServiceRole {
+    type Err = ();
+
+    fn from_str(name: &str) -> Result<Self, ()> {
+        ServiceRole::ALL
+            .into_iter()
+            .find(|role| role.as_str() == name)
+            .ok_or(())
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// JSON unless stdout is a terminal.
+    Auto,
+    Json,
+    Text,
+}
+
+/// Everything a process needs to know to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The HTTP port: REST, live sockets, HLS, `/metrics`, `/healthz`, `/readyz`.
+    pub http_addr: SocketAddr,
+    /// The gRPC port: every local service, health, reflection and gRPC-Web.
+    pub grpc_addr: SocketAddr,
+    /// Holds the SQLite file, the operator key and the embedded bus's durable streams.
+    pub data_dir: PathBuf,
+    /// The roles this process runs.
+    pub roles: Vec<ServiceRole>,
+    /// Where to reach the roles this process does not run.
+    pub peers: BTreeMap<ServiceRole, String>,
+    /// PostgreSQL instead of SQLite in the data dir.
+    pub database_url: Option<String>,
+    /// NATS instead of the in-process bus.
+    pub nats_url: Option<String>,
+    /// Redis for counters and presence shared by several processes.
+    pub redis_url: Option<String>,
+    /// Prefixes every bus subject and stream, so that stations (or test runs)
+    /// can share one NATS server.
+    pub bus_prefix: String,
+    pub log_format: LogFormat,
+    /// A tracing filter directive such as `info` or `onair_user=debug`.
+    pub log_level: String,
+    /// How long an access token is valid.
+    pub access_token_ttl: Duration,
+    /// How long a signing key signs before a new one replaces it.
+    pub signing_key_rotation: Duration,
+    /// How long a call to a peer may take to connect.
+    pub peer_connect_timeout: Duration,
+    /// How long a unary call to a peer may take.
+    pub peer_request_timeout: Duration,
+    /// How long a shutdown waits for in-flight requests and streams.
+    pub shutdown_grace: Duration,
+    /// The largest gRPC message accepted, in bytes.
+    pub max_message_bytes: usize,
+}
+
+/// One setting: its key, a description for `--help` and the docs, and its default.
+struct Key {
+    name: &'static str,
+    default: Option<&'static str>,
+}
+
+const KEYS: &[Key] = &[
+    Key { name: "http", default: Some("127.0.0.1:8080") },
+    Key { name: "grpc", default: Some("127.0.0.1:50051") },
+    Key { name: "data_dir", default: Some("./onair-data") },
+    Key { name: "roles", default: Some("user,media,playout,comment,audience,share,gateway") },
+    Key { name: "peers", default: Some("") },
+    Key { name: "database_url", default: None },
+    Key { name: "nats_url", default: None },
+    Key { name: "redis_url", default: None },
+    Key { name: "bus_prefix", default: Some("onair") },
+    Key { name: "log.format", default: Some("auto") },
+    Key { name: "log.level", default: Some("info") },
+    Key { name: "user.access_token_ttl_seconds", default: Some("3600") },
+    Key { name: "user.signing_key_rotation_hours", default: Some("720") },
+    Key { name: "rpc.connect_timeout_ms", default: Some("2000") },
+    Key { name: "rpc.request_timeout_ms", default: Some("10000") },
+    Key { name: "rpc.max_message_bytes", default: Some("4194304") },
+    Key { name: "shutdown.grace_seconds", default: Some("20") },
+];
+
+/// The environment variable that carries a key: `user.access_token_ttl_seconds`
+/// is `ONAIR_USER_ACCESS_TOKEN_TTL_SECONDS`.
+pub fn env_var_name(key: &str) -> String {
+    format!("ONAIR_{}", key.replace('.', "_").to_uppercase())
+}
+
+/// Reads environment variables. Tests pass a map instead of touching the
+/// process environment.
+pub trait Environment {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnvironment;
+
+impl Environment for ProcessEnvironment {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|value| !value.is_empty())
+    }
+}
+
+impl Environment for BTreeMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// Values given on the command line, by key. Absent keys fall through to the
+/// environment, the file and the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    values: BTreeMap<String, String>,
+}
+
+impl Flags {
+    pub fn set(&mut self, key: &str, value: impl Into<String>) -> &mut Self {
+        self.values.insert(key.to_owned(), value.into());
+        self
+    }
+
+    pub fn set_opt(&mut self, key: &str, value: Option<impl Into<String>>) -> &mut Self {
+        if let Some(value) = value {
+            self.set(key, value);
+        }
+        self
+    }
+}
+
+/// The raw value of each key with where it came from.
+struct Layers {
+    resolved: BTreeMap<&'static str, (String, Origin)>,
+}
+
+impl Layers {
+    fn get(&self, key: &str) -> Option<&(String, Origin)> {
+        self.resolved.get(key)
+    }
+
+    fn parse<T>(
+        &self,
+        key: &str,
+        expected: &str,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<Option<T>, ConfigError> {
+        let Some((value, origin)) = self.get(key) else {
+            return Ok(None);
+        };
+        match parse(value) {
+            Some(parsed) => Ok(Some(parsed)),
+            None => Err(ConfigError::InvalidValue {
+                key: key.to_owned(),
+                value: value.clone(),
+                origin: origin.clone(),
+                expected: expected.to_owned(),
+            }),
+        }
+    }
+
+    fn required<T>(
+        &self,
+        key: &str,
+        expected: &str,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<T, ConfigError> {
+        let parsed = self.parse(key, expected, parse)?;
+        // Every required key has a default in KEYS, so this only fails if the
+        // table and this code disagree.
+        parsed.ok_or_else(|| ConfigError::InvalidValue {
+            key: key.to_owned(),
+            value: String::new(),
+            origin: Origin::Default,
+            expected: expected.to_owned(),
+        })
+    }
+}
+
+impl Settings {
+    /// Resolves the settings from flags, the environment, the config file (from
+    /// `--config` or `ONAIR_CONFIG`) and the defaults.
+    pub fn resolve(
+        flags: &Flags,
+        environment: &dyn Environment,
+        config_file: Option<&Path>,
+    ) -> Result<Settings, ConfigError> {
+        let env_config = environment.var("ONAIR_CONFIG").map(PathBuf::from);
+        let config_file = config_file.map(Path::to_path_buf).or(env_config);
+        let file_values = match &config_file {
+            Some(path) => read_config_file(path)?,
+            None => BTreeMap::new(),
+        };
+
+        let mut resolved = BTreeMap::new();
+        for key in KEYS {
+            let env_name = env_var_name(key.name);
+            let value = if let Some(value) = flags.values.get(key.name) {
+                Some((value.clone(), Origin::Flag))
+            } else if let Some(value) = environment.var(&env_name) {
+                Some((value, Origin::Env(env_name)))
+            } else if let Some(value) = file_values.get(key.name) {
+                let path = config_file.clone().unwrap_or_default();
+                Some((value.clone(), Origin::File(path)))
+            } else {
+                key.default.map(|value| (value.to_owned(), Origin::Default))
+            };
+            if let Some(value) = value {
+                resolved.insert(key.name, value);
+            }
+        }
+        Layers { resolved }.into_settings()
+    }
+}
+
+impl Layers {
+    fn into_settings(self) -> Result<Settings, ConfigError> {
+        let address = "a socket address such as 127.0.0.1:8080";
+        let seconds = "a whole number of seconds";
+        let milliseconds = "a whole number of milliseconds";
+        let non_empty = |value: &str| Some(value.to_owned()).filter(|value| !value.is_empty());
+        Ok(Settings {
+            http_addr: self.required("http", address, |value| value.parse().ok())?,
+            grpc_addr: self.required("grpc", address, |value| value.parse().ok())?,
+            data_dir: self.required("data_dir", "a directory path", |value| {
+                non_empty(value).map(PathBuf::from)
+            })?,
+            roles: self.required(
+                "roles",
+                "a comma-separated list of user, media, playout, comment, audience, share, gateway",
+                parse_roles,
+            )?,
+            peers: self.required(
+                "peers",
+                "a comma-separated list of SERVICE=URL, e.g. user=http://10.0.0.5:50051",
+                parse_peers,
+            )?,
+            database_url: self.parse(
+                "database_url",
+                "a postgres:// or sqlite: URL",
+                parse_database_url,
+            )?,
+            nats_url: self.parse("nats_url", "a nats:// URL", |value| {
+                url_with_scheme(value, &["nats", "tls"])
+            })?,
+            redis_url: self.parse("redis_url", "a redis:// URL", |value| {
+                url_with_scheme(value, &["redis", "rediss"])
+            })?,
+            bus_prefix: self.required(
+                "bus_prefix",
+                "letters, digits, - and _ (a NATS subject token)",
+                |value| {
+                    let valid = !value.is_empty()
+                        && value
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                    valid.then(|| value.to_owned())
+                },
+            )?,
+            log_format: self.required("log.format", "auto, json or text", |value| {
+                match value {
+                    "auto" => Some(LogFormat::Auto),
+                    "json" => Some(LogFormat::Json),
+                    "text" => Some(LogFormat::Text),
+                    _ => None,
+                }
+            })?,
+            log_level: self.required(
+                "log.level",
+                "a tracing filter such as info or onair_user=debug",
+                |value| {
+                    tracing_subscriber::EnvFilter::try_new(value)
+                        .ok()
+                        .map(|_| value.to_owned())
+                },
+            )?,
+            access_token_ttl: self.required("user.access_token_ttl_seconds", seconds, |value| {
+                positive(value).map(Duration::from_secs)
+            })?,
+            signing_key_rotation: self.required(
+                "user.signing_key_rotation_hours",
+                "a whole number of hours",
+                |value| positive(value).map(|hours| Duration::from_secs(hours * 3600)),
+            )?,
+            peer_connect_timeout: self.required("rpc.connect_timeout_ms", milliseconds, |value| {
+                positive(value).map(Duration::from_millis)
+            })?,
+            peer_request_timeout: self.required("rpc.request_timeout_ms", milliseconds, |value| {
+                positive(value).map(Duration::from_millis)
+            })?,
+            max_message_bytes: self.required(
+                "rpc.max_message_bytes",
+                "a number of bytes",
+                |value| positive(value).and_then(|bytes| usize::try_from(bytes).ok()),
+            )?,
+            shutdown_grace: self.required("shutdown.grace_seconds", seconds, |value| {
+                value.parse().ok().map(Duration::from_secs)
+            })?,
+        })
+    }
+}
+
+impl Settings {
+    /// Whether this process runs a role.
+    pub fn runs(&self, role: ServiceRole) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// The path of the SQLite database used when no database URL is given.
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.data_dir.join("onair.db")
+    }
+}
+
+fn positive(value: &str) -> Option<u64> {
+    value.parse::<u64>().ok().filter(|number| *number > 0)
+}
+
+fn url_with_scheme(value: &str, schemes: &[&str]) -> Option<String> {
+    let (scheme, rest) = value.split_once("://")?;
+    (schemes.contains(&scheme) && !rest.is_empty()).then(|| value.to_owned())
+}
+
+fn parse_database_url(value: &str) -> Option<String> {
+    let known = value.starts_with("postgres://")
+        || value.starts_with("postgresql://")
+        || value.starts_with("sqlite:");
+    known.then(|| value.to_owned())
+}
+
+fn parse_roles(value: &str) -> Option<Vec<ServiceRole>> {
+    let mut roles = Vec::new();
+    for name in value.split(',').map(str::trim).filter(|name| !name.is_empty()) {
+        let role = name.parse().ok()?;
+        if !roles.contains(&role) {
+            roles.push(role);
+        }
+    }
+    (!roles.is_empty()).then_some(roles)
+}
+
+fn parse_peers(value: &str) -> Option<BTreeMap<ServiceRole, String>> {
+    let mut peers = BTreeMap::new();
+    for entry in value.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
+        let (name, url) = entry.split_once('=')?;
+        let role: ServiceRole = name.trim().parse().ok()?;
+        role.grpc_service()?;
+        let url = url_with_scheme(url.trim(), &["http", "https"])?;
+        peers.insert(role, url);
+    }
+    Some(peers)
+}
+
+/// Reads a TOML file into key → string, flattening tables into dotted keys,
+/// lists into comma-separated values and the `peers` table into SERVICE=URL.
+fn read_config_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Unreadable {
+        path: path.to_path_buf(),
+        reason: error.to_string(),
+    })?;
+    let table: toml::Table = text.parse().map_err(|error: toml::de::Error| {
+        ConfigError::Malformed {
+            path: path.to_path_buf(),
+            reason: error.to_string().trim_end().to_owned(),
+        }
+    })?;
+    let mut values = BTreeMap::new();
+    flatten_toml(path, "", &table, &mut values)?;
+    Ok(values)
+}
+
+fn flatten_toml(
+    path: &Path,
+    prefix: &str,
+    table: &toml::Table,
+    values: &mut BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    for (name, value) in table {
+        let key = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        let text = match value {
+            toml::Value::Table(inner) if key == "peers" => inner
+                .iter()
+                .map(|(service, url)| match url {
+                    toml::Value::String(url) => format!("{service}={url}"),
+                    other => format!("{service}={other}"),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            toml::Value::Table(inner) => {
+                flatten_toml(path, &key, inner, values)?;
+                continue;
+            }
+            toml::Value::String(text) => text.clone(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|item| match item {
+                    toml::Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            other => other.to_string(),
+        };
+        if !KEYS.iter().any(|known| known.name == key) {
+            let known: Vec<&str> = KEYS.iter().map(|known| known.name).collect();
+            return Err(ConfigError::UnknownKey {
+                key,
+                path: path.to_path_buf(),
+                known: known.join(", "),
+            });
+        }
+        values.insert(key, text);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_run_every_role_on_the_documented_ports() {
+        let settings = Settings::resolve(&Flags::default(), &env(&[]), None).unwrap();
+        assert_eq!(settings.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.grpc_addr.to_string(), "127.0.0.1:50051");
+        assert_eq!(settings.data_dir, PathBuf::from("./onair-data"));
+        assert_eq!(settings.roles.len(), 7);
+        assert!(settings.database_url.is_none());
+    }
+
+    #[test]
+    fn flags_beat_environment_beat_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("onair.toml");
+        std::fs::write(
+            &file,
+            "http = \"127.0.0.1:1000\"\ngrpc = \"127.0.0.1:1001\"\ndata_dir = \"/from/file\"\n\
+             roles = [\"user\"]\n[peers]\nmedia = \"http://m:50051\"\n[user]\naccess_token_ttl_seconds = 60\n",
+        )
+        .unwrap();
+        let mut flags = Flags::default();
+        flags.set("http", "127.0.0.1:3000");
+        let environment = env(&[("ONAIR_HTTP", "127.0.0.1:2000"), ("ONAIR_GRPC", "127.0.0.1:2001")]);
+        let settings = Settings::resolve(&flags, &environment, Some(&file)).unwrap();
+        assert_eq!(settings.http_addr.to_string(), "127.0.0.1:3000");
+        assert_eq!(settings.grpc_addr.to_string(), "127.0.0.1:2001");
+        assert_eq!(settings.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(settings.roles, vec![ServiceRole::User]);
+        assert_eq!(settings.peers[&ServiceRole::Media], "http://m:50051");
+        assert_eq!(settings.access_token_ttl, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_bad_value_names_key_value_origin_and_expectation() {
+        let environment = env(&[("ONAIR_HTTP", "localhost")]);
+        let error = Settings::resolve(&Flags::default(), &environment, None).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("`http`"), "{message}");
+        assert!(message.contains("\"localhost\""), "{message}");
+        assert!(message.contains("ONAIR_HTTP"), "{message}");
+        assert!(message.contains("socket address"), "{message}");
+    }
+
+    #[test]
+    fn unknown_roles_and_peers_are_refused() {
+        let mut flags = Flags::default();
+        flags.set("roles", "user,videos");
+        let error = Settings::resolve(&flags, &env(&[]), None).unwrap_err();
+        assert!(error.to_string().contains("roles"));
+
+        let mut flags = Flags::default();
+        flags.set("peers", "user=10.0.0.1:50051");
+        let error = Settings::resolve(&flags, &env(&[]), None).unwrap_err();
+        assert!(error.to_string().contains("SERVICE=URL"));
+    }
+
+    #[test]
+    fn a_malformed_config_file_says_where() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("onair.toml");
+        std::fs::write(&file, "http = \"127.0.0.1:1\"\ngrpc = \n").unwrap();
+        let error = Settings::resolve(&Flags::default(), &env(&[]), Some(&file)).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("not valid TOML"), "{message}");
+        assert!(message.contains("line 2"), "{message}");
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("onair.toml");
+        std::fs::write(&file, "htp = \"127.0.0.1:1\"\n").unwrap();
+        let error = Settings::resolve(&Flags::default(), &env(&[]), Some(&file)).unwrap_err();
+        assert!(error.to_string().contains("unknown setting `htp`"));
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let error = Settings::resolve(
+            &Flags::default(),
+            &env(&[]),
+            Some(Path::new("/nonexistent/onair.toml")),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("cannot read config file"));
+    }
+}

@@ -1,0 +1,134 @@
+//! One transport-neutral error code for every service, mapped to gRPC and HTTP.
+//!
+//! Each crate has its own `thiserror` enum; each variant names its [`ErrorCode`]
+//! through [`ServiceError`], and [`into_status`] turns it into a `tonic::Status`.
+//! The gateway maps a status back to HTTP with [`ErrorCode::http_status`], as
+//! grpc-gateway does.
+
+use http::StatusCode;
+use tonic::Code;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The request is malformed; retrying it unchanged fails again.
+    InvalidArgument,
+    /// No credentials, or credentials that don't verify.
+    Unauthenticated,
+    /// The caller is known but may not do this.
+    PermissionDenied,
+    NotFound,
+    AlreadyExists,
+    /// The system is not in a state that allows the request (a banned user, a
+    /// slot on air).
+    FailedPrecondition,
+    /// A rate or size limit was hit.
+    ResourceExhausted,
+    /// A dependency (storage, bus, peer) does not answer; retrying may help.
+    Unavailable,
+    DeadlineExceeded,
+    /// A bug or an unexpected failure; details go to the log, not the caller.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn grpc_code(self) -> Code {
+        match self {
+            ErrorCode::InvalidArgument => Code::InvalidArgument,
+            ErrorCode::Unauthenticated => Code::Unauthenticated,
+            ErrorCode::PermissionDenied => Code::PermissionDenied,
+            ErrorCode::NotFound => Code::NotFound,
+            ErrorCode::AlreadyExists => Code::AlreadyExists,
+            ErrorCode::FailedPrecondition => Code::FailedPrecondition,
+            ErrorCode::ResourceExhausted => Code::ResourceExhausted,
+            ErrorCode::Unavailable => Code::Unavailable,
+            ErrorCode::DeadlineExceeded => Code::DeadlineExceeded,
+            ErrorCode::Internal => Code::Internal,
+        }
+    }
+
+    /// The HTTP status grpc-gateway uses for the code (FailedPrecondition is 400,
+    /// not 412).
+    pub fn http_status(self) -> StatusCode {
+        http_status_of(self.grpc_code())
+    }
+
+    pub fn from_grpc(code: Code) -> ErrorCode {
+        match code {
+            Code::InvalidArgument | Code::OutOfRange => ErrorCode::InvalidArgument,
+            Code::Unauthenticated => ErrorCode::Unauthenticated,
+            Code::PermissionDenied => ErrorCode::PermissionDenied,
+            Code::NotFound => ErrorCode::NotFound,
+            Code::AlreadyExists | Code::Aborted => ErrorCode::AlreadyExists,
+            Code::FailedPrecondition => ErrorCode::FailedPrecondition,
+            Code::ResourceExhausted => ErrorCode::ResourceExhausted,
+            Code::Unavailable => ErrorCode::Unavailable,
+            Code::DeadlineExceeded | Code::Cancelled => ErrorCode::DeadlineExceeded,
+            _ => ErrorCode::Internal,
+        }
+    }
+}
+
+/// grpc-gateway's `HTTPStatusFromCode` table.
+pub fn http_status_of(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        Code::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::FailedPrecondition => StatusCode::BAD_REQUEST,
+        Code::Aborted => StatusCode::CONFLICT,
+        Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// An error that knows its transport-neutral code.
+pub trait ServiceError: std::error::Error {
+    fn error_code(&self) -> ErrorCode;
+}
+
+/// Turns a service error into a gRPC status. Internal errors are logged with
+/// their details and reach the caller only as "internal error".
+pub fn into_status<E: ServiceError>(error: E) -> tonic::Status {
+    let code = error.error_code();
+    if code == ErrorCode::Internal {
+        tracing::error!(error = %error, "internal error");
+        return tonic::Status::internal("internal error");
+    }
+    if code == ErrorCode::Unavailable {
+        tracing::warn!(error = %error, "dependency unavailable");
+    }
+    tonic::Status::new(code.grpc_code(), error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_map_to_the_documented_http_statuses() {
+        let expected = [
+            (ErrorCode::InvalidArgument, 400),
+            (ErrorCode::Unauthenticated, 401),
+            (ErrorCode::PermissionDenied, 403),
+            (ErrorCode::NotFound, 404),
+            (ErrorCode::AlreadyExists, 409),
+            (ErrorCode::FailedPrecondition, 400),
+            (ErrorCode::ResourceExhausted, 429),
+            (ErrorCode::Unavailable, 503),
+        ];
+        for (code, status) in expected {
+            assert_eq!(code.http_status().as_u16(), status, "{code:?}");
+            assert_eq!(ErrorCode::from_grpc(code.grpc_code()), code);
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! What every onair service stands on: configuration, the server bootstrap,
+//! errors, the bus, storage, authentication and telemetry.
+
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod testing;
+
+// The publish/subscribe bus.
+// pub use onair_bus as bus;

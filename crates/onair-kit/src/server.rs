@@ -1,0 +1,405 @@
+//! Server bootstrap: one gRPC port with every local service, health, reflection
+//! and gRPC-Web; one HTTP port with `/healthz`, `/readyz` and `/metrics` (and
+//! whatever the gateway adds); graceful shutdown.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::response::IntoResponse;
+use futures::future::BoxFuture;
+use onair_proto::ServiceChannel;
+use tokio::net::TcpListener;
+use tonic::body::Body;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::config::{ServiceRole, Settings};
+use crate::metrics::Registry;
+use crate::telemetry::{GrpcClientLayer, GrpcServerLayer, GrpcServerService};
+
+/// The services of this process, reachable in-process once they are built.
+///
+/// Services need clients of each other when they are constructed, and the
+/// clients of local services need the services: this breaks the cycle. Calls
+/// made before the services are installed fail with `Unavailable`.
+#[derive(Clone)]
+pub struct LocalServices {
+    routes: Arc<OnceLock<GrpcServerService<Routes>>>,
+}
+
+impl LocalServices {
+    pub fn new() -> LocalServices {
+        LocalServices {
+            routes: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Installs the services. Later calls are ignored.
+    pub fn install(&self, routes: Routes, metrics: &Registry) {
+        let layered = GrpcServerLayer::new(metrics.clone()).layer(routes);
+        let _ = self.routes.set(layered);
+    }
+
+    /// A channel to the local services that carries the trace context.
+    pub fn channel(&self) -> ServiceChannel {
+        ServiceChannel::local(self.clone()).layered(GrpcClientLayer)
+    }
+}
+
+impl Default for LocalServices {
+    fn default() -> Self {
+        LocalServices::new()
+    }
+}
+
+impl Service<http::Request<Body>> for LocalServices {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Routes are always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let Some(routes) = self.routes.get() else {
+            let status = tonic::Status::unavailable("the service is still starting");
+            return Box::pin(async move { Ok(status.into_http()) });
+        };
+        let routes = routes.clone();
+        Box::pin(async move { routes.oneshot(request).await })
+    }
+}
+
+/// A channel to a peer process. It connects on first use, and reconnects.
+pub fn peer_channel(url: &str, settings: &Settings) -> Result<ServiceChannel, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|error| format!("invalid peer URL {url}: {error}"))?
+        .connect_timeout(settings.peer_connect_timeout)
+        .timeout(settings.peer_request_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true);
+    Ok(ServiceChannel::remote(endpoint.connect_lazy()).layered(GrpcClientLayer))
+}
+
+/// A channel for a role that is neither local nor configured as a peer: every
+/// call fails with a status that says how to fix the setup.
+pub fn missing_channel(role: ServiceRole) -> ServiceChannel {
+    let message = format!(
+        "the {role} service is not reachable: this process does not run the {role} role \
+         and no peer is configured for it (--peers {role}=URL)"
+    );
+    let service = tower::service_fn(move |_request: http::Request<Body>| {
+        let status = tonic::Status::unavailable(message.clone());
+        async move { Ok::<_, Infallible>(status.into_http::<Body>()) }
+    });
+    ServiceChannel::local(service)
+}
+
+/// How this process reaches every service: locally, through a peer, or not at all.
+#[derive(Clone)]
+pub struct ServiceChannels {
+    channels: BTreeMap<ServiceRole, ServiceChannel>,
+    /// The peers, for readiness checks and gRPC forwarding.
+    peers: BTreeMap<ServiceRole, ServiceChannel>,
+}
+
+impl ServiceChannels {
+    pub fn new(settings: &Settings, local: &LocalServices) -> Result<ServiceChannels, String> {
+        let mut channels = BTreeMap::new();
+        let mut peers = BTreeMap::new();
+        for role in ServiceRole::ALL {
+            if role.grpc_service().is_none() {
+                continue;
+            }
+            let channel = if settings.runs(role) {
+                local.channel()
+            } else if let Some(url) = settings.peers.get(&role) {
+                let channel = peer_channel(url, settings)?;
+                peers.insert(role, channel.clone());
+                channel
+            } else {
+                missing_channel(role)
+            };
+            channels.insert(role, channel);
+        }
+        Ok(ServiceChannels { channels, peers })
+    }
+
+    pub fn channel(&self, role: ServiceRole) -> ServiceChannel {
+        match self.channels.get(&role) {
+            Some(channel) => channel.clone(),
+            None => missing_channel(role),
+        }
+    }
+
+    pub fn user(&self) -> onair_proto::clients::UserClient {
+        onair_proto::clients::UserClient::new(self.channel(ServiceRole::User))
+    }
+
+    pub fn peers(&self) -> &BTreeMap<ServiceRole, ServiceChannel> {
+        &self.peers
+    }
+}
+
+/// A named check that `/readyz` runs.
+#[derive(Clone)]
+pub struct ReadinessCheck {
+    pub name: String,
+    pub check: Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>,
+}
+
+impl ReadinessCheck {
+    pub fn new<F, Fut>(name: impl Into<String>, check: F) -> ReadinessCheck
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        ReadinessCheck {
+            name: name.into(),
+            check: Arc::new(move || Box::pin(check())),
+        }
+    }
+
+    /// Checks that a peer answers its gRPC health check for `service`.
+    pub fn peer(role: ServiceRole, channel: ServiceChannel) -> ReadinessCheck {
+        let service = role.grpc_service().unwrap_or_default().to_owned();
+        ReadinessCheck::new(format!("peer {role}"), move || {
+            let mut client = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+            let request = tonic_health::pb::HealthCheckRequest {
+                service: service.clone(),
+            };
+            async move {
+                let response = client
+                    .check(request)
+                    .await
+                    .map_err(|status| status.message().to_owned())?;
+                let serving = tonic_health::pb::health_check_response::ServingStatus::Serving;
+                if response.into_inner().status == serving as i32 {
+                    Ok(())
+                } else {
+                    Err("not serving".to_owned())
+                }
+            }
+        })
+    }
+}
+
+/// How long `/readyz` waits for one check.
+const READINESS_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Everything [`serve`] runs.
+pub struct ServerParts {
+    pub grpc_listener: TcpListener,
+    pub http_listener: TcpListener,
+    /// The local gRPC services, the same ones installed in [`LocalServices`].
+    pub routes: Routes,
+    /// The fully-qualified names of the local gRPC services, for health.
+    pub service_names: Vec<&'static str>,
+    /// Services of peers that this process's gRPC port forwards, so a client
+    /// can reach every service through any process.
+    pub forwarded: Vec<(&'static str, ServiceChannel)>,
+    /// More HTTP routes (the gateway's).
+    pub http_routes: axum::Router,
+    pub readiness: Vec<ReadinessCheck>,
+    pub metrics: Registry,
+    pub health: HealthReporter,
+    pub shutdown_grace: Duration,
+    pub max_message_bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("grpc server failed: {0}")]
+    Grpc(String),
+    #[error("http server failed: {0}")]
+    Http(String),
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, marks every service
+/// NOT_SERVING, drains in-flight requests and streams for up to the grace
+/// period, and returns.
+pub async fn serve(
+    parts: ServerParts,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let ServerParts {
+        grpc_listener,
+        http_listener,
+        routes,
+        service_names,
+        forwarded,
+        http_routes,
+        readiness,
+        metrics,
+        health,
+        shutdown_grace,
+        max_message_bytes,
+    } = parts;
+
+    for name in &service_names {
+        health.set_service_status(*name, ServingStatus::Serving).await;
+    }
+    health.set_service_status("", ServingStatus::Serving).await;
+
+    let grpc_router = grpc_router(routes, forwarded, max_message_bytes);
+    let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
+    let stopped = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = receiver.wait_for(|stop| *stop).await;
+    };
+
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+    let grpc_server = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(GrpcServerLayer::new(metrics.clone()))
+        .add_routes(grpc_router)
+        .serve_with_incoming_shutdown(incoming, stopped(stop_receiver.clone()));
+
+    let http_app = ops_router(metrics, readiness).merge(http_routes);
+    let http_server = axum::serve(http_listener, http_app)
+        .with_graceful_shutdown(stopped(stop_receiver.clone()))
+        .into_future();
+
+    let grpc_task = tokio::spawn(grpc_server);
+    let http_task = tokio::spawn(http_server);
+
+    shutdown.await;
+    tracing::info!("shutting down: draining requests");
+    for name in &service_names {
+        health.set_service_status(*name, ServingStatus::NotServing).await;
+    }
+    health.set_service_status("", ServingStatus::NotServing).await;
+    let _ = stop_sender.send(true);
+
+    let drained = tokio::time::timeout(shutdown_grace, async {
+        let grpc = grpc_task.await;
+        let http = http_task.await;
+        (grpc, http)
+    })
+    .await;
+    match drained {
+        Ok((grpc, http)) => {
+            if let Ok(Err(error)) = grpc {
+                return Err(ServeError::Grpc(error.to_string()));
+            }
+            if let Ok(Err(error)) = http {
+                return Err(ServeError::Http(error.to_string()));
+            }
+            tracing::info!("drained; stopped");
+        }
+        Err(_) => {
+            tracing::warn!(grace_seconds = shutdown_grace.as_secs(), "requests still running after the grace period; stopping anyway");
+        }
+    }
+    Ok(())
+}
+
+fn grpc_router(
+    routes: Routes,
+    forwarded: Vec<(&'static str, ServiceChannel)>,
+    max_message_bytes: usize,
+) -> Routes {
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(onair_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1();
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(onair_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha();
+    let mut router = routes.into_axum_router();
+    if let Ok(reflection) = reflection_v1 {
+        router = Routes::from(router).add_service(reflection).into_axum_router();
+    }
+    if let Ok(reflection) = reflection_v1alpha {
+        router = Routes::from(router).add_service(reflection).into_axum_router();
+    }
+    for (service, channel) in forwarded {
+        let path = format!("/{service}/{{*method}}");
+        let handler = move |request: axum::extract::Request| {
+            let channel = channel.clone();
+            async move { forward(channel, request, max_message_bytes).await }
+        };
+        router = router.route(&path, axum::routing::post(handler));
+    }
+    Routes::from(router)
+}
+
+async fn forward(
+    channel: ServiceChannel,
+    request: axum::extract::Request,
+    _max_message_bytes: usize,
+) -> axum::response::Response {
+    let request = request.map(Body::new);
+    match channel.oneshot(request).await {
+        Ok(response) => response.map(axum::body::Body::new),
+        Err(error) => {
+            let status = tonic::Status::unavailable(format!("peer unreachable: {error}"));
+            status.into_http::<axum::body::Body>()
+        }
+    }
+}
+
+fn ops_router(metrics: Registry, readiness: Vec<ReadinessCheck>) -> axum::Router {
+    let readiness = Arc::new(readiness);
+    axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let readiness = readiness.clone();
+                async move { ready(&readiness).await }
+            }),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let text = metrics.render();
+                async move {
+                    (
+                        [(
+                            http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        )
+}
+
+async fn ready(checks: &[ReadinessCheck]) -> axum::response::Response {
+    let runs = checks.iter().map(|check| async move {
+        let outcome = tokio::time::timeout(READINESS_CHECK_TIMEOUT, (check.check)()).await;
+        let outcome = match outcome {
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "no answer within {} ms",
+                READINESS_CHECK_TIMEOUT.as_millis()
+            )),
+        };
+        (check.name.clone(), outcome)
+    });
+    let outcomes = futures::future::join_all(runs).await;
+    let mut failing = serde_json::Map::new();
+    for (name, outcome) in outcomes {
+        if let Err(reason) = outcome {
+            failing.insert(name, serde_json::Value::String(reason));
+        }
+    }
+    if failing.is_empty() {
+        let body = serde_json::json!({"status": "ready"});
+        return (http::StatusCode::OK, axum::Json(body)).into_response();
+    }
+    let body = serde_json::json!({"status": "not ready", "failing": failing});
+    (http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+}

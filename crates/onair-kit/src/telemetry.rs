@@ -1,0 +1,468 @@
+//! Logs, W3C trace context and per-RPC metrics.
+//!
+//! Every gRPC request handled by this process runs inside a [`TraceContext`]:
+//! the one its caller sent in `traceparent`, or a new trace. Every call this
+//! process makes to a service (local or remote) carries the current context in
+//! `traceparent`, so one trace id follows a user action across services.
+
+use std::io::IsTerminal;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tonic::body::Body;
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+use crate::config::LogFormat;
+use crate::metrics::{DURATION_BUCKETS, Registry};
+
+/// Installs the process's log subscriber: JSON lines, or human-readable text on
+/// a terminal. Later calls (several servers in one test process) are no-ops.
+pub fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stdout().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// A position in a distributed trace: the W3C `traceparent` of the span that is
+/// running now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: u128,
+    pub span_id: u64,
+    /// The caller's span, when the request came with a `traceparent`.
+    pub parent_span_id: Option<u64>,
+    pub sampled: bool,
+}
+
+tokio::task_local! {
+    static CURRENT_TRACE: TraceContext;
+}
+
+impl TraceContext {
+    /// A new trace with a random id.
+    pub fn new_root() -> TraceContext {
+        TraceContext {
+            trace_id: nonzero_u128(),
+            span_id: nonzero_u64(),
+            parent_span_id: None,
+            sampled: true,
+        }
+    }
+
+    /// The context of a new span whose parent is described by `traceparent`.
+    /// A missing or malformed header starts a new trace.
+    pub fn from_traceparent(traceparent: Option<&str>) -> TraceContext {
+        let Some(parent) = traceparent.and_then(parse_traceparent) else {
+            return TraceContext::new_root();
+        };
+        TraceContext {
+            trace_id: parent.trace_id,
+            span_id: nonzero_u64(),
+            parent_span_id: Some(parent.span_id),
+            sampled: parent.sampled,
+        }
+    }
+
+    /// The `traceparent` header that makes this span the parent of the callee's.
+    pub fn traceparent(&self) -> String {
+        let flags = if self.sampled { "01" } else { "00" };
+        format!("00-{:032x}-{:016x}-{flags}", self.trace_id, self.span_id)
+    }
+
+    pub fn trace_id_hex(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
+
+    /// The context of the request being handled, if any.
+    pub fn current() -> Option<TraceContext> {
+        CURRENT_TRACE.try_with(|context| *context).ok()
+    }
+
+    /// Runs a future inside this context.
+    pub async fn scope<F: Future>(self, future: F) -> F::Output {
+        CURRENT_TRACE.scope(self, future).await
+    }
+}
+
+struct ParsedTraceparent {
+    trace_id: u128,
+    span_id: u64,
+    sampled: bool,
+}
+
+fn parse_traceparent(header: &str) -> Option<ParsedTraceparent> {
+    let mut parts = header.trim().split('-');
+    let version = parts.next()?;
+    let trace_id = parts.next()?;
+    let span_id = parts.next()?;
+    let flags = parts.next()?;
+    let well_formed = version.len() == 2
+        && version != "ff"
+        && trace_id.len() == 32
+        && span_id.len() == 16
+        && flags.len() == 2
+        && [version, trace_id, span_id, flags]
+            .iter()
+            .all(|part| part.bytes().all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte)));
+    // Version 00 has exactly four fields; later versions may append more.
+    if !well_formed || (version == "00" && parts.next().is_some()) {
+        return None;
+    }
+    let trace_id = u128::from_str_radix(trace_id, 16).ok().filter(|id| *id != 0)?;
+    let span_id = u64::from_str_radix(span_id, 16).ok().filter(|id| *id != 0)?;
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    Some(ParsedTraceparent {
+        trace_id,
+        span_id,
+        sampled: flags & 1 == 1,
+    })
+}
+
+fn nonzero_u128() -> u128 {
+    loop {
+        let value: u128 = rand::random();
+        if value != 0 {
+            return value;
+        }
+    }
+}
+
+fn nonzero_u64() -> u64 {
+    loop {
+        let value: u64 = rand::random();
+        if value != 0 {
+            return value;
+        }
+    }
+}
+
+/// `/onair.user.v1.UserService/GetUser` → (`onair.user.v1.UserService`, `GetUser`).
+pub fn split_grpc_path(path: &str) -> (&str, &str) {
+    let trimmed = path.trim_start_matches('/');
+    match trimmed.split_once('/') {
+        Some((service, method)) => (service, method),
+        None => (trimmed, ""),
+    }
+}
+
+const REQUESTS_TOTAL: &str = "onair_grpc_server_requests_total";
+const REQUESTS_HELP: &str = "gRPC requests handled, by service, method and status code.";
+const DURATION_SECONDS: &str = "onair_grpc_server_request_duration_seconds";
+const DURATION_HELP: &str =
+    "Time from a gRPC request's arrival to the end of its response, in seconds.";
+
+/// Wraps the gRPC server: trace context, a span per request, RED metrics and a
+/// log line per finished request.
+#[derive(Clone)]
+pub struct GrpcServerLayer {
+    metrics: Registry,
+}
+
+impl GrpcServerLayer {
+    pub fn new(metrics: Registry) -> GrpcServerLayer {
+        GrpcServerLayer { metrics }
+    }
+}
+
+impl<S> Layer<S> for GrpcServerLayer {
+    type Service = GrpcServerService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcServerService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct GrpcServerService<S> {
+    inner: S,
+    metrics: Registry,
+}
+
+impl<S, ResBody> Service<http::Request<Body>> for GrpcServerService<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ResBody: HttpBody<Data = bytes::Bytes> + Send + Unpin + 'static,
+    ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        // The clone is the one that was polled ready; keep it, leave a fresh one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let metrics = self.metrics.clone();
+        let started = Instant::now();
+        let (service, method) = split_grpc_path(request.uri().path());
+        let (service, method) = (service.to_owned(), method.to_owned());
+        let traceparent = request
+            .headers()
+            .get("traceparent")
+            .and_then(|value| value.to_str().ok());
+        let context = TraceContext::from_traceparent(traceparent);
+        let span = tracing::info_span!(
+            "grpc",
+            service = %service,
+            method = %method,
+            trace_id = %context.trace_id_hex(),
+            span_id = %format!("{:016x}", context.span_id),
+            parent_span_id = %context.parent_span_id.map(|id| format!("{id:016x}")).unwrap_or_default(),
+        );
+        Box::pin(async move {
+            let response = context
+                .scope(inner.call(request))
+                .instrument(span)
+                .await?;
+            let header_status = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.parse::<i32>().ok());
+            let record = RequestRecord {
+                metrics,
+                service,
+                method,
+                trace_id: context.trace_id,
+                started,
+                done: false,
+            };
+            Ok(response.map(|body| {
+                Body::new(MeteredBody {
+                    inner: body,
+                    status: header_status,
+                    record,
+                })
+            }))
+        })
+    }
+}
+
+/// What is recorded once a response has ended.
+struct RequestRecord {
+    metrics: Registry,
+    service: String,
+    method: String,
+    trace_id: u128,
+    started: Instant,
+    done: bool,
+}
+
+impl RequestRecord {
+    fn finish(&mut self, status: Option<i32>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        // A body dropped before its trailers means the client went away.
+        let code = tonic::Code::from_i32(status.unwrap_or(tonic::Code::Cancelled as i32));
+        let code_name = code_name(code);
+        let seconds = self.started.elapsed().as_secs_f64();
+        let labels = [
+            ("service", self.service.as_str()),
+            ("method", self.method.as_str()),
+            ("code", code_name),
+        ];
+        self.metrics.counter_add(REQUESTS_TOTAL, REQUESTS_HELP, &labels, 1);
+        self.metrics.histogram_observe(
+            DURATION_SECONDS,
+            DURATION_HELP,
+            DURATION_BUCKETS,
+            &labels[..2],
+            seconds,
+        );
+        let trace_id = format!("{:032x}", self.trace_id);
+        let duration_ms = seconds * 1000.0;
+        match code {
+            tonic::Code::Ok => tracing::debug!(service = %self.service, method = %self.method, code = code_name, duration_ms, trace_id, "rpc finished"),
+            tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss => tracing::warn!(service = %self.service, method = %self.method, code = code_name, duration_ms, trace_id, "rpc failed"),
+            _ => tracing::info!(service = %self.service, method = %self.method, code = code_name, duration_ms, trace_id, "rpc refused"),
+        }
+    }
+}
+
+/// The name gRPC uses for a status code, e.g. `NotFound`.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::Ok => "OK",
+        tonic::Code::Cancelled => "Cancelled",
+        tonic::Code::Unknown => "Unknown",
+        tonic::Code::InvalidArgument => "InvalidArgument",
+        tonic::Code::DeadlineExceeded => "DeadlineExceeded",
+        tonic::Code::NotFound => "NotFound",
+        tonic::Code::AlreadyExists => "AlreadyExists",
+        tonic::Code::PermissionDenied => "PermissionDenied",
+        tonic::Code::ResourceExhausted => "ResourceExhausted",
+        tonic::Code::FailedPrecondition => "FailedPrecondition",
+        tonic::Code::Aborted => "Aborted",
+        tonic::Code::OutOfRange => "OutOfRange",
+        tonic::Code::Unimplemented => "Unimplemented",
+        tonic::Code::Internal => "Internal",
+        tonic::Code::Unavailable => "Unavailable",
+        tonic::Code::DataLoss => "DataLoss",
+        tonic::Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// A response body that notes the gRPC status in its trailers and records the
+/// request when the body ends (or is dropped).
+struct MeteredBody<B> {
+    inner: B,
+    status: Option<i32>,
+    record: RequestRecord,
+}
+
+impl<B> HttpBody for MeteredBody<B>
+where
+    B: HttpBody<Data = bytes::Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = bytes::Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    let status = trailers
+                        .get("grpc-status")
+                        .and_then(|value| value.to_str().ok())
+                        .and_then(|value| value.parse::<i32>().ok());
+                    this.status = status.or(this.status);
+                    this.record.finish(this.status);
+                }
+            }
+            Poll::Ready(None) => {
+                let status = this.status.or(Some(tonic::Code::Ok as i32));
+                this.record.finish(status);
+            }
+            Poll::Ready(Some(Err(_))) => this.record.finish(Some(tonic::Code::Internal as i32)),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for MeteredBody<B> {
+    fn drop(&mut self) {
+        // A trailers-only response (an error before any message) may be dropped
+        // without being polled to its end.
+        let status = self.status;
+        self.record.finish(status);
+    }
+}
+
+/// Adds the current trace context to every outgoing gRPC request.
+#[derive(Clone, Copy, Default)]
+pub struct GrpcClientLayer;
+
+impl<S> Layer<S> for GrpcClientLayer {
+    type Service = GrpcClientService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcClientService { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct GrpcClientService<S> {
+    inner: S,
+}
+
+impl<S> Service<http::Request<Body>> for GrpcClientService<S>
+where
+    S: Service<http::Request<Body>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        let context = TraceContext::current().unwrap_or_else(TraceContext::new_root);
+        if let Ok(value) = http::HeaderValue::from_str(&context.traceparent()) {
+            request.headers_mut().insert("traceparent", value);
+        }
+        self.inner.call(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_span_keeps_the_trace_and_names_its_parent() {
+        let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let context = TraceContext::from_traceparent(Some(header));
+        assert_eq!(context.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(context.parent_span_id, Some(0x00f067aa0ba902b7));
+        assert_ne!(context.span_id, 0x00f067aa0ba902b7);
+        assert!(context.traceparent().starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+    }
+
+    #[test]
+    fn malformed_traceparents_start_a_new_trace() {
+        for header in [
+            "",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            let context = TraceContext::from_traceparent(Some(header));
+            assert_eq!(context.parent_span_id, None, "{header}");
+        }
+    }
+
+    #[test]
+    fn grpc_paths_split_into_service_and_method() {
+        assert_eq!(
+            split_grpc_path("/onair.user.v1.UserService/GetUser"),
+            ("onair.user.v1.UserService", "GetUser")
+        );
+    }
+}

@@ -1,0 +1,564 @@
+//! The user service's gRPC implementation.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use onair_kit::auth::{AccessClaims, AuthError, Authenticator, Caller, CredentialSource, TOKEN_ISSUER};
+use onair_kit::clock::{Clock, timestamp_from_millis};
+use onair_proto::user::v1 as pb;
+use onair_proto::user::v1::user_service_server::UserService;
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status};
+
+use crate::display_name::DisplayName;
+use crate::error::UserError;
+use crate::keys::KeyRing;
+use crate::store::{BanRecord, CredentialKind, UserRecord, UserStore};
+
+/// The most ids one BatchGetUsers call may ask for.
+pub const MAX_BATCH_GET_USERS: usize = 1000;
+/// A new user's trust score.
+pub const INITIAL_TRUST_SCORE: i32 = 50;
+/// The id of the operator account created on first start.
+pub const OPERATOR_USER_ID: &str = "operator";
+/// How often the key ring re-reads the stored keys.
+const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What the user service needs to know about the station.
+#[derive(Debug, Clone)]
+pub struct UserServiceSettings {
+    pub access_token_ttl: Duration,
+    pub signing_key_rotation: Duration,
+    /// Where the operator key is written on first start.
+    pub data_dir: PathBuf,
+}
+
+/// The user service.
+#[derive(Clone)]
+pub struct UserServiceImpl {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: UserStore,
+    keys: KeyRing,
+    settings: UserServiceSettings,
+    clock: Clock,
+    authenticator: Authenticator,
+}
+
+/// Lets the user service authenticate its own callers from its own keys and
+/// tables, without calling itself.
+struct LocalCredentials {
+    store: UserStore,
+    keys: KeyRing,
+}
+
+#[async_trait::async_trait]
+impl CredentialSource for LocalCredentials {
+    async fn jwks(&self) -> Result<pb::Jwks, AuthError> {
+        Ok(self.keys.jwks())
+    }
+
+    async fn resolve_api_key(&self, api_key: &str) -> Result<Caller, AuthError> {
+        let owner = self
+            .store
+            .credential_owner(&hash_secret(api_key), CredentialKind::ApiKey)
+            .await
+            .map_err(|error| AuthError::Unavailable(error.to_string()))?;
+        let Some(user_id) = owner else {
+            return Err(AuthError::UnknownApiKey);
+        };
+        let user = self
+            .store
+            .get_user(&user_id)
+            .await
+            .map_err(|error| AuthError::Unavailable(error.to_string()))?
+            .ok_or(AuthError::UnknownApiKey)?;
+        Ok(Caller {
+            user_id: user.id,
+            role: pb::Role::try_from(user.role).unwrap_or(pb::Role::Viewer),
+        })
+    }
+}
+
+fn hash_secret(secret: &str) -> String {
+    let digest = Sha256::digest(secret.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        hex.push_str(&format!("{byte:02x}"));
+    }
+    hex
+}
+
+fn new_secret(prefix: &str) -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn role_of(record: &UserRecord) -> pb::Role {
+    pb::Role::try_from(record.role).unwrap_or(pb::Role::Viewer)
+}
+
+impl UserServiceImpl {
+    /// Opens the service on its store: loads or makes the signing keys, and
+    /// on first start creates the operator and writes its key.
+    pub async fn start(
+        store: UserStore,
+        settings: UserServiceSettings,
+        clock: Clock,
+    ) -> Result<UserServiceImpl, UserError> {
+        let keys = KeyRing::load(
+            &store,
+            settings.access_token_ttl,
+            settings.signing_key_rotation,
+            clock.now_ms(),
+        )
+        .await?;
+        let credentials = LocalCredentials {
+            store: store.clone(),
+            keys: keys.clone(),
+        };
+        let authenticator = Authenticator::new(Arc::new(credentials), clock.clone());
+        let service = UserServiceImpl {
+            inner: Arc::new(Inner {
+                store,
+                keys,
+                settings,
+                clock,
+                authenticator,
+            }),
+        };
+        service.ensure_operator().await?;
+        Ok(service)
+    }
+
+    /// Keeps the key ring in step with the store (rotation by time, or by
+    /// another process) until the returned task is dropped or aborted.
+    pub fn spawn_key_refresh(&self) -> tokio::task::JoinHandle<()> {
+        let service = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(KEY_REFRESH_INTERVAL);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                let inner = &service.inner;
+                let refreshed = inner
+                    .keys
+                    .refresh(
+                        &inner.store,
+                        inner.settings.access_token_ttl,
+                        inner.settings.signing_key_rotation,
+                        inner.clock.now_ms(),
+                    )
+                    .await;
+                if let Err(error) = refreshed {
+                    tracing::warn!(error = %error, "cannot refresh signing keys");
+                }
+            }
+        })
+    }
+
+    pub fn store(&self) -> &UserStore {
+        &self.inner.store
+    }
+
+    /// Creates the operator account and writes its API key to
+    /// `<data-dir>/operator.key` (mode 0600), once per station.
+    async fn ensure_operator(&self) -> Result<(), UserError> {
+        let now_ms = self.inner.clock.now_ms();
+        let operator = UserRecord {
+            id: OPERATOR_USER_ID.to_owned(),
+            display_name: "Operator".to_owned(),
+            role: pb::Role::Operator as i32,
+            trust_score: 100,
+            create_time_ms: now_ms,
+            update_time_ms: now_ms,
+            ban: None,
+        };
+        let key_path = self.inner.settings.data_dir.join("operator.key");
+        if !self.inner.store.insert_user(&operator).await? {
+            if !key_path.exists() {
+                tracing::warn!(path = %key_path.display(), "the operator account exists but its key file is missing; the key cannot be recovered from its hash");
+            }
+            return Ok(());
+        }
+        let api_key = new_secret("onair_op_");
+        self.inner
+            .store
+            .insert_credential(&hash_secret(&api_key), OPERATOR_USER_ID, CredentialKind::ApiKey, now_ms)
+            .await?;
+        write_secret_file(&key_path, &api_key)
+            .map_err(|error| UserError::Internal(format!("cannot write {}: {error}", key_path.display())))?;
+        tracing::info!(path = %key_path.display(), "created the operator account; its API key is in this file");
+        Ok(())
+    }
+
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, UserError> {
+        Ok(self.inner.authenticator.authenticate(request.metadata()).await?)
+    }
+
+    async fn user(&self, id: &str) -> Result<UserRecord, UserError> {
+        if id.is_empty() {
+            return Err(UserError::InvalidArgument("user_id is required".to_owned()));
+        }
+        self.inner
+            .store
+            .get_user(id)
+            .await?
+            .ok_or_else(|| UserError::NotFound(id.to_owned()))
+    }
+
+    /// The user as `caller` may see it: moderation fields (trust score, ban)
+    /// only for the user themself and for moderators.
+    fn to_proto(&self, record: &UserRecord, caller: Option<&Caller>) -> pb::User {
+        let now_ms = self.inner.clock.now_ms();
+        let sees_moderation = caller.is_none_or(|caller| {
+            caller.user_id == record.id || caller.require(pb::Role::Moderator).is_ok()
+        });
+        let ban = record
+            .ban
+            .as_ref()
+            .filter(|ban| ban.is_active(now_ms))
+            .filter(|_| sees_moderation)
+            .map(|ban| pb::Ban {
+                create_time: Some(timestamp_from_millis(ban.create_time_ms)),
+                expire_time: ban.expire_time_ms.map(timestamp_from_millis),
+                reason: ban.reason.clone(),
+                moderator_id: ban.moderator_id.clone(),
+            });
+        pb::User {
+            id: record.id.clone(),
+            display_name: record.display_name.clone(),
+            role: record.role,
+            create_time: Some(timestamp_from_millis(record.create_time_ms)),
+            update_time: Some(timestamp_from_millis(record.update_time_ms)),
+            trust_score: if sees_moderation { record.trust_score } else { 0 },
+            ban,
+        }
+    }
+
+    fn issue_access_token(&self, user: &UserRecord) -> Result<(String, i64), UserError> {
+        let now_ms = self.inner.clock.now_ms();
+        let ttl_ms = i64::try_from(self.inner.settings.access_token_ttl.as_millis()).unwrap_or(i64::MAX);
+        let expire_ms = now_ms.saturating_add(ttl_ms);
+        let claims = AccessClaims {
+            iss: TOKEN_ISSUER.to_owned(),
+            sub: user.id.clone(),
+            role: role_of(user).as_str_name().to_owned(),
+            iat: now_ms / 1000,
+            exp: expire_ms / 1000,
+        };
+        Ok((self.inner.keys.sign(&claims)?, (expire_ms / 1000) * 1000))
+    }
+}
+
+/// Writes a secret to a file only its owner can read.
+fn write_secret_file(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(secret.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+#[tonic::async_trait]
+impl UserService for UserServiceImpl {
+    async fn create_user(
+        &self,
+        request: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::CreateUserResponse>, Status> {
+        let request = request.into_inner();
+        // No name at all means "make one up"; a blank one is a mistake.
+        let display_name = if request.display_name.is_empty() {
+            DisplayName::generated()
+        } else {
+            DisplayName::parse(&request.display_name).map_err(UserError::from)?
+        };
+        let now_ms = self.inner.clock.now_ms();
+        let user = UserRecord {
+            id: uuid::Uuid::now_v7().simple().to_string(),
+            display_name: display_name.to_string(),
+            role: pb::Role::Viewer as i32,
+            trust_score: INITIAL_TRUST_SCORE,
+            create_time_ms: now_ms,
+            update_time_ms: now_ms,
+            ban: None,
+        };
+        if !self.inner.store.insert_user(&user).await.map_err(UserError::from)? {
+            return Err(UserError::Internal("generated user id collided".to_owned()).into());
+        }
+        let refresh_token = new_secret("onair_rt_");
+        self.inner
+            .store
+            .insert_credential(&hash_secret(&refresh_token), &user.id, CredentialKind::RefreshToken, now_ms)
+            .await
+            .map_err(UserError::from)?;
+        let (access_token, expire_ms) = self.issue_access_token(&user)?;
+        tracing::info!(user_id = %user.id, "created a viewer");
+        Ok(Response::new(pb::CreateUserResponse {
+            user: Some(self.to_proto(&user, None)),
+            access_token,
+            access_token_expire_time: Some(timestamp_from_millis(expire_ms)),
+            refresh_token,
+        }))
+    }
+
+    async fn get_me(&self, request: Request<pb::GetMeRequest>) -> Result<Response<pb::User>, Status> {
+        let caller = self.caller(&request).await?;
+        let user = self.user(&caller.user_id).await?;
+        Ok(Response::new(self.to_proto(&user, Some(&caller))))
+    }
+
+    async fn update_me(&self, request: Request<pb::UpdateMeRequest>) -> Result<Response<pb::User>, Status> {
+        let caller = self.caller(&request).await?;
+        let request = request.into_inner();
+        let Some(changes) = request.user else {
+            return Err(UserError::InvalidArgument("user is required: send the fields to change".to_owned()).into());
+        };
+        let paths: Vec<String> = match request.update_mask {
+            Some(mask) if !mask.paths.is_empty() => mask.paths,
+            _ => vec!["display_name".to_owned()],
+        };
+        for path in &paths {
+            match path.as_str() {
+                "display_name" | "displayName" => {
+                    let name = DisplayName::parse(&changes.display_name).map_err(UserError::from)?;
+                    let now_ms = self.inner.clock.now_ms();
+                    self.inner
+                        .store
+                        .update_display_name(&caller.user_id, name.as_str(), now_ms)
+                        .await
+                        .map_err(UserError::from)?;
+                }
+                other => {
+                    return Err(UserError::InvalidArgument(format!(
+                        "field {other:?} cannot be changed here; only display_name can"
+                    ))
+                    .into());
+                }
+            }
+        }
+        let user = self.user(&caller.user_id).await?;
+        Ok(Response::new(self.to_proto(&user, Some(&caller))))
+    }
+
+    async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Result<Response<pb::User>, Status> {
+        let caller = self.caller(&request).await?;
+        let user = self.user(&request.get_ref().user_id).await?;
+        Ok(Response::new(self.to_proto(&user, Some(&caller))))
+    }
+
+    async fn batch_get_users(
+        &self,
+        request: Request<pb::BatchGetUsersRequest>,
+    ) -> Result<Response<pb::BatchGetUsersResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let ids = request.into_inner().user_ids;
+        if ids.len() > MAX_BATCH_GET_USERS {
+            return Err(UserError::InvalidArgument(format!(
+                "asked for {} users; one call may ask for at most {MAX_BATCH_GET_USERS}",
+                ids.len()
+            ))
+            .into());
+        }
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        let found = self.inner.store.get_users(&unique).await.map_err(UserError::from)?;
+        let by_id: HashMap<&str, &UserRecord> = found.iter().map(|user| (user.id.as_str(), user)).collect();
+        let mut users = Vec::with_capacity(ids.len());
+        let mut missing_user_ids = Vec::new();
+        for id in &ids {
+            match by_id.get(id.as_str()) {
+                Some(user) => users.push(self.to_proto(user, Some(&caller))),
+                None => missing_user_ids.push(id.clone()),
+            }
+        }
+        Ok(Response::new(pb::BatchGetUsersResponse { users, missing_user_ids }))
+    }
+
+    async fn refresh_access_token(
+        &self,
+        request: Request<pb::RefreshAccessTokenRequest>,
+    ) -> Result<Response<pb::AccessToken>, Status> {
+        let refresh_token = request.into_inner().refresh_token;
+        if refresh_token.is_empty() {
+            return Err(UserError::InvalidArgument("refresh_token is required".to_owned()).into());
+        }
+        let owner = self
+            .inner
+            .store
+            .credential_owner(&hash_secret(&refresh_token), CredentialKind::RefreshToken)
+            .await
+            .map_err(UserError::from)?;
+        let Some(user_id) = owner else {
+            return Err(Status::unauthenticated("unknown refresh token: create a new user with POST /v1/users"));
+        };
+        let user = self.user(&user_id).await?;
+        let (access_token, expire_ms) = self.issue_access_token(&user)?;
+        Ok(Response::new(pb::AccessToken {
+            access_token,
+            expire_time: Some(timestamp_from_millis(expire_ms)),
+            refresh_token,
+        }))
+    }
+
+    async fn set_user_role(&self, request: Request<pb::SetUserRoleRequest>) -> Result<Response<pb::User>, Status> {
+        let caller = self.caller(&request).await?;
+        caller.require(pb::Role::Operator).map_err(UserError::from)?;
+        let request = request.into_inner();
+        let role = match pb::Role::try_from(request.role) {
+            Ok(pb::Role::Unspecified) | Err(_) => {
+                return Err(UserError::InvalidArgument(
+                    "role must be VIEWER, MODERATOR or OPERATOR".to_owned(),
+                )
+                .into());
+            }
+            Ok(role) => role,
+        };
+        let user = self.user(&request.user_id).await?;
+        if user.id == OPERATOR_USER_ID && role != pb::Role::Operator {
+            return Err(UserError::FailedPrecondition("the station's operator account keeps the operator role".to_owned()).into());
+        }
+        let now_ms = self.inner.clock.now_ms();
+        self.inner.store.update_role(&user.id, role as i32, now_ms).await.map_err(UserError::from)?;
+        tracing::info!(user_id = %user.id, role = role.as_str_name(), by = %caller.user_id, "changed a user's role");
+        let user = self.user(&user.id).await?;
+        Ok(Response::new(self.to_proto(&user, Some(&caller))))
+    }
+
+    async fn ban_user(&self, request: Request<pb::BanUserRequest>) -> Result<Response<pb::User>, Status> {
+        let caller = self.caller(&request).await?;
+        caller.require(pb::Role::Moderator).map_err(UserError::from)?;
+        let request = request.into_inner();
+        if request.duration_seconds < 0 {
+            return Err(UserError::InvalidArgument(
+                "duration_seconds must be 0 (permanent) or a positive number of seconds".to_owned(),
+            )
+            .into());
+        }
+        let user = self.user(&request.user_id).await?;
+        if user.id == caller.user_id {
+            return Err(UserError::FailedPrecondition("you cannot ban yourself".to_owned()).into());
+        }
+        let target_role = role_of(&user);
+        let outranks = caller.role == pb::Role::Operator || target_role == pb::Role::Viewer;
+        if !outranks {
+            return Err(UserError::PermissionDenied(format!(
+                "a {} cannot ban a {}",
+                caller.role.as_str_name().to_lowercase(),
+                target_role.as_str_name().to_lowercase()
+            ))
+            .into());
+        }
+        let now_ms = self.inner.clock.now_ms();
+        let expire_time_ms = (request.duration_seconds > 0)
+            .then(|| now_ms.saturating_add(request.duration_seconds.saturating_mul(1000)));
+        let ban = BanRecord {
+            create_time_ms: now_ms,
+            expire_time_ms,
+            reason: request.reason,
+            moderator_id: caller.user_id.clone(),
+        };
+        self.inner.store.set_ban(&user.id, Some(&ban), now_ms).await.map_err(UserError::from)?;
+        tracing::info!(user_id = %user.id, by = %caller.user_id, duration_seconds = request.duration_seconds, "banned a user");
+        let user = self.user(&user.id).await?;
+        Ok(Response::new(self.to_proto(&user, Some(&caller))))
+    }
+
+    async fn unban_user(&self, request: Request<pb::UnbanUserRequest>) -> Result<Response<pb::User>, Status> {
+        let caller = self.caller(&request).await?;
+        caller.require(pb::Role::Moderator).map_err(UserError::from)?;
+        let user = self.user(&request.get_ref().user_id).await?;
+        let now_ms = self.inner.clock.now_ms();
+        self.inner.store.set_ban(&user.id, None, now_ms).await.map_err(UserError::from)?;
+        tracing::info!(user_id = %user.id, by = %caller.user_id, "lifted a user's ban");
+        let user = self.user(&user.id).await?;
+        Ok(Response::new(self.to_proto(&user, Some(&caller))))
+    }
+
+    async fn adjust_trust_score(
+        &self,
+        request: Request<pb::AdjustTrustScoreRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let caller = self.caller(&request).await?;
+        caller.require(pb::Role::Moderator).map_err(UserError::from)?;
+        let request = request.into_inner();
+        if !(-100..=100).contains(&request.delta) {
+            return Err(UserError::InvalidArgument(format!(
+                "delta {} is out of range; it must be between -100 and 100",
+                request.delta
+            ))
+            .into());
+        }
+        let user = self.user(&request.user_id).await?;
+        let now_ms = self.inner.clock.now_ms();
+        self.inner
+            .store
+            .adjust_trust_score(&user.id, request.delta, now_ms)
+            .await
+            .map_err(UserError::from)?;
+        tracing::info!(user_id = %user.id, delta = request.delta, reason = %request.reason, by = %caller.user_id, "adjusted a trust score");
+        let user = self.user(&user.id).await?;
+        Ok(Response::new(self.to_proto(&user, Some(&caller))))
+    }
+
+    async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Result<Response<pb::Jwks>, Status> {
+        Ok(Response::new(self.inner.keys.jwks()))
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        request: Request<pb::RotateSigningKeyRequest>,
+    ) -> Result<Response<pb::SigningKey>, Status> {
+        let caller = self.caller(&request).await?;
+        caller.require(pb::Role::Operator).map_err(UserError::from)?;
+        let (kid, create_time_ms) = self
+            .inner
+            .keys
+            .rotate(&self.inner.store, self.inner.settings.access_token_ttl, self.inner.clock.now_ms())
+            .await?;
+        Ok(Response::new(pb::SigningKey {
+            kid,
+            create_time: Some(timestamp_from_millis(create_time_ms)),
+        }))
+    }
+
+    async fn authenticate_api_key(
+        &self,
+        request: Request<pb::AuthenticateApiKeyRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let api_key = request.into_inner().api_key;
+        if api_key.is_empty() {
+            return Err(UserError::InvalidArgument("api_key is required".to_owned()).into());
+        }
+        let caller = self
+            .inner
+            .authenticator
+            .authenticate_credential(&api_key)
+            .await
+            .map_err(UserError::from)?;
+        let user = self.user(&caller.user_id).await?;
+        Ok(Response::new(self.to_proto(&user, Some(&caller))))
+    }
+}

@@ -1,0 +1,350 @@
+//! The user service's tables, on SQLite or PostgreSQL.
+
+use onair_kit::store::{Db, Migration, StoreError};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+/// The user service's schema, in order.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "users, credentials and signing keys",
+    sql: "CREATE TABLE users (
+            id TEXT PRIMARY KEY,
+            display_name TEXT NOT NULL,
+            role BIGINT NOT NULL,
+            trust_score BIGINT NOT NULL,
+            create_time_ms BIGINT NOT NULL,
+            update_time_ms BIGINT NOT NULL,
+            ban_create_time_ms BIGINT,
+            ban_expire_time_ms BIGINT,
+            ban_reason TEXT,
+            ban_moderator_id TEXT
+          );
+          CREATE TABLE user_credentials (
+            secret_hash TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL REFERENCES users (id),
+            kind TEXT NOT NULL,
+            create_time_ms BIGINT NOT NULL
+          );
+          CREATE INDEX user_credentials_by_user ON user_credentials (user_id);
+          CREATE TABLE signing_keys (
+            kid TEXT PRIMARY KEY,
+            secret_key TEXT NOT NULL,
+            public_key TEXT NOT NULL,
+            create_time_ms BIGINT NOT NULL,
+            retire_time_ms BIGINT
+          );",
+}];
+
+/// A user as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: String,
+    pub display_name: String,
+    pub role: i32,
+    pub trust_score: i32,
+    pub create_time_ms: i64,
+    pub update_time_ms: i64,
+    pub ban: Option<BanRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BanRecord {
+    pub create_time_ms: i64,
+    /// None for a permanent ban.
+    pub expire_time_ms: Option<i64>,
+    pub reason: String,
+    pub moderator_id: String,
+}
+
+impl BanRecord {
+    pub fn is_active(&self, now_ms: i64) -> bool {
+        self.expire_time_ms.is_none_or(|expire| expire > now_ms)
+    }
+}
+
+/// What a stored credential lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    /// Authenticates every request, like an access token that doesn't expire.
+    ApiKey,
+    /// Only exchanges for access tokens.
+    RefreshToken,
+}
+
+impl CredentialKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::ApiKey => "api_key",
+            CredentialKind::RefreshToken => "refresh_token",
+        }
+    }
+}
+
+/// A signing key as stored: the Ed25519 secret and public key, base64url.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    pub secret_key: String,
+    pub public_key: String,
+    pub create_time_ms: i64,
+    pub retire_time_ms: Option<i64>,
+}
+
+/// The user service's data access.
+#[derive(Clone, Debug)]
+pub struct UserStore {
+    db: Db,
+}
+
+const USER_COLUMNS: &str = "id, display_name, role, trust_score, create_time_ms, update_time_ms, \
+     ban_create_time_ms, ban_expire_time_ms, ban_reason, ban_moderator_id";
+
+fn user_from_row(row: &AnyRow) -> Result<UserRecord, sqlx::Error> {
+    let ban_create_time_ms: Option<i64> = row.try_get("ban_create_time_ms")?;
+    let ban = match ban_create_time_ms {
+        Some(create_time_ms) => Some(BanRecord {
+            create_time_ms,
+            expire_time_ms: row.try_get("ban_expire_time_ms")?,
+            reason: row.try_get::<Option<String>, _>("ban_reason")?.unwrap_or_default(),
+            moderator_id: row
+                .try_get::<Option<String>, _>("ban_moderator_id")?
+                .unwrap_or_default(),
+        }),
+        None => None,
+    };
+    Ok(UserRecord {
+        id: row.try_get("id")?,
+        display_name: row.try_get("display_name")?,
+        role: i32::try_from(row.try_get::<i64, _>("role")?).unwrap_or_default(),
+        trust_score: i32::try_from(row.try_get::<i64, _>("trust_score")?).unwrap_or_default(),
+        create_time_ms: row.try_get("create_time_ms")?,
+        update_time_ms: row.try_get("update_time_ms")?,
+        ban,
+    })
+}
+
+impl UserStore {
+    /// Runs the user service's migrations and returns the store.
+    pub async fn open(db: Db) -> Result<UserStore, StoreError> {
+        db.migrate("user", MIGRATIONS).await?;
+        Ok(UserStore { db })
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Inserts a user; returns false when the id is taken.
+    pub async fn insert_user(&self, user: &UserRecord) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO users (id, display_name, role, trust_score, create_time_ms, update_time_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&user.id)
+        .bind(&user.display_name)
+        .bind(i64::from(user.role))
+        .bind(i64::from(user.trust_score))
+        .bind(user.create_time_ms)
+        .bind(user.update_time_ms)
+        .execute(self.db.pool())
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    pub async fn get_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+        let statement = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(statement))
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.as_ref().map(user_from_row).transpose().map_err(StoreError::from)
+    }
+
+    /// The users with the given ids, in no particular order; unknown ids are
+    /// left out.
+    pub async fn get_users(&self, ids: &[String]) -> Result<Vec<UserRecord>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=ids.len()).map(|index| format!("${index}")).collect();
+        let statement = format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+        for id in ids {
+            query = query.bind(id);
+        }
+        let rows = query.fetch_all(self.db.pool()).await?;
+        let mut users = Vec::with_capacity(rows.len());
+        for row in &rows {
+            users.push(user_from_row(row)?);
+        }
+        Ok(users)
+    }
+
+    pub async fn any_user_with_role(&self, role: i32) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT id FROM users WHERE role = $1 LIMIT 1")
+            .bind(i64::from(role))
+            .fetch_optional(self.db.pool())
+            .await?;
+        Ok(row.is_some())
+    }
+
+    pub async fn update_display_name(
+        &self,
+        id: &str,
+        display_name: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let result =
+            sqlx::query("UPDATE users SET display_name = $1, update_time_ms = $2 WHERE id = $3")
+                .bind(display_name)
+                .bind(now_ms)
+                .bind(id)
+                .execute(self.db.pool())
+                .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    pub async fn update_role(&self, id: &str, role: i32, now_ms: i64) -> Result<bool, StoreError> {
+        let result = sqlx::query("UPDATE users SET role = $1, update_time_ms = $2 WHERE id = $3")
+            .bind(i64::from(role))
+            .bind(now_ms)
+            .bind(id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    pub async fn set_ban(
+        &self,
+        id: &str,
+        ban: Option<&BanRecord>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE users SET ban_create_time_ms = $1, ban_expire_time_ms = $2, ban_reason = $3, \
+             ban_moderator_id = $4, update_time_ms = $5 WHERE id = $6",
+        )
+        .bind(ban.map(|ban| ban.create_time_ms))
+        .bind(ban.and_then(|ban| ban.expire_time_ms))
+        .bind(ban.map(|ban| ban.reason.clone()))
+        .bind(ban.map(|ban| ban.moderator_id.clone()))
+        .bind(now_ms)
+        .bind(id)
+        .execute(self.db.pool())
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Moves a trust score by `delta` within 0..=100 in one statement, so that
+    /// concurrent adjustments all count.
+    pub async fn adjust_trust_score(
+        &self,
+        id: &str,
+        delta: i32,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE users SET trust_score = \
+               CASE WHEN trust_score + $1 < 0 THEN 0 \
+                    WHEN trust_score + $1 > 100 THEN 100 \
+                    ELSE trust_score + $1 END, \
+             update_time_ms = $2 WHERE id = $3",
+        )
+        .bind(i64::from(delta))
+        .bind(now_ms)
+        .bind(id)
+        .execute(self.db.pool())
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    pub async fn insert_credential(
+        &self,
+        secret_hash: &str,
+        user_id: &str,
+        kind: CredentialKind,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO user_credentials (secret_hash, user_id, kind, create_time_ms) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(secret_hash)
+        .bind(user_id)
+        .bind(kind.as_str())
+        .bind(now_ms)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The user a credential belongs to, if it exists and is of the given kind.
+    pub async fn credential_owner(
+        &self,
+        secret_hash: &str,
+        kind: CredentialKind,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT user_id FROM user_credentials WHERE secret_hash = $1 AND kind = $2",
+        )
+        .bind(secret_hash)
+        .bind(kind.as_str())
+        .fetch_optional(self.db.pool())
+        .await?;
+        Ok(row.map(|row| row.try_get("user_id")).transpose()?)
+    }
+
+    pub async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kid, secret_key, public_key, create_time_ms, retire_time_ms \
+             FROM signing_keys ORDER BY create_time_ms",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut keys = Vec::with_capacity(rows.len());
+        for row in rows {
+            keys.push(SigningKeyRecord {
+                kid: row.try_get("kid")?,
+                secret_key: row.try_get("secret_key")?,
+                public_key: row.try_get("public_key")?,
+                create_time_ms: row.try_get("create_time_ms")?,
+                retire_time_ms: row.try_get("retire_time_ms")?,
+            });
+        }
+        Ok(keys)
+    }
+
+    /// Stores a new key and retires every other active one, atomically.
+    pub async fn rotate_signing_key(&self, key: &SigningKeyRecord) -> Result<(), StoreError> {
+        let mut transaction = self.db.pool().begin().await?;
+        sqlx::query("UPDATE signing_keys SET retire_time_ms = $1 WHERE retire_time_ms IS NULL")
+            .bind(key.create_time_ms)
+            .execute(&mut *transaction)
+            .await?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, secret_key, public_key, create_time_ms) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&key.kid)
+        .bind(&key.secret_key)
+        .bind(&key.public_key)
+        .bind(key.create_time_ms)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes keys retired before `before_ms`: every token they signed has expired.
+    pub async fn delete_keys_retired_before(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let result = sqlx::query("DELETE FROM signing_keys WHERE retire_time_ms < $1")
+            .bind(before_ms)
+            .execute(self.db.pool())
+            .await?;
+        Ok(result.rows_affected())
+    }
+}
