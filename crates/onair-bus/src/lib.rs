@@ -14,6 +14,8 @@
 //! may use the NATS wildcards `*` (one token) and `>` (one or more trailing tokens). See
 //! [`subject`] for the exact rules.
 
+#![warn(missing_docs)]
+
 mod error;
 mod in_process;
 mod nats;
@@ -132,7 +134,9 @@ pub trait Bus: Send + Sync + 'static {
     /// Core fan-out to the subscribers of the moment (at-most-once, like NATS core).
     ///
     /// If a durable stream captures `subject`, the message is stored there as well, as
-    /// NATS JetStream does; use [`Bus::publish_durable`] to learn its sequence.
+    /// NATS JetStream does; use [`Bus::publish_durable`] to learn its sequence. While the
+    /// bus cannot be reached this fails with [`BusError::Unavailable`] rather than
+    /// queueing the message.
     async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError>;
 
     /// Subscribes to a subject pattern with NATS wildcards: `*` matches one token, `>`

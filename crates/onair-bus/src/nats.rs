@@ -40,6 +40,11 @@ pub struct NatsBusOptions {
     pub subscription_capacity: usize,
     /// Name the connection shows in the server's monitoring.
     pub client_name: String,
+    /// How long one pull request of a replay waits on the server. The server sends idle
+    /// heartbeats at half this interval and the client recreates a replay's consumer after
+    /// two missed ones, so this bounds how long a replay takes to resume after the server
+    /// comes back. Below a few seconds it costs a request per replay that often.
+    pub replay_pull_expiry: Duration,
 }
 
 impl Default for NatsBusOptions {
@@ -50,9 +55,13 @@ impl Default for NatsBusOptions {
             max_reconnect_delay: Duration::from_secs(2),
             subscription_capacity: 64 * 1024,
             client_name: "onair".to_owned(),
+            replay_pull_expiry: Duration::from_secs(10),
         }
     }
 }
+
+/// The JetStream account-info request, the cheapest question JetStream answers.
+const JETSTREAM_INFO_SUBJECT: &str = "$JS.API.INFO";
 
 /// First pause between reconnection attempts; doubles up to the configured maximum.
 const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(50);
@@ -110,7 +119,9 @@ impl NatsBus {
             .request_timeout(Some(options.request_timeout))
             .subscription_capacity(options.subscription_capacity)
             .max_reconnects(None)
-            .reconnect_delay_callback(move |attempts| reconnect_delay(attempts, max_reconnect_delay))
+            .reconnect_delay_callback(move |attempts| {
+                reconnect_delay(attempts, max_reconnect_delay)
+            })
             .event_callback(move |event| {
                 let server = events_server.clone();
                 async move { log_connection_event(&server, event) }
@@ -138,7 +149,10 @@ impl NatsBus {
         let (subject_prefix, stream_prefix) = if prefix.is_empty() {
             (String::new(), String::new())
         } else {
-            (format!("{prefix}."), format!("{}_", stream_name_part(prefix)))
+            (
+                format!("{prefix}."),
+                format!("{}_", stream_name_part(prefix)),
+            )
         };
         tracing::info!(server = %server, prefix, "connected to nats");
         Ok(Self {
@@ -198,7 +212,11 @@ impl NatsBus {
 
     /// Bounds a request by the configured timeout, on top of the client's own timeouts,
     /// so no code path can hang.
-    async fn bounded<T>(&self, what: &str, request: impl Future<Output = T>) -> Result<T, BusError> {
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        request: impl Future<Output = T>,
+    ) -> Result<T, BusError> {
         tokio::time::timeout(self.options.request_timeout, request)
             .await
             .map_err(|_elapsed| {
@@ -338,12 +356,12 @@ impl Bus for NatsBus {
                         "subjects of stream {name:?} overlap those of another stream: each subject may belong to one stream only"
                     ))
                 }
-                context::CreateStreamErrorKind::JetStream(js) => BusError::InvalidStream(format!(
-                    "nats refused stream {name:?}: {js}"
-                )),
-                context::CreateStreamErrorKind::TimedOut => self.unavailable(format!(
-                    "declaring stream {name:?} timed out"
-                )),
+                context::CreateStreamErrorKind::JetStream(js) => {
+                    BusError::InvalidStream(format!("nats refused stream {name:?}: {js}"))
+                }
+                context::CreateStreamErrorKind::TimedOut => {
+                    self.unavailable(format!("declaring stream {name:?} timed out"))
+                }
                 context::CreateStreamErrorKind::JetStreamUnavailable => {
                     self.unavailable("jetstream is not enabled on the server")
                 }
@@ -367,9 +385,10 @@ impl Bus for NatsBus {
                 context::PublishErrorKind::StreamNotFound => {
                     BusError::NoStreamForSubject(subject.to_owned())
                 }
-                context::PublishErrorKind::TimedOut | context::PublishErrorKind::BrokenPipe => {
-                    self.unavailable(format!("durable publish on {subject:?} not acknowledged: {err}"))
-                }
+                context::PublishErrorKind::TimedOut | context::PublishErrorKind::BrokenPipe => self
+                    .unavailable(format!(
+                        "durable publish on {subject:?} not acknowledged: {err}"
+                    )),
                 context::PublishErrorKind::MaxPayloadExceeded => self.payload_too_large(size),
                 _ => BusError::Rejected(format!("durable publish on {subject:?} failed: {err}")),
             }),
@@ -385,8 +404,11 @@ impl Bus for NatsBus {
         validate_stream_name(stream_name)?;
         let filter = filter.map(SubjectPattern::parse).transpose()?;
         self.ensure_connected()?;
+        let first_sequence = from_sequence.max(1);
 
-        let getting = self.jetstream.get_stream(self.jetstream_stream_name(stream_name));
+        let getting = self
+            .jetstream
+            .get_stream(self.jetstream_stream_name(stream_name));
         let stream = match self.bounded("looking up a stream", getting).await? {
             Ok(stream) => stream,
             Err(err) => {
@@ -407,8 +429,9 @@ impl Bus for NatsBus {
                 .map(|filter| self.prefixed(filter.as_str()))
                 .unwrap_or_default(),
             deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: from_sequence.max(1),
+                start_sequence: first_sequence,
             },
+            max_expires: self.options.replay_pull_expiry,
             ..Default::default()
         };
         let creating = stream.create_consumer(config);
@@ -416,17 +439,20 @@ impl Bus for NatsBus {
             Ok(consumer) => consumer,
             Err(err) => {
                 return Err(match err.kind() {
-                    consumer::ConsumerErrorKind::JetStream(js)
+                    stream::ConsumerErrorKind::JetStream(js)
                         if js.error_code() == jetstream::ErrorCode::CONSUMER_FILTER_NOT_SUBSET =>
                     {
                         BusError::InvalidSubject(format!(
                             "replay filter {} matches none of the subjects of stream {stream_name:?}",
-                            filter.as_ref().map(SubjectPattern::as_str).unwrap_or_default()
+                            filter
+                                .as_ref()
+                                .map(SubjectPattern::as_str)
+                                .unwrap_or_default()
                         ))
                     }
-                    consumer::ConsumerErrorKind::JetStream(js) => BusError::Rejected(format!(
-                        "cannot replay stream {stream_name:?}: {js}"
-                    )),
+                    stream::ConsumerErrorKind::JetStream(js) => {
+                        BusError::Rejected(format!("cannot replay stream {stream_name:?}: {js}"))
+                    }
                     _ => self.unavailable(format!("cannot replay stream {stream_name:?}: {err}")),
                 });
             }
@@ -434,18 +460,28 @@ impl Bus for NatsBus {
         let messages = self
             .bounded("starting a replay", consumer.messages())
             .await?
-            .map_err(|err| self.unavailable(format!("cannot replay stream {stream_name:?}: {err}")))?;
+            .map_err(|err| {
+                self.unavailable(format!("cannot replay stream {stream_name:?}: {err}"))
+            })?;
 
         let subject_prefix = self.subject_prefix.clone();
         let replay_stream = stream_name.to_owned();
+        // A consumer recreated before it delivered anything starts over from the first
+        // message of the stream; skipping what lies before the next expected sequence
+        // keeps the replay exactly-once and in order.
+        let mut next_expected = first_sequence;
         let messages = messages.filter_map(move |delivery| {
             let message = match delivery {
                 Ok(delivered) => match delivered.info() {
-                    Ok(info) => Some(Message {
-                        subject: strip_prefix(&subject_prefix, delivered.subject.as_str()),
-                        payload: delivered.payload.clone(),
-                        sequence: Some(info.stream_sequence),
-                    }),
+                    Ok(info) if info.stream_sequence < next_expected => None,
+                    Ok(info) => {
+                        next_expected = info.stream_sequence + 1;
+                        Some(Message {
+                            subject: strip_prefix(&subject_prefix, delivered.subject.as_str()),
+                            payload: delivered.payload.clone(),
+                            sequence: Some(info.stream_sequence),
+                        })
+                    }
                     Err(err) => {
                         tracing::warn!(stream = %replay_stream, error = %err, "skipping a replayed message without stream metadata");
                         None
@@ -464,11 +500,18 @@ impl Bus for NatsBus {
 
     async fn check(&self) -> Result<(), BusError> {
         self.ensure_connected()?;
-        // A JetStream round trip: the server answers and durable streams work.
-        let asking = self.jetstream.query_account();
+        // A JetStream round trip: the server answers and durable streams work. The raw
+        // request rather than `query_account`, whose response type no longer parses
+        // what a 2.9 server sends.
+        let asking = self.client.request(JETSTREAM_INFO_SUBJECT, Bytes::new());
         match self.bounded("the readiness check", asking).await? {
-            Ok(_account) => Ok(()),
-            Err(err) => Err(self.unavailable(format!("jetstream does not answer: {err}"))),
+            Ok(_reply) => Ok(()),
+            Err(err) => match err.kind() {
+                async_nats::client::RequestErrorKind::NoResponders => {
+                    Err(self.unavailable("jetstream is not enabled on the server"))
+                }
+                _ => Err(self.unavailable(format!("jetstream does not answer: {err}"))),
+            },
         }
     }
 }

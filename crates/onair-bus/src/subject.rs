@@ -290,7 +290,10 @@ mod tests {
         }
         for text in ["a.>.b", "a.b>", "a..*", "*x"] {
             assert!(
-                matches!(SubjectPattern::parse(text), Err(BusError::InvalidSubject(_))),
+                matches!(
+                    SubjectPattern::parse(text),
+                    Err(BusError::InvalidSubject(_))
+                ),
                 "{text:?} should be rejected"
             );
         }
@@ -300,7 +303,14 @@ mod tests {
     #[test]
     fn stream_names_are_checked() {
         assert!(validate_stream_name("ops-log_1").is_ok());
-        for name in ["", "a.b", "a*", "a b", "a/b", &"x".repeat(MAX_STREAM_NAME_LEN + 1)] {
+        for name in [
+            "",
+            "a.b",
+            "a*",
+            "a b",
+            "a/b",
+            &"x".repeat(MAX_STREAM_NAME_LEN + 1),
+        ] {
             assert!(
                 matches!(validate_stream_name(name), Err(BusError::InvalidStream(_))),
                 "{name:?} should be rejected"

@@ -161,7 +161,9 @@ impl Authenticator {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, VerifierState> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Authenticates the caller of a gRPC request.
@@ -195,7 +197,9 @@ impl Authenticator {
             )));
         }
         let Some(kid) = header.kid else {
-            return Err(AuthError::InvalidToken("the token names no key (kid)".to_owned()));
+            return Err(AuthError::InvalidToken(
+                "the token names no key (kid)".to_owned(),
+            ));
         };
         if !self.state().keys.contains_key(&kid) {
             self.refresh_keys().await?;
@@ -238,7 +242,9 @@ impl Authenticator {
                 Ok(key) => {
                     keys.insert(jwk.kid, key);
                 }
-                Err(error) => tracing::warn!(kid = %jwk.kid, error = %error, "skipping unusable key in the JWKS"),
+                Err(error) => {
+                    tracing::warn!(kid = %jwk.kid, error = %error, "skipping unusable key in the JWKS")
+                }
             }
         }
         let mut state = self.state();
@@ -255,7 +261,9 @@ impl Authenticator {
         }
         let caller = self.source.resolve_api_key(api_key).await?;
         let mut state = self.state();
-        state.api_keys.retain(|_, (_, resolved)| resolved.elapsed() < API_KEY_CACHE_TTL);
+        state
+            .api_keys
+            .retain(|_, (_, resolved)| resolved.elapsed() < API_KEY_CACHE_TTL);
         state
             .api_keys
             .insert(api_key.to_owned(), (caller.clone(), Instant::now()));

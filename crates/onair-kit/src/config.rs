@@ -175,23 +175,74 @@ struct Key {
 }
 
 const KEYS: &[Key] = &[
-    Key { name: "http", default: Some("127.0.0.1:8080") },
-    Key { name: "grpc", default: Some("127.0.0.1:50051") },
-    Key { name: "data_dir", default: Some("./onair-data") },
-    Key { name: "roles", default: Some("user,media,playout,comment,audience,share,gateway") },
-    Key { name: "peers", default: Some("") },
-    Key { name: "database_url", default: None },
-    Key { name: "nats_url", default: None },
-    Key { name: "redis_url", default: None },
-    Key { name: "bus_prefix", default: Some("onair") },
-    Key { name: "log.format", default: Some("auto") },
-    Key { name: "log.level", default: Some("info") },
-    Key { name: "user.access_token_ttl_seconds", default: Some("3600") },
-    Key { name: "user.signing_key_rotation_hours", default: Some("720") },
-    Key { name: "rpc.connect_timeout_ms", default: Some("2000") },
-    Key { name: "rpc.request_timeout_ms", default: Some("10000") },
-    Key { name: "rpc.max_message_bytes", default: Some("4194304") },
-    Key { name: "shutdown.grace_seconds", default: Some("20") },
+    Key {
+        name: "http",
+        default: Some("127.0.0.1:8080"),
+    },
+    Key {
+        name: "grpc",
+        default: Some("127.0.0.1:50051"),
+    },
+    Key {
+        name: "data_dir",
+        default: Some("./onair-data"),
+    },
+    Key {
+        name: "roles",
+        default: Some("user,media,playout,comment,audience,share,gateway"),
+    },
+    Key {
+        name: "peers",
+        default: Some(""),
+    },
+    Key {
+        name: "database_url",
+        default: None,
+    },
+    Key {
+        name: "nats_url",
+        default: None,
+    },
+    Key {
+        name: "redis_url",
+        default: None,
+    },
+    Key {
+        name: "bus_prefix",
+        default: Some("onair"),
+    },
+    Key {
+        name: "log.format",
+        default: Some("auto"),
+    },
+    Key {
+        name: "log.level",
+        default: Some("info"),
+    },
+    Key {
+        name: "user.access_token_ttl_seconds",
+        default: Some("3600"),
+    },
+    Key {
+        name: "user.signing_key_rotation_hours",
+        default: Some("720"),
+    },
+    Key {
+        name: "rpc.connect_timeout_ms",
+        default: Some("2000"),
+    },
+    Key {
+        name: "rpc.request_timeout_ms",
+        default: Some("10000"),
+    },
+    Key {
+        name: "rpc.max_message_bytes",
+        default: Some("4194304"),
+    },
+    Key {
+        name: "shutdown.grace_seconds",
+        default: Some("20"),
+    },
 ];
 
 /// The environment variable that carries a key: `user.access_token_ttl_seconds`
@@ -370,13 +421,11 @@ impl Layers {
                     valid.then(|| value.to_owned())
                 },
             )?,
-            log_format: self.required("log.format", "auto, json or text", |value| {
-                match value {
-                    "auto" => Some(LogFormat::Auto),
-                    "json" => Some(LogFormat::Json),
-                    "text" => Some(LogFormat::Text),
-                    _ => None,
-                }
+            log_format: self.required("log.format", "auto, json or text", |value| match value {
+                "auto" => Some(LogFormat::Auto),
+                "json" => Some(LogFormat::Json),
+                "text" => Some(LogFormat::Text),
+                _ => None,
             })?,
             log_level: self.required(
                 "log.level",
@@ -395,12 +444,16 @@ impl Layers {
                 "a whole number of hours",
                 |value| positive(value).map(|hours| Duration::from_secs(hours * 3600)),
             )?,
-            peer_connect_timeout: self.required("rpc.connect_timeout_ms", milliseconds, |value| {
-                positive(value).map(Duration::from_millis)
-            })?,
-            peer_request_timeout: self.required("rpc.request_timeout_ms", milliseconds, |value| {
-                positive(value).map(Duration::from_millis)
-            })?,
+            peer_connect_timeout: self.required(
+                "rpc.connect_timeout_ms",
+                milliseconds,
+                |value| positive(value).map(Duration::from_millis),
+            )?,
+            peer_request_timeout: self.required(
+                "rpc.request_timeout_ms",
+                milliseconds,
+                |value| positive(value).map(Duration::from_millis),
+            )?,
             max_message_bytes: self.required(
                 "rpc.max_message_bytes",
                 "a number of bytes",
@@ -443,7 +496,11 @@ fn parse_database_url(value: &str) -> Option<String> {
 
 fn parse_roles(value: &str) -> Option<Vec<ServiceRole>> {
     let mut roles = Vec::new();
-    for name in value.split(',').map(str::trim).filter(|name| !name.is_empty()) {
+    for name in value
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+    {
         let role = name.parse().ok()?;
         if !roles.contains(&role) {
             roles.push(role);
@@ -454,7 +511,11 @@ fn parse_roles(value: &str) -> Option<Vec<ServiceRole>> {
 
 fn parse_peers(value: &str) -> Option<BTreeMap<ServiceRole, String>> {
     let mut peers = BTreeMap::new();
-    for entry in value.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
+    for entry in value
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+    {
         let (name, url) = entry.split_once('=')?;
         let role: ServiceRole = name.trim().parse().ok()?;
         role.grpc_service()?;
@@ -471,12 +532,12 @@ fn read_config_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError
         path: path.to_path_buf(),
         reason: error.to_string(),
     })?;
-    let table: toml::Table = text.parse().map_err(|error: toml::de::Error| {
-        ConfigError::Malformed {
-            path: path.to_path_buf(),
-            reason: error.to_string().trim_end().to_owned(),
-        }
-    })?;
+    let table: toml::Table =
+        text.parse()
+            .map_err(|error: toml::de::Error| ConfigError::Malformed {
+                path: path.to_path_buf(),
+                reason: error.to_string().trim_end().to_owned(),
+            })?;
     let mut values = BTreeMap::new();
     flatten_toml(path, "", &table, &mut values)?;
     Ok(values)
@@ -564,7 +625,10 @@ mod tests {
         .unwrap();
         let mut flags = Flags::default();
         flags.set("http", "127.0.0.1:3000");
-        let environment = env(&[("ONAIR_HTTP", "127.0.0.1:2000"), ("ONAIR_GRPC", "127.0.0.1:2001")]);
+        let environment = env(&[
+            ("ONAIR_HTTP", "127.0.0.1:2000"),
+            ("ONAIR_GRPC", "127.0.0.1:2001"),
+        ]);
         let settings = Settings::resolve(&flags, &environment, Some(&file)).unwrap();
         assert_eq!(settings.http_addr.to_string(), "127.0.0.1:3000");
         assert_eq!(settings.grpc_addr.to_string(), "127.0.0.1:2001");

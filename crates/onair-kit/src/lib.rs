@@ -12,4 +12,4 @@ pub mod telemetry;
 pub mod testing;
 
 // The publish/subscribe bus.
-// pub use onair_bus as bus;
+pub use onair_bus as bus;

@@ -60,7 +60,8 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 }
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn series_of<T>(
@@ -75,7 +76,10 @@ fn series_of<T>(
     if let Some(found) = read(series).get(&key) {
         return found.clone();
     }
-    write(series).entry(key).or_insert_with(|| Arc::new(make())).clone()
+    write(series)
+        .entry(key)
+        .or_insert_with(|| Arc::new(make()))
+        .clone()
 }
 
 impl Registry {
@@ -116,7 +120,8 @@ impl Registry {
         labels: &[(&'static str, &str)],
         value: i64,
     ) {
-        self.gauge(name, help, labels).store(value, Ordering::Relaxed);
+        self.gauge(name, help, labels)
+            .store(value, Ordering::Relaxed);
     }
 
     /// Adds to a gauge (negative to subtract).
@@ -127,7 +132,8 @@ impl Registry {
         labels: &[(&'static str, &str)],
         delta: i64,
     ) {
-        self.gauge(name, help, labels).fetch_add(delta, Ordering::Relaxed);
+        self.gauge(name, help, labels)
+            .fetch_add(delta, Ordering::Relaxed);
     }
 
     fn gauge(
@@ -211,13 +217,25 @@ impl Registry {
         for (name, family) in read(&self.inner.counters).iter() {
             header(&mut out, name, family.help, "counter");
             for (labels, value) in read(&family.series).iter() {
-                sample(&mut out, name, labels, None, &value.load(Ordering::Relaxed).to_string());
+                sample(
+                    &mut out,
+                    name,
+                    labels,
+                    None,
+                    &value.load(Ordering::Relaxed).to_string(),
+                );
             }
         }
         for (name, family) in read(&self.inner.gauges).iter() {
             header(&mut out, name, family.help, "gauge");
             for (labels, value) in read(&family.series).iter() {
-                sample(&mut out, name, labels, None, &value.load(Ordering::Relaxed).to_string());
+                sample(
+                    &mut out,
+                    name,
+                    labels,
+                    None,
+                    &value.load(Ordering::Relaxed).to_string(),
+                );
             }
         }
         for (name, family) in read(&self.inner.histograms).iter() {
@@ -228,13 +246,37 @@ impl Registry {
                 for (bound, bucket) in family.bounds.iter().zip(&series.buckets) {
                     cumulative += bucket.load(Ordering::Relaxed);
                     let le = format_float(*bound);
-                    sample(&mut out, &bucket_name, labels, Some(&le), &cumulative.to_string());
+                    sample(
+                        &mut out,
+                        &bucket_name,
+                        labels,
+                        Some(&le),
+                        &cumulative.to_string(),
+                    );
                 }
                 let count = series.count.load(Ordering::Relaxed);
-                sample(&mut out, &bucket_name, labels, Some("+Inf"), &count.to_string());
+                sample(
+                    &mut out,
+                    &bucket_name,
+                    labels,
+                    Some("+Inf"),
+                    &count.to_string(),
+                );
                 let sum = series.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-                sample(&mut out, &format!("{name}_sum"), labels, None, &format_float(sum));
-                sample(&mut out, &format!("{name}_count"), labels, None, &count.to_string());
+                sample(
+                    &mut out,
+                    &format!("{name}_sum"),
+                    labels,
+                    None,
+                    &format_float(sum),
+                );
+                sample(
+                    &mut out,
+                    &format!("{name}_count"),
+                    labels,
+                    None,
+                    &count.to_string(),
+                );
             }
         }
         out
@@ -297,7 +339,10 @@ mod tests {
     #[test]
     fn renders_counters_gauges_and_cumulative_histograms() {
         let registry = Registry::new();
-        let labels = [("service", "onair.user.v1.UserService"), ("method", "GetUser")];
+        let labels = [
+            ("service", "onair.user.v1.UserService"),
+            ("method", "GetUser"),
+        ];
         registry.counter_add("onair_test_total", "Requests.", &labels, 2);
         registry.gauge_set("onair_test_connections", "Open connections.", &[], 5);
         for value in [0.0001, 0.002, 20.0] {
@@ -319,13 +364,20 @@ mod tests {
         assert!(text.contains("le=\"0.0025\"} 2"));
         assert!(text.contains("le=\"10.0\"} 2"));
         assert!(text.contains("le=\"+Inf\"} 3"));
-        assert!(text.contains("onair_test_seconds_count{service=\"onair.user.v1.UserService\",method=\"GetUser\"} 3"));
+        assert!(text.contains(
+            "onair_test_seconds_count{service=\"onair.user.v1.UserService\",method=\"GetUser\"} 3"
+        ));
     }
 
     #[test]
     fn label_values_are_escaped() {
         let registry = Registry::new();
-        registry.counter_add("onair_escape_total", "Escaping.", &[("path", "a\"b\\c\nd")], 1);
+        registry.counter_add(
+            "onair_escape_total",
+            "Escaping.",
+            &[("path", "a\"b\\c\nd")],
+            1,
+        );
         assert!(registry.render().contains("path=\"a\\\"b\\\\c\\nd\""));
     }
 }

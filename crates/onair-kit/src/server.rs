@@ -245,7 +245,9 @@ pub async fn serve(
     } = parts;
 
     for name in &service_names {
-        health.set_service_status(*name, ServingStatus::Serving).await;
+        health
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
     }
     health.set_service_status("", ServingStatus::Serving).await;
 
@@ -275,9 +277,13 @@ pub async fn serve(
     shutdown.await;
     tracing::info!("shutting down: draining requests");
     for name in &service_names {
-        health.set_service_status(*name, ServingStatus::NotServing).await;
+        health
+            .set_service_status(*name, ServingStatus::NotServing)
+            .await;
     }
-    health.set_service_status("", ServingStatus::NotServing).await;
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
     let _ = stop_sender.send(true);
 
     let drained = tokio::time::timeout(shutdown_grace, async {
@@ -297,7 +303,10 @@ pub async fn serve(
             tracing::info!("drained; stopped");
         }
         Err(_) => {
-            tracing::warn!(grace_seconds = shutdown_grace.as_secs(), "requests still running after the grace period; stopping anyway");
+            tracing::warn!(
+                grace_seconds = shutdown_grace.as_secs(),
+                "requests still running after the grace period; stopping anyway"
+            );
         }
     }
     Ok(())
@@ -318,10 +327,14 @@ fn grpc_router(
         .build_v1alpha();
     let mut router = routes.into_axum_router();
     if let Ok(reflection) = reflection_v1 {
-        router = Routes::from(router).add_service(reflection).into_axum_router();
+        router = Routes::from(router)
+            .add_service(reflection)
+            .into_axum_router();
     }
     if let Ok(reflection) = reflection_v1alpha {
-        router = Routes::from(router).add_service(reflection).into_axum_router();
+        router = Routes::from(router)
+            .add_service(reflection)
+            .into_axum_router();
     }
     for (service, channel) in forwarded {
         let path = format!("/{service}/{{*method}}");

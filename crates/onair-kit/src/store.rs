@@ -184,7 +184,7 @@ impl Db {
 }
 
 /// The PostgreSQL advisory lock that serialises migrations ("onair" in ASCII).
-const MIGRATION_LOCK_KEY: i64 = 0x6f6e_6169_72;
+const MIGRATION_LOCK_KEY: i64 = 0x006f_6e61_6972;
 
 async fn apply_pending(
     connection: &mut sqlx::pool::PoolConnection<sqlx::Any>,
@@ -228,7 +228,12 @@ async fn apply_pending(
         .await
         .map_err(failure)?;
         transaction.commit().await.map_err(failure)?;
-        tracing::info!(service, version = migration.version, description = migration.description, "applied migration");
+        tracing::info!(
+            service,
+            version = migration.version,
+            description = migration.description,
+            "applied migration"
+        );
     }
     Ok(())
 }

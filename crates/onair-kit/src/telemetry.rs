@@ -119,15 +119,20 @@ fn parse_traceparent(header: &str) -> Option<ParsedTraceparent> {
         && trace_id.len() == 32
         && span_id.len() == 16
         && flags.len() == 2
-        && [version, trace_id, span_id, flags]
-            .iter()
-            .all(|part| part.bytes().all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte)));
+        && [version, trace_id, span_id, flags].iter().all(|part| {
+            part.bytes()
+                .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+        });
     // Version 00 has exactly four fields; later versions may append more.
     if !well_formed || (version == "00" && parts.next().is_some()) {
         return None;
     }
-    let trace_id = u128::from_str_radix(trace_id, 16).ok().filter(|id| *id != 0)?;
-    let span_id = u64::from_str_radix(span_id, 16).ok().filter(|id| *id != 0)?;
+    let trace_id = u128::from_str_radix(trace_id, 16)
+        .ok()
+        .filter(|id| *id != 0)?;
+    let span_id = u64::from_str_radix(span_id, 16)
+        .ok()
+        .filter(|id| *id != 0)?;
     let flags = u8::from_str_radix(flags, 16).ok()?;
     Some(ParsedTraceparent {
         trace_id,
@@ -236,10 +241,7 @@ where
             parent_span_id = %context.parent_span_id.map(|id| format!("{id:016x}")).unwrap_or_default(),
         );
         Box::pin(async move {
-            let response = context
-                .scope(inner.call(request))
-                .instrument(span)
-                .await?;
+            let response = context.scope(inner.call(request)).instrument(span).await?;
             let header_status = response
                 .headers()
                 .get("grpc-status")
@@ -289,7 +291,8 @@ impl RequestRecord {
             ("method", self.method.as_str()),
             ("code", code_name),
         ];
-        self.metrics.counter_add(REQUESTS_TOTAL, REQUESTS_HELP, &labels, 1);
+        self.metrics
+            .counter_add(REQUESTS_TOTAL, REQUESTS_HELP, &labels, 1);
         self.metrics.histogram_observe(
             DURATION_SECONDS,
             DURATION_HELP,
@@ -300,9 +303,15 @@ impl RequestRecord {
         let trace_id = format!("{:032x}", self.trace_id);
         let duration_ms = seconds * 1000.0;
         match code {
-            tonic::Code::Ok => tracing::debug!(service = %self.service, method = %self.method, code = code_name, duration_ms, trace_id, "rpc finished"),
-            tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss => tracing::warn!(service = %self.service, method = %self.method, code = code_name, duration_ms, trace_id, "rpc failed"),
-            _ => tracing::info!(service = %self.service, method = %self.method, code = code_name, duration_ms, trace_id, "rpc refused"),
+            tonic::Code::Ok => {
+                tracing::debug!(service = %self.service, method = %self.method, code = code_name, duration_ms, trace_id, "rpc finished")
+            }
+            tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss => {
+                tracing::warn!(service = %self.service, method = %self.method, code = code_name, duration_ms, trace_id, "rpc failed")
+            }
+            _ => {
+                tracing::info!(service = %self.service, method = %self.method, code = code_name, duration_ms, trace_id, "rpc refused")
+            }
         }
     }
 }
@@ -440,7 +449,11 @@ mod tests {
         assert_eq!(context.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(context.parent_span_id, Some(0x00f067aa0ba902b7));
         assert_ne!(context.span_id, 0x00f067aa0ba902b7);
-        assert!(context.traceparent().starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(
+            context
+                .traceparent()
+                .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+        );
     }
 
     #[test]

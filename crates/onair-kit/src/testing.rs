@@ -62,7 +62,9 @@ impl Drop for TestDatabase {
         // Drop runs inside and outside runtimes alike, so the cleanup gets a
         // thread and a runtime of its own.
         let cleanup = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build()
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
             else {
                 return;
             };
@@ -88,7 +90,9 @@ fn replace_database(url: &str, database: &str) -> String {
         Some((base, query)) => (base, Some(query)),
         None => (url, None),
     };
-    let Some(slash) = base.rfind('/').filter(|index| base[..*index].ends_with(|c| c != '/'))
+    let Some(slash) = base
+        .rfind('/')
+        .filter(|index| base[..*index].ends_with(|c| c != '/'))
     else {
         return format!("{base}/{database}");
     };

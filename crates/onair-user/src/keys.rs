@@ -49,13 +49,17 @@ fn generate_key(now_ms: i64) -> SigningKeyRecord {
 fn encoding_key(record: &SigningKeyRecord) -> Result<EncodingKey, UserError> {
     let secret = URL_SAFE_NO_PAD
         .decode(&record.secret_key)
-        .map_err(|error| UserError::Internal(format!("stored key {} is corrupt: {error}", record.kid)))?;
-    let secret: [u8; 32] = secret
-        .try_into()
-        .map_err(|_| UserError::Internal(format!("stored key {} has the wrong length", record.kid)))?;
+        .map_err(|error| {
+            UserError::Internal(format!("stored key {} is corrupt: {error}", record.kid))
+        })?;
+    let secret: [u8; 32] = secret.try_into().map_err(|_| {
+        UserError::Internal(format!("stored key {} has the wrong length", record.kid))
+    })?;
     let der = SigningKey::from_bytes(&secret)
         .to_pkcs8_der()
-        .map_err(|error| UserError::Internal(format!("cannot encode key {}: {error}", record.kid)))?;
+        .map_err(|error| {
+            UserError::Internal(format!("cannot encode key {}: {error}", record.kid))
+        })?;
     Ok(EncodingKey::from_ed_der(der.as_bytes()))
 }
 
@@ -128,7 +132,9 @@ async fn load_state(
     }
     match state_from(&keys, token_ttl, now_ms)? {
         Some(state) => Ok(state),
-        None => Err(UserError::Internal("no signing key after rotation".to_owned())),
+        None => Err(UserError::Internal(
+            "no signing key after rotation".to_owned(),
+        )),
     }
 }
 
@@ -163,7 +169,10 @@ impl KeyRing {
             .delete_keys_retired_before(now_ms.saturating_sub(millis(token_ttl)))
             .await?;
         if forgotten > 0 {
-            tracing::info!(forgotten, "deleted signing keys whose tokens have all expired");
+            tracing::info!(
+                forgotten,
+                "deleted signing keys whose tokens have all expired"
+            );
         }
         Ok(())
     }
@@ -178,7 +187,9 @@ impl KeyRing {
         store.rotate_signing_key(&generate_key(now_ms)).await?;
         let keys = store.signing_keys().await?;
         let Some(state) = state_from(&keys, token_ttl, now_ms)? else {
-            return Err(UserError::Internal("no signing key after rotation".to_owned()));
+            return Err(UserError::Internal(
+                "no signing key after rotation".to_owned(),
+            ));
         };
         let signer = (state.signer_kid.clone(), state.signer_create_time_ms);
         *self.write() = state;
@@ -187,11 +198,15 @@ impl KeyRing {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, KeyRingState> {
-        self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, KeyRingState> {
-        self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Signs an access token with the current key.

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use onair_kit::auth::{AccessClaims, AuthError, Authenticator, Caller, CredentialSource, TOKEN_ISSUER};
+use onair_kit::auth::{
+    AccessClaims, AuthError, Authenticator, Caller, CredentialSource, TOKEN_ISSUER,
+};
 use onair_kit::clock::{Clock, timestamp_from_millis};
 use onair_proto::user::v1 as pb;
 use onair_proto::user::v1::user_service_server::UserService;
@@ -190,16 +192,26 @@ impl UserServiceImpl {
         let api_key = new_secret("onair_op_");
         self.inner
             .store
-            .insert_credential(&hash_secret(&api_key), OPERATOR_USER_ID, CredentialKind::ApiKey, now_ms)
+            .insert_credential(
+                &hash_secret(&api_key),
+                OPERATOR_USER_ID,
+                CredentialKind::ApiKey,
+                now_ms,
+            )
             .await?;
-        write_secret_file(&key_path, &api_key)
-            .map_err(|error| UserError::Internal(format!("cannot write {}: {error}", key_path.display())))?;
+        write_secret_file(&key_path, &api_key).map_err(|error| {
+            UserError::Internal(format!("cannot write {}: {error}", key_path.display()))
+        })?;
         tracing::info!(path = %key_path.display(), "created the operator account; its API key is in this file");
         Ok(())
     }
 
     async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, UserError> {
-        Ok(self.inner.authenticator.authenticate(request.metadata()).await?)
+        Ok(self
+            .inner
+            .authenticator
+            .authenticate(request.metadata())
+            .await?)
     }
 
     async fn user(&self, id: &str) -> Result<UserRecord, UserError> {
@@ -237,14 +249,19 @@ impl UserServiceImpl {
             role: record.role,
             create_time: Some(timestamp_from_millis(record.create_time_ms)),
             update_time: Some(timestamp_from_millis(record.update_time_ms)),
-            trust_score: if sees_moderation { record.trust_score } else { 0 },
+            trust_score: if sees_moderation {
+                record.trust_score
+            } else {
+                0
+            },
             ban,
         }
     }
 
     fn issue_access_token(&self, user: &UserRecord) -> Result<(String, i64), UserError> {
         let now_ms = self.inner.clock.now_ms();
-        let ttl_ms = i64::try_from(self.inner.settings.access_token_ttl.as_millis()).unwrap_or(i64::MAX);
+        let ttl_ms =
+            i64::try_from(self.inner.settings.access_token_ttl.as_millis()).unwrap_or(i64::MAX);
         let expire_ms = now_ms.saturating_add(ttl_ms);
         let claims = AccessClaims {
             iss: TOKEN_ISSUER.to_owned(),
@@ -304,13 +321,24 @@ impl UserService for UserServiceImpl {
             update_time_ms: now_ms,
             ban: None,
         };
-        if !self.inner.store.insert_user(&user).await.map_err(UserError::from)? {
+        if !self
+            .inner
+            .store
+            .insert_user(&user)
+            .await
+            .map_err(UserError::from)?
+        {
             return Err(UserError::Internal("generated user id collided".to_owned()).into());
         }
         let refresh_token = new_secret("onair_rt_");
         self.inner
             .store
-            .insert_credential(&hash_secret(&refresh_token), &user.id, CredentialKind::RefreshToken, now_ms)
+            .insert_credential(
+                &hash_secret(&refresh_token),
+                &user.id,
+                CredentialKind::RefreshToken,
+                now_ms,
+            )
             .await
             .map_err(UserError::from)?;
         let (access_token, expire_ms) = self.issue_access_token(&user)?;
@@ -323,17 +351,26 @@ impl UserService for UserServiceImpl {
         }))
     }
 
-    async fn get_me(&self, request: Request<pb::GetMeRequest>) -> Result<Response<pb::User>, Status> {
+    async fn get_me(
+        &self,
+        request: Request<pb::GetMeRequest>,
+    ) -> Result<Response<pb::User>, Status> {
         let caller = self.caller(&request).await?;
         let user = self.user(&caller.user_id).await?;
         Ok(Response::new(self.to_proto(&user, Some(&caller))))
     }
 
-    async fn update_me(&self, request: Request<pb::UpdateMeRequest>) -> Result<Response<pb::User>, Status> {
+    async fn update_me(
+        &self,
+        request: Request<pb::UpdateMeRequest>,
+    ) -> Result<Response<pb::User>, Status> {
         let caller = self.caller(&request).await?;
         let request = request.into_inner();
         let Some(changes) = request.user else {
-            return Err(UserError::InvalidArgument("user is required: send the fields to change".to_owned()).into());
+            return Err(UserError::InvalidArgument(
+                "user is required: send the fields to change".to_owned(),
+            )
+            .into());
         };
         let paths: Vec<String> = match request.update_mask {
             Some(mask) if !mask.paths.is_empty() => mask.paths,
@@ -342,7 +379,8 @@ impl UserService for UserServiceImpl {
         for path in &paths {
             match path.as_str() {
                 "display_name" | "displayName" => {
-                    let name = DisplayName::parse(&changes.display_name).map_err(UserError::from)?;
+                    let name =
+                        DisplayName::parse(&changes.display_name).map_err(UserError::from)?;
                     let now_ms = self.inner.clock.now_ms();
                     self.inner
                         .store
@@ -362,7 +400,10 @@ impl UserService for UserServiceImpl {
         Ok(Response::new(self.to_proto(&user, Some(&caller))))
     }
 
-    async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Result<Response<pb::User>, Status> {
+    async fn get_user(
+        &self,
+        request: Request<pb::GetUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
         let caller = self.caller(&request).await?;
         let user = self.user(&request.get_ref().user_id).await?;
         Ok(Response::new(self.to_proto(&user, Some(&caller))))
@@ -384,8 +425,14 @@ impl UserService for UserServiceImpl {
         let mut unique = ids.clone();
         unique.sort();
         unique.dedup();
-        let found = self.inner.store.get_users(&unique).await.map_err(UserError::from)?;
-        let by_id: HashMap<&str, &UserRecord> = found.iter().map(|user| (user.id.as_str(), user)).collect();
+        let found = self
+            .inner
+            .store
+            .get_users(&unique)
+            .await
+            .map_err(UserError::from)?;
+        let by_id: HashMap<&str, &UserRecord> =
+            found.iter().map(|user| (user.id.as_str(), user)).collect();
         let mut users = Vec::with_capacity(ids.len());
         let mut missing_user_ids = Vec::new();
         for id in &ids {
@@ -394,7 +441,10 @@ impl UserService for UserServiceImpl {
                 None => missing_user_ids.push(id.clone()),
             }
         }
-        Ok(Response::new(pb::BatchGetUsersResponse { users, missing_user_ids }))
+        Ok(Response::new(pb::BatchGetUsersResponse {
+            users,
+            missing_user_ids,
+        }))
     }
 
     async fn refresh_access_token(
@@ -412,7 +462,9 @@ impl UserService for UserServiceImpl {
             .await
             .map_err(UserError::from)?;
         let Some(user_id) = owner else {
-            return Err(Status::unauthenticated("unknown refresh token: create a new user with POST /v1/users"));
+            return Err(Status::unauthenticated(
+                "unknown refresh token: create a new user with POST /v1/users",
+            ));
         };
         let user = self.user(&user_id).await?;
         let (access_token, expire_ms) = self.issue_access_token(&user)?;
@@ -423,9 +475,14 @@ impl UserService for UserServiceImpl {
         }))
     }
 
-    async fn set_user_role(&self, request: Request<pb::SetUserRoleRequest>) -> Result<Response<pb::User>, Status> {
+    async fn set_user_role(
+        &self,
+        request: Request<pb::SetUserRoleRequest>,
+    ) -> Result<Response<pb::User>, Status> {
         let caller = self.caller(&request).await?;
-        caller.require(pb::Role::Operator).map_err(UserError::from)?;
+        caller
+            .require(pb::Role::Operator)
+            .map_err(UserError::from)?;
         let request = request.into_inner();
         let role = match pb::Role::try_from(request.role) {
             Ok(pb::Role::Unspecified) | Err(_) => {
@@ -438,18 +495,30 @@ impl UserService for UserServiceImpl {
         };
         let user = self.user(&request.user_id).await?;
         if user.id == OPERATOR_USER_ID && role != pb::Role::Operator {
-            return Err(UserError::FailedPrecondition("the station's operator account keeps the operator role".to_owned()).into());
+            return Err(UserError::FailedPrecondition(
+                "the station's operator account keeps the operator role".to_owned(),
+            )
+            .into());
         }
         let now_ms = self.inner.clock.now_ms();
-        self.inner.store.update_role(&user.id, role as i32, now_ms).await.map_err(UserError::from)?;
+        self.inner
+            .store
+            .update_role(&user.id, role as i32, now_ms)
+            .await
+            .map_err(UserError::from)?;
         tracing::info!(user_id = %user.id, role = role.as_str_name(), by = %caller.user_id, "changed a user's role");
         let user = self.user(&user.id).await?;
         Ok(Response::new(self.to_proto(&user, Some(&caller))))
     }
 
-    async fn ban_user(&self, request: Request<pb::BanUserRequest>) -> Result<Response<pb::User>, Status> {
+    async fn ban_user(
+        &self,
+        request: Request<pb::BanUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
         let caller = self.caller(&request).await?;
-        caller.require(pb::Role::Moderator).map_err(UserError::from)?;
+        caller
+            .require(pb::Role::Moderator)
+            .map_err(UserError::from)?;
         let request = request.into_inner();
         if request.duration_seconds < 0 {
             return Err(UserError::InvalidArgument(
@@ -480,18 +549,31 @@ impl UserService for UserServiceImpl {
             reason: request.reason,
             moderator_id: caller.user_id.clone(),
         };
-        self.inner.store.set_ban(&user.id, Some(&ban), now_ms).await.map_err(UserError::from)?;
+        self.inner
+            .store
+            .set_ban(&user.id, Some(&ban), now_ms)
+            .await
+            .map_err(UserError::from)?;
         tracing::info!(user_id = %user.id, by = %caller.user_id, duration_seconds = request.duration_seconds, "banned a user");
         let user = self.user(&user.id).await?;
         Ok(Response::new(self.to_proto(&user, Some(&caller))))
     }
 
-    async fn unban_user(&self, request: Request<pb::UnbanUserRequest>) -> Result<Response<pb::User>, Status> {
+    async fn unban_user(
+        &self,
+        request: Request<pb::UnbanUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
         let caller = self.caller(&request).await?;
-        caller.require(pb::Role::Moderator).map_err(UserError::from)?;
+        caller
+            .require(pb::Role::Moderator)
+            .map_err(UserError::from)?;
         let user = self.user(&request.get_ref().user_id).await?;
         let now_ms = self.inner.clock.now_ms();
-        self.inner.store.set_ban(&user.id, None, now_ms).await.map_err(UserError::from)?;
+        self.inner
+            .store
+            .set_ban(&user.id, None, now_ms)
+            .await
+            .map_err(UserError::from)?;
         tracing::info!(user_id = %user.id, by = %caller.user_id, "lifted a user's ban");
         let user = self.user(&user.id).await?;
         Ok(Response::new(self.to_proto(&user, Some(&caller))))
@@ -502,7 +584,9 @@ impl UserService for UserServiceImpl {
         request: Request<pb::AdjustTrustScoreRequest>,
     ) -> Result<Response<pb::User>, Status> {
         let caller = self.caller(&request).await?;
-        caller.require(pb::Role::Moderator).map_err(UserError::from)?;
+        caller
+            .require(pb::Role::Moderator)
+            .map_err(UserError::from)?;
         let request = request.into_inner();
         if !(-100..=100).contains(&request.delta) {
             return Err(UserError::InvalidArgument(format!(
@@ -523,7 +607,10 @@ impl UserService for UserServiceImpl {
         Ok(Response::new(self.to_proto(&user, Some(&caller))))
     }
 
-    async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Result<Response<pb::Jwks>, Status> {
+    async fn get_jwks(
+        &self,
+        _request: Request<pb::GetJwksRequest>,
+    ) -> Result<Response<pb::Jwks>, Status> {
         Ok(Response::new(self.inner.keys.jwks()))
     }
 
@@ -532,11 +619,17 @@ impl UserService for UserServiceImpl {
         request: Request<pb::RotateSigningKeyRequest>,
     ) -> Result<Response<pb::SigningKey>, Status> {
         let caller = self.caller(&request).await?;
-        caller.require(pb::Role::Operator).map_err(UserError::from)?;
+        caller
+            .require(pb::Role::Operator)
+            .map_err(UserError::from)?;
         let (kid, create_time_ms) = self
             .inner
             .keys
-            .rotate(&self.inner.store, self.inner.settings.access_token_ttl, self.inner.clock.now_ms())
+            .rotate(
+                &self.inner.store,
+                self.inner.settings.access_token_ttl,
+                self.inner.clock.now_ms(),
+            )
             .await?;
         Ok(Response::new(pb::SigningKey {
             kid,

@@ -106,7 +106,9 @@ fn user_from_row(row: &AnyRow) -> Result<UserRecord, sqlx::Error> {
         Some(create_time_ms) => Some(BanRecord {
             create_time_ms,
             expire_time_ms: row.try_get("ban_expire_time_ms")?,
-            reason: row.try_get::<Option<String>, _>("ban_reason")?.unwrap_or_default(),
+            reason: row
+                .try_get::<Option<String>, _>("ban_reason")?
+                .unwrap_or_default(),
             moderator_id: row
                 .try_get::<Option<String>, _>("ban_moderator_id")?
                 .unwrap_or_default(),
@@ -158,7 +160,10 @@ impl UserStore {
             .bind(id)
             .fetch_optional(self.db.pool())
             .await?;
-        row.as_ref().map(user_from_row).transpose().map_err(StoreError::from)
+        row.as_ref()
+            .map(user_from_row)
+            .transpose()
+            .map_err(StoreError::from)
     }
 
     /// The users with the given ids, in no particular order; unknown ids are

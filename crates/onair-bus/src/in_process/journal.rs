@@ -119,7 +119,12 @@ impl Journal {
     }
 
     /// Appends one record and waits until it is on disk.
-    pub(crate) fn append(&mut self, sequence: u64, subject: &str, payload: &[u8]) -> io::Result<()> {
+    pub(crate) fn append(
+        &mut self,
+        sequence: u64,
+        subject: &str,
+        payload: &[u8],
+    ) -> io::Result<()> {
         if self.poisoned {
             return Err(io::Error::other(format!(
                 "journal {} is unusable after an earlier write failure; restart to repair it",
@@ -348,7 +353,10 @@ mod tests {
         let last = open(&path);
         assert_eq!(last.records.len(), 4);
         assert_eq!(last.discarded_bytes, 0);
-        assert_eq!(last.records[3].payload, Bytes::from_static(b"event 4 again"));
+        assert_eq!(
+            last.records[3].payload,
+            Bytes::from_static(b"event 4 again")
+        );
         Ok(())
     }
 

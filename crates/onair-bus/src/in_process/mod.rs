@@ -325,7 +325,10 @@ struct CoreFeed {
 impl Stream for CoreFeed {
     type Item = Message;
 
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Message>> {
         self.receiver.poll_recv(cx)
     }
 }
@@ -467,7 +470,8 @@ async fn run_blocking<T: Send + 'static>(
 
 /// Reads every stream definition in `dir` with its journal. Blocking.
 fn load_dir(dir: &Path) -> Result<Vec<(String, Vec<SubjectPattern>, LoadedJournal)>, BusError> {
-    let storage = |context: String| move |err: std::io::Error| BusError::Storage(format!("{context}: {err}"));
+    let storage =
+        |context: String| move |err: std::io::Error| BusError::Storage(format!("{context}: {err}"));
     std::fs::create_dir_all(dir).map_err(storage(format!(
         "cannot create durable directory {}",
         dir.display()
@@ -479,7 +483,10 @@ fn load_dir(dir: &Path) -> Result<Vec<(String, Vec<SubjectPattern>, LoadedJourna
     let mut loaded = Vec::new();
     for entry in entries {
         let path = entry
-            .map_err(storage(format!("cannot list durable directory {}", dir.display())))?
+            .map_err(storage(format!(
+                "cannot list durable directory {}",
+                dir.display()
+            )))?
             .path();
         if path.extension().and_then(|ext| ext.to_str()) != Some(DEFINITION_EXTENSION) {
             continue;
@@ -494,7 +501,8 @@ fn load_dir(dir: &Path) -> Result<Vec<(String, Vec<SubjectPattern>, LoadedJourna
             ))
         };
         validate_stream_name(name).map_err(|err| unreadable(err.to_string()))?;
-        let subjects = journal::read_definition(&path).map_err(|err| unreadable(err.to_string()))?;
+        let subjects =
+            journal::read_definition(&path).map_err(|err| unreadable(err.to_string()))?;
         let patterns =
             parse_stream_subjects(name, &subjects).map_err(|err| unreadable(err.to_string()))?;
         let journal_file = journal_path(dir, name);
@@ -652,7 +660,9 @@ impl StreamState {
         let stored = messages.len();
         let start = usize::try_from(from_sequence.saturating_sub(1)).unwrap_or(usize::MAX);
         if start >= stored {
-            return Scan::CaughtUp { next_sequence: from_sequence };
+            return Scan::CaughtUp {
+                next_sequence: from_sequence,
+            };
         }
         let end = stored.min(start.saturating_add(REPLAY_SCAN_BATCH));
         for message in &messages[start..end] {
@@ -665,7 +675,7 @@ impl StreamState {
         if end == stored {
             Scan::CaughtUp { next_sequence }
         } else {
-            Scan::MoreToScan { next_sequence }
+            Scan::KeepLooking { next_sequence }
         }
     }
 }
@@ -674,9 +684,13 @@ impl StreamState {
 enum Scan {
     Found(Message),
     /// Nothing wanted in this batch; keep going from `next_sequence`.
-    MoreToScan { next_sequence: u64 },
+    KeepLooking {
+        next_sequence: u64,
+    },
     /// Nothing wanted up to the end; wait for appends, then resume at `next_sequence`.
-    CaughtUp { next_sequence: u64 },
+    CaughtUp {
+        next_sequence: u64,
+    },
 }
 
 /// Where a replay is.
@@ -700,7 +714,7 @@ async fn next_replayed(mut cursor: ReplayCursor) -> Option<(Message, ReplayCurso
                 cursor.next_sequence = message.sequence.unwrap_or(cursor.next_sequence) + 1;
                 return Some((message, cursor));
             }
-            Scan::MoreToScan { next_sequence } => {
+            Scan::KeepLooking { next_sequence } => {
                 cursor.next_sequence = next_sequence;
                 // Let other tasks run between batches of a long filtered scan.
                 tokio::task::yield_now().await;

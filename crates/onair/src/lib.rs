@@ -1,0 +1,228 @@
+//! Wiring: which services run in this process, how they reach the others, and
+//! the storage, bus and ports they share. No business logic lives here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use onair_kit::bus::{Bus, InProcessBus, NatsBus};
+use onair_kit::clock::Clock;
+use onair_kit::config::{ServiceRole, Settings};
+use onair_kit::metrics::Registry;
+use onair_kit::server::{LocalServices, ReadinessCheck, ServerParts, ServiceChannels};
+use onair_kit::store::{Db, redact_password};
+use onair_proto::user::v1::user_service_server::UserServiceServer;
+use onair_user::{UserServiceImpl, UserServiceSettings, UserStore};
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+/// The roles this version of onair can run. The other roles' contracts exist;
+/// their services come in later versions.
+pub const AVAILABLE_ROLES: &[ServiceRole] = &[ServiceRole::User, ServiceRole::Gateway];
+
+/// A running station (or part of one): its addresses and a way to stop it.
+pub struct Station {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub data_dir: std::path::PathBuf,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Station {
+    /// Starts every role of `settings` that this version has, and returns once
+    /// both ports accept connections.
+    pub async fn start(settings: Settings, clock: Clock) -> anyhow::Result<Station> {
+        let (shutdown_sender, shutdown_receiver) = tokio::sync::oneshot::channel::<()>();
+        let prepared = prepare(settings, clock).await?;
+        let http_addr = prepared.http_addr;
+        let grpc_addr = prepared.grpc_addr;
+        let data_dir = prepared.data_dir.clone();
+        let task = tokio::spawn(async move {
+            prepared
+                .run(async move {
+                    let _ = shutdown_receiver.await;
+                })
+                .await
+        });
+        Ok(Station {
+            http_addr,
+            grpc_addr,
+            data_dir,
+            shutdown: Some(shutdown_sender),
+            task,
+        })
+    }
+
+    /// Stops accepting, drains, and waits until the station has stopped.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        (&mut self.task).await.context("station task panicked")?
+    }
+}
+
+/// A station that has bound its ports and opened its storage, ready to serve.
+pub struct Prepared {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub data_dir: std::path::PathBuf,
+    parts: ServerParts,
+    background: Vec<tokio::task::JoinHandle<()>>,
+    db: Option<Db>,
+}
+
+impl Prepared {
+    /// Serves until `shutdown` resolves, then drains and closes storage.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let result = onair_kit::server::serve(self.parts, shutdown).await;
+        for task in self.background {
+            task.abort();
+        }
+        if let Some(db) = self.db {
+            db.close().await;
+            tracing::debug!("closed the database");
+        }
+        result.map_err(anyhow::Error::from)
+    }
+}
+
+/// Binds the ports, opens storage and the bus, and builds the local services.
+pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Prepared> {
+    let unavailable: Vec<ServiceRole> = settings
+        .roles
+        .iter()
+        .copied()
+        .filter(|role| !AVAILABLE_ROLES.contains(role))
+        .collect();
+    if !unavailable.is_empty() {
+        let names: Vec<&str> = unavailable.iter().map(|role| role.as_str()).collect();
+        tracing::info!(roles = %names.join(","), "these roles are not part of this version yet; running the others");
+        settings.roles.retain(|role| AVAILABLE_ROLES.contains(role));
+    }
+    if settings.roles.is_empty() {
+        anyhow::bail!(
+            "none of the requested roles can run in this version; available roles: user, gateway"
+        );
+    }
+
+    let grpc_listener = TcpListener::bind(settings.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {}", settings.grpc_addr))?;
+    let http_listener = TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", settings.http_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
+
+    let metrics = Registry::new();
+    let mut readiness = Vec::new();
+
+    let needs_database = settings.runs(ServiceRole::User);
+    let db = if needs_database {
+        let db = match &settings.database_url {
+            Some(url) => Db::open_url(url).await?,
+            None => Db::open_sqlite(&settings.sqlite_path()).await?,
+        };
+        let checked = db.clone();
+        readiness.push(ReadinessCheck::new("database", move || {
+            let db = checked.clone();
+            async move { db.check().await.map_err(|error| error.to_string()) }
+        }));
+        Some(db)
+    } else {
+        None
+    };
+
+    let bus: Arc<dyn Bus> = match &settings.nats_url {
+        Some(url) => Arc::new(
+            NatsBus::connect(url, &settings.bus_prefix)
+                .await
+                .with_context(|| format!("cannot connect to NATS at {url}"))?,
+        ),
+        None => Arc::new(InProcessBus::new(Some(settings.data_dir.join("bus")))),
+    };
+    let checked_bus = bus.clone();
+    readiness.push(ReadinessCheck::new("bus", move || {
+        let bus = checked_bus.clone();
+        async move { bus.check().await.map_err(|error| error.to_string()) }
+    }));
+
+    let local = LocalServices::new();
+    let channels = ServiceChannels::new(&settings, &local).map_err(anyhow::Error::msg)?;
+    for (role, channel) in channels.peers() {
+        readiness.push(ReadinessCheck::peer(*role, channel.clone()));
+    }
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let mut routes = Routes::new(health_service);
+    let mut service_names = Vec::new();
+    let mut background = Vec::new();
+
+    if settings.runs(ServiceRole::User) {
+        let Some(db) = db.clone() else {
+            anyhow::bail!("the user role needs a database");
+        };
+        let store = UserStore::open(db).await?;
+        let user_settings = UserServiceSettings {
+            access_token_ttl: settings.access_token_ttl,
+            signing_key_rotation: settings.signing_key_rotation,
+            data_dir: settings.data_dir.clone(),
+        };
+        let service = UserServiceImpl::start(store, user_settings, clock.clone()).await?;
+        background.push(service.spawn_key_refresh());
+        routes = routes.add_service(
+            UserServiceServer::new(service).max_decoding_message_size(settings.max_message_bytes),
+        );
+        service_names.push("onair.user.v1.UserService");
+    }
+    local.install(routes.clone(), &metrics);
+
+    let mut forwarded = Vec::new();
+    if settings.runs(ServiceRole::Gateway) {
+        for (role, channel) in channels.peers() {
+            if let Some(service) = role.grpc_service() {
+                forwarded.push((service, channel.clone()));
+            }
+        }
+    }
+
+    let storage = match &settings.database_url {
+        Some(url) => redact_password(url),
+        None => settings.sqlite_path().display().to_string(),
+    };
+    let roles: Vec<&str> = settings.roles.iter().map(|role| role.as_str()).collect();
+    tracing::info!(
+        grpc = %grpc_addr,
+        http = %http_addr,
+        roles = %roles.join(","),
+        storage = %storage,
+        bus = settings.nats_url.as_deref().unwrap_or("in-process"),
+        "listening"
+    );
+
+    let parts = ServerParts {
+        grpc_listener,
+        http_listener,
+        routes,
+        service_names,
+        forwarded,
+        http_routes: axum::Router::new(),
+        readiness,
+        metrics,
+        health,
+        shutdown_grace: settings.shutdown_grace,
+        max_message_bytes: settings.max_message_bytes,
+    };
+    Ok(Prepared {
+        http_addr,
+        grpc_addr,
+        data_dir: settings.data_dir.clone(),
+        parts,
+        background,
+        db,
+    })
+}

@@ -1,0 +1,143 @@
+//! The `onair` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use onair_kit::clock::Clock;
+use onair_kit::config::{Flags, ProcessEnvironment, Settings};
+
+/// onair runs an internet TV station: linear channels from a schedule, live and
+/// on-demand HLS video, and a live audience that comments, votes and shares.
+#[derive(Parser)]
+#[command(name = "onair", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the station's services: all of them in one process by default, or
+    /// the roles given with --roles, reaching the others through --peers.
+    Serve(ServeArgs),
+}
+
+/// Every flag can also be set as an ONAIR_* environment variable (shown with
+/// each flag) or in the TOML file given by --config; flags win over the
+/// environment, which wins over the file.
+#[derive(Args)]
+struct ServeArgs {
+    /// Address of the HTTP port: REST, live sockets, HLS, /metrics, /healthz,
+    /// /readyz [env: ONAIR_HTTP] [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    /// Address of the gRPC port: every local service, health, reflection,
+    /// gRPC-Web [env: ONAIR_GRPC] [default: 127.0.0.1:50051]
+    #[arg(long, value_name = "ADDR")]
+    grpc: Option<String>,
+    /// Directory for the SQLite database, the operator key and the embedded
+    /// bus's durable streams [env: ONAIR_DATA_DIR] [default: ./onair-data]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<String>,
+    /// A TOML file with more settings (see the README) [env: ONAIR_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Comma-separated roles to run: user, media, playout, comment, audience,
+    /// share, gateway [env: ONAIR_ROLES] [default: all]
+    #[arg(long, value_name = "ROLES")]
+    roles: Option<String>,
+    /// Where to reach roles this process does not run, e.g.
+    /// user=http://10.0.0.5:50051,media=http://10.0.0.6:50051 [env: ONAIR_PEERS]
+    #[arg(long, value_name = "SERVICE=URL,...")]
+    peers: Option<String>,
+    /// PostgreSQL URL, instead of SQLite in the data dir [env: ONAIR_DATABASE_URL]
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// NATS URL, instead of the in-process bus [env: ONAIR_NATS_URL]
+    #[arg(long, value_name = "URL")]
+    nats_url: Option<String>,
+    /// Redis URL for counters and presence shared by several processes
+    /// [env: ONAIR_REDIS_URL]
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
+}
+
+impl ServeArgs {
+    fn flags(&self) -> Flags {
+        let mut flags = Flags::default();
+        flags
+            .set_opt("http", self.http.clone())
+            .set_opt("grpc", self.grpc.clone())
+            .set_opt("data_dir", self.data_dir.clone())
+            .set_opt("roles", self.roles.clone())
+            .set_opt("peers", self.peers.clone())
+            .set_opt("database_url", self.database_url.clone())
+            .set_opt("nats_url", self.nats_url.clone())
+            .set_opt("redis_url", self.redis_url.clone());
+        flags
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let settings =
+        match Settings::resolve(&args.flags(), &ProcessEnvironment, args.config.as_deref()) {
+            Ok(settings) => settings,
+            Err(error) => {
+                eprintln!("onair: {error}");
+                return ExitCode::from(2);
+            }
+        };
+    onair_kit::telemetry::init_logging(settings.log_format, &settings.log_level);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("onair: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let prepared = onair::prepare(settings, Clock::system()).await?;
+        prepared.run(shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "onair stopped with an error");
+            eprintln!("onair: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!(error = %error, "cannot listen for SIGTERM");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => tracing::info!("received SIGINT"),
+            _ = terminate.recv() => tracing::info!("received SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,142 @@
+//! Builders for real stations in tests: each one on port 0, with its own data
+//! directory and, for PostgreSQL, its own database.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use onair::Station;
+use onair_kit::clock::Clock;
+use onair_kit::config::{Flags, Settings};
+use onair_kit::testing::TestDatabase;
+use onair_proto::user::v1::user_service_client::UserServiceClient;
+use tonic::transport::Channel;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestStation {
+    pub station: Option<Station>,
+    pub http_addr: std::net::SocketAddr,
+    pub grpc_addr: std::net::SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub clock: Clock,
+    pub operator_key: String,
+    pub database: Option<TestDatabase>,
+}
+
+/// Settings for a test station: port 0, the given data dir and database.
+pub fn test_settings(data_dir: &std::path::Path, database_url: Option<&str>) -> Settings {
+    let mut flags = Flags::default();
+    flags
+        .set("http", "127.0.0.1:0")
+        .set("grpc", "127.0.0.1:0")
+        .set("data_dir", data_dir.display().to_string())
+        .set("shutdown.grace_seconds", "5")
+        .set_opt("database_url", database_url);
+    let environment = std::collections::BTreeMap::new();
+    Settings::resolve(&flags, &environment, None).expect("test settings are valid")
+}
+
+impl TestStation {
+    pub async fn start(backend: Backend) -> TestStation {
+        let dir = tempfile::tempdir().expect("temp dir");
+        TestStation::start_in(backend, dir).await
+    }
+
+    pub async fn start_in(backend: Backend, dir: tempfile::TempDir) -> TestStation {
+        let database = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(TestDatabase::create().await),
+        };
+        let url = database.as_ref().map(|database| database.url.clone());
+        let settings = test_settings(dir.path(), url.as_deref());
+        let clock = Clock::manual(SystemTime::now());
+        let station = Station::start(settings, clock.clone())
+            .await
+            .expect("station starts");
+        let operator_key = read_operator_key(&dir.path().join("operator.key"));
+        TestStation {
+            http_addr: station.http_addr,
+            grpc_addr: station.grpc_addr,
+            station: Some(station),
+            dir,
+            clock,
+            operator_key,
+            database,
+        }
+    }
+
+    pub async fn user_client(&self) -> UserServiceClient<Channel> {
+        UserServiceClient::connect(format!("http://{}", self.grpc_addr))
+            .await
+            .expect("connect to the gRPC port")
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.grpc_addr))
+            .expect("valid URL")
+            .connect()
+            .await
+            .expect("connect to the gRPC port")
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http_addr, path)
+    }
+
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(station) = self.station.take() {
+            station.stop().await.expect("station stops cleanly");
+        }
+        self.dir
+    }
+}
+
+pub fn read_operator_key(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path)
+        .expect("operator.key exists")
+        .trim()
+        .to_owned()
+}
+
+/// A request with `authorization: Bearer <credential>`.
+pub fn authorized<T>(message: T, credential: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let value = format!("Bearer {credential}")
+        .parse()
+        .expect("ascii credential");
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+/// Where a test's helper files live.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub const EVENTUALLY: Duration = Duration::from_secs(20);
+
+/// Runs one async test body on both backends.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name($crate::common::Backend::Sqlite).await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    super::$name($crate::common::Backend::Postgres).await;
+                }
+            }
+        )*
+    };
+}

@@ -1,0 +1,324 @@
+//! The real binary in separate processes: `user` in one, the rest in another,
+//! reaching it over gRPC; configuration errors; help; signals.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::EVENTUALLY;
+use onair_kit::testing::eventually;
+use onair_proto::user::v1 as pb;
+use onair_proto::user::v1::user_service_client::UserServiceClient;
+
+/// A running `onair serve` whose log lines are collected as they come.
+struct Process {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    fn spawn(args: &[&str]) -> Process {
+        Process::spawn_with_env(args, &[])
+    }
+
+    fn spawn_with_env(args: &[&str], environment: &[(&str, &str)]) -> Process {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_onair"))
+            .args(args)
+            .envs(environment.iter().copied())
+            .env("ONAIR_LOG_FORMAT", "json")
+            .env(
+                "ONAIR_LOG_LEVEL",
+                "debug,h2=info,hyper=info,tower=info,sqlx=warn",
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start onair");
+        let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let collected = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                collected.lock().unwrap().push(line);
+            }
+        });
+        Process { child, lines }
+    }
+
+    fn logs(&self) -> Vec<serde_json::Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// Waits for the "listening" line and returns (grpc, http) addresses.
+    async fn addresses(&self) -> (String, String) {
+        eventually(EVENTUALLY, || async {
+            self.logs().into_iter().find_map(|line| {
+                (line["message"] == "listening").then(|| {
+                    (
+                        line["grpc"].as_str().unwrap().to_owned(),
+                        line["http"].as_str().unwrap().to_owned(),
+                    )
+                })
+            })
+        })
+        .await
+        .expect("the process logs its addresses")
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        self.child.wait().expect("wait for exit")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn readyz(http: &str) -> (u16, serde_json::Value) {
+    match reqwest::get(format!("http://{http}/readyz")).await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or_default())
+        }
+        Err(_) => (0, serde_json::Value::Null),
+    }
+}
+
+// Multi-threaded: the client's connection keeps answering the server's
+// shutdown handshake while the test thread waits for the process to exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_in_one_process_and_the_rest_in_another() {
+    let user_dir = tempfile::tempdir().unwrap();
+    let rest_dir = tempfile::tempdir().unwrap();
+    let user_port = free_port();
+    let user_grpc = format!("127.0.0.1:{user_port}");
+
+    // The front process starts first, and is not ready while its peer is away.
+    let peers = format!("user=http://{user_grpc}");
+    let mut rest = Process::spawn(&[
+        "serve",
+        "--roles",
+        "gateway,media,comment",
+        "--peers",
+        &peers,
+        "--grpc",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--data-dir",
+        rest_dir.path().to_str().unwrap(),
+    ]);
+    let (rest_grpc, rest_http) = rest.addresses().await;
+    let (status, body) = readyz(&rest_http).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["failing"]["peer user"].is_string(), "{body}");
+
+    let user = Process::spawn(&[
+        "serve",
+        "--roles",
+        "user",
+        "--grpc",
+        &user_grpc,
+        "--http",
+        "127.0.0.1:0",
+        "--data-dir",
+        user_dir.path().to_str().unwrap(),
+    ]);
+    user.addresses().await;
+    let ready = eventually(EVENTUALLY, || async {
+        let (status, _) = readyz(&rest_http).await;
+        (status == 200).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "ready once the user peer answers");
+
+    // A call to the front process crosses to the user process, trace id intact.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut client = UserServiceClient::connect(format!("http://{rest_grpc}"))
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(pb::CreateUserRequest {
+        display_name: "Crossing".to_owned(),
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-00f067aa0ba902b7-01")
+            .parse()
+            .unwrap(),
+    );
+    let created = client
+        .create_user(request)
+        .await
+        .expect("forwarded")
+        .into_inner();
+    assert_eq!(created.user.unwrap().display_name, "Crossing");
+
+    let seen_in = |process: &Process| {
+        process
+            .logs()
+            .into_iter()
+            .any(|line| line["trace_id"] == trace_id && line["method"] == "CreateUser")
+    };
+    let both = eventually(EVENTUALLY, || async {
+        (seen_in(&rest) && seen_in(&user)).then_some(())
+    })
+    .await;
+    assert!(
+        both.is_some(),
+        "both processes log the request under trace {trace_id}"
+    );
+
+    // The user process saw the front process's span as its parent, not the client's.
+    let user_span_parent = user.logs().into_iter().find_map(|line| {
+        let span = &line["span"];
+        (span["trace_id"] == trace_id).then(|| {
+            span["parent_span_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+    });
+    if let Some(parent) = user_span_parent {
+        assert_ne!(
+            parent, "00f067aa0ba902b7",
+            "the front process adds its own span"
+        );
+    }
+
+    // The token issued by the user process authenticates through the front one.
+    let mut request = tonic::Request::new(pb::GetMeRequest {});
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", created.access_token).parse().unwrap(),
+    );
+    client
+        .get_me(request)
+        .await
+        .expect("authenticated across processes");
+
+    // When the peer goes away, the front process says so.
+    drop(user);
+    let unready = eventually(EVENTUALLY, || async {
+        let (status, body) = readyz(&rest_http).await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert!(unready.is_some(), "not ready without the user peer");
+
+    let exit = rest.terminate();
+    assert!(exit.success(), "SIGTERM drains and exits 0, got {exit:?}");
+}
+
+#[test]
+fn a_malformed_config_file_is_named_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("onair.toml");
+    std::fs::write(&config, "http = \"127.0.0.1:0\"\nroles = [\"user\"\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not valid TOML"), "{stderr}");
+    assert!(stderr.contains("line 2"), "{stderr}");
+}
+
+#[test]
+fn a_bad_environment_value_names_the_variable() {
+    let output = Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args(["serve"])
+        .env("ONAIR_GRPC", "everywhere")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("ONAIR_GRPC"), "{stderr}");
+    assert!(stderr.contains("\"everywhere\""), "{stderr}");
+    assert!(stderr.contains("socket address"), "{stderr}");
+}
+
+#[test]
+fn help_describes_every_flag() {
+    let output = Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--http",
+        "--grpc",
+        "--data-dir",
+        "--config",
+        "--roles",
+        "--peers",
+        "--database-url",
+        "--nats-url",
+        "--redis-url",
+        "ONAIR_DATABASE_URL",
+    ] {
+        assert!(help.contains(flag), "{flag} in\n{help}");
+    }
+    let top = Command::new(env!("CARGO_BIN_EXE_onair"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&top.stdout).contains("serve"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_station_on_postgres_and_nats_starts_and_is_ready() {
+    let database = onair_kit::testing::TestDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = onair_kit::testing::unique_name("t");
+    let nats_url = onair_kit::testing::nats_url();
+    let mut station = Process::spawn_with_env(
+        &[
+            "serve",
+            "--grpc",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--database-url",
+            &database.url,
+            "--nats-url",
+            &nats_url,
+        ],
+        &[("ONAIR_BUS_PREFIX", &prefix)],
+    );
+    let (_, http) = station.addresses().await;
+    let ready = eventually(Duration::from_secs(20), || async {
+        let (status, _) = readyz(&http).await;
+        (status == 200).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "ready on PostgreSQL and NATS");
+    assert!(station.terminate().success());
+}
