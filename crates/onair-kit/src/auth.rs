@@ -144,11 +144,18 @@ pub struct Authenticator {
     state: Arc<Mutex<VerifierState>>,
 }
 
+/// How many verified tokens are remembered. Verifying an Ed25519 signature
+/// costs tens of microseconds; a viewer sends the same token for an hour.
+const VERIFIED_TOKEN_CACHE_SIZE: usize = 65_536;
+
 #[derive(Default)]
 struct VerifierState {
     keys: HashMap<String, DecodingKey>,
     last_fetch: Option<Instant>,
     api_keys: HashMap<String, (Caller, Instant)>,
+    /// Tokens whose signature has been verified, with their claims; expiry is
+    /// still checked on every use.
+    verified: HashMap<String, AccessClaims>,
 }
 
 impl Authenticator {
@@ -188,6 +195,34 @@ impl Authenticator {
 
     /// Verifies an access token's signature, issuer and expiry.
     pub async fn verify_token(&self, token: &str) -> Result<AccessClaims, AuthError> {
+        let remembered = self.state().verified.get(token).cloned();
+        if let Some(claims) = remembered {
+            return self.unexpired(claims);
+        }
+        let claims = self.verify_signature(token).await?;
+        {
+            let mut state = self.state();
+            if state.verified.len() >= VERIFIED_TOKEN_CACHE_SIZE {
+                // Expired tokens go first; if that frees nothing, start afresh.
+                let now_seconds = self.clock.now_ms() / 1000;
+                state.verified.retain(|_, claims| claims.exp > now_seconds);
+                if state.verified.len() >= VERIFIED_TOKEN_CACHE_SIZE {
+                    state.verified.clear();
+                }
+            }
+            state.verified.insert(token.to_owned(), claims.clone());
+        }
+        self.unexpired(claims)
+    }
+
+    fn unexpired(&self, claims: AccessClaims) -> Result<AccessClaims, AuthError> {
+        if claims.exp.saturating_mul(1000) <= self.clock.now_ms() {
+            return Err(AuthError::Expired);
+        }
+        Ok(claims)
+    }
+
+    async fn verify_signature(&self, token: &str) -> Result<AccessClaims, AuthError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|error| AuthError::InvalidToken(error.to_string()))?;
         if header.alg != Algorithm::EdDSA {
@@ -215,13 +250,9 @@ impl Authenticator {
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         // Expiry is checked against the service's clock below.
         validation.validate_exp = false;
-        let claims = jsonwebtoken::decode::<AccessClaims>(token, key, &validation)
-            .map_err(|error| AuthError::InvalidToken(error.to_string()))?
-            .claims;
-        if claims.exp.saturating_mul(1000) <= self.clock.now_ms() {
-            return Err(AuthError::Expired);
-        }
-        Ok(claims)
+        jsonwebtoken::decode::<AccessClaims>(token, key, &validation)
+            .map(|data| data.claims)
+            .map_err(|error| AuthError::InvalidToken(error.to_string()))
     }
 
     async fn refresh_keys(&self) -> Result<(), AuthError> {

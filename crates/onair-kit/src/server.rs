@@ -257,7 +257,10 @@ pub async fn serve(
         let _ = receiver.wait_for(|stop| *stop).await;
     };
 
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+    // Small responses must not wait for Nagle's algorithm and delayed ACKs.
+    let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)));
     let grpc_server = tonic::transport::Server::builder()
         .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

@@ -1,0 +1,238 @@
+//! The user service under load over loopback gRPC: GetUser throughput and
+//! latency, and BatchGetUsers of 100 users. The server runs pinned to one core
+//! (`--server-cpu`); run this generator pinned to the other:
+//!
+//!     cargo build --release -p onair -p onair-bench
+//!     taskset -c 1 target/release/user_load --server-cpu 0
+//!
+//! Add `-- --database-url postgres://…` to measure PostgreSQL.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use onair_bench::{ServerUnderTest, default_server_binary, summary};
+use onair_proto::user::v1 as pb;
+use onair_proto::user::v1::user_service_client::UserServiceClient;
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long)]
+    server: Option<std::path::PathBuf>,
+    /// The core the server is pinned to.
+    #[arg(long)]
+    server_cpu: Option<usize>,
+    /// Viewers to create before measuring.
+    #[arg(long, default_value_t = 1000)]
+    users: usize,
+    /// HTTP/2 connections the load is spread over.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Requests in flight at once, per GetUser run (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "8,32")]
+    concurrency: Vec<usize>,
+    /// Requests in flight at once for BatchGetUsers.
+    #[arg(long, default_value_t = 4)]
+    batch_concurrency: usize,
+    /// Ids per BatchGetUsers call.
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    /// Seconds each measured phase lasts.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Extra arguments for `onair serve`.
+    #[arg(last = true)]
+    serve_args: Vec<String>,
+}
+
+struct Viewer {
+    id: String,
+    token: String,
+}
+
+fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+/// A small xorshift generator: each worker picks users without sharing state.
+struct Picker(u64);
+
+impl Picker {
+    fn next(&mut self, bound: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % bound as u64) as usize
+    }
+}
+
+struct PhaseResult {
+    requests: u64,
+    errors: u64,
+    elapsed: Duration,
+    server_cpu: Duration,
+    latencies: Histogram<u64>,
+}
+
+async fn run_phase<F, Fut>(
+    server: &ServerUnderTest,
+    channels: &[Channel],
+    concurrency: usize,
+    seconds: u64,
+    call: F,
+) -> anyhow::Result<PhaseResult>
+where
+    F: Fn(UserServiceClient<Channel>, usize, u64) -> Fut + Send + Sync + 'static + Clone,
+    Fut: Future<Output = Result<(), tonic::Status>> + Send,
+{
+    let cpu_before = server.cpu_time()?;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let mut workers = Vec::new();
+    for worker in 0..concurrency {
+        let client = UserServiceClient::new(channels[worker % channels.len()].clone());
+        let call = call.clone();
+        workers.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+            let mut errors = 0u64;
+            let mut sequence = worker as u64 * 7919 + 1;
+            while Instant::now() < deadline {
+                sequence = sequence.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let sent = Instant::now();
+                if call(client.clone(), worker, sequence).await.is_err() {
+                    errors += 1;
+                }
+                let _ = histogram.record(sent.elapsed().as_micros().max(1) as u64);
+            }
+            (histogram, errors)
+        }));
+    }
+    let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut errors = 0;
+    for worker in workers {
+        let (histogram, worker_errors) = worker.await?;
+        latencies.add(&histogram)?;
+        errors += worker_errors;
+    }
+    let elapsed = started.elapsed();
+    let server_cpu = server.cpu_time()? - cpu_before;
+    Ok(PhaseResult {
+        requests: latencies.len(),
+        errors,
+        elapsed,
+        server_cpu,
+        latencies,
+    })
+}
+
+fn report(name: &str, result: &PhaseResult) {
+    let rate = result.requests as f64 / result.elapsed.as_secs_f64();
+    let per_cpu_second = result.requests as f64 / result.server_cpu.as_secs_f64().max(0.001);
+    println!(
+        "{name}: {} requests in {:.1} s = {:.0} req/s ({} errors); {}; server CPU {:.2} s = {:.0} req per CPU-second",
+        result.requests,
+        result.elapsed.as_secs_f64(),
+        rate,
+        result.errors,
+        summary(&result.latencies),
+        result.server_cpu.as_secs_f64(),
+        per_cpu_second
+    );
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let binary = args.server.clone().unwrap_or_else(default_server_binary);
+    let dir = std::env::temp_dir().join(format!("onair-user-load-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let extra: Vec<&str> = args.serve_args.iter().map(String::as_str).collect();
+    let server = ServerUnderTest::start(&binary, &dir, args.server_cpu, &extra)?;
+    let endpoint = format!("http://{}", server.grpc);
+    let mut channels = Vec::new();
+    for _ in 0..args.connections {
+        channels.push(Channel::from_shared(endpoint.clone())?.connect().await?);
+    }
+
+    let mut client = UserServiceClient::new(channels[0].clone());
+    let mut viewers = Vec::with_capacity(args.users);
+    for index in 0..args.users {
+        let created = client
+            .create_user(pb::CreateUserRequest {
+                display_name: format!("Viewer {index}"),
+            })
+            .await?
+            .into_inner();
+        let id = created.user.map(|user| user.id).unwrap_or_default();
+        viewers.push(Viewer {
+            id,
+            token: created.access_token,
+        });
+    }
+    let viewers = Arc::new(viewers);
+    println!(
+        "server pid {} on {}, {} viewers created",
+        server.pid(),
+        server.grpc,
+        viewers.len()
+    );
+
+    let get_user = {
+        let viewers = viewers.clone();
+        move |mut client: UserServiceClient<Channel>, worker: usize, sequence: u64| {
+            let viewers = viewers.clone();
+            async move {
+                let caller = &viewers[worker % viewers.len()];
+                let target = &viewers[Picker(sequence | 1).next(viewers.len())];
+                client
+                    .get_user(authorized(
+                        pb::GetUserRequest {
+                            user_id: target.id.clone(),
+                        },
+                        &caller.token,
+                    ))
+                    .await
+                    .map(|_| ())
+            }
+        }
+    };
+    // Warm up connections, caches and the allocator.
+    run_phase(&server, &channels, 8, 2, get_user.clone()).await?;
+    for concurrency in &args.concurrency {
+        let result = run_phase(&server, &channels, *concurrency, args.seconds, get_user.clone()).await?;
+        report(&format!("GetUser, {concurrency} in flight"), &result);
+    }
+
+    let batch_size = args.batch_size;
+    let batch_get = {
+        let viewers = viewers.clone();
+        move |mut client: UserServiceClient<Channel>, worker: usize, sequence: u64| {
+            let viewers = viewers.clone();
+            async move {
+                let caller = &viewers[worker % viewers.len()];
+                let mut picker = Picker(sequence | 1);
+                let user_ids = (0..batch_size)
+                    .map(|_| viewers[picker.next(viewers.len())].id.clone())
+                    .collect();
+                client
+                    .batch_get_users(authorized(pb::BatchGetUsersRequest { user_ids }, &caller.token))
+                    .await
+                    .map(|_| ())
+            }
+        }
+    };
+    let result = run_phase(&server, &channels, args.batch_concurrency, args.seconds, batch_get).await?;
+    report(
+        &format!("BatchGetUsers of {batch_size}, {} in flight", args.batch_concurrency),
+        &result,
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! Shared pieces of the load generators: starting a server under test, reading
+//! its CPU time and memory, and summarising latencies.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// A server process started for a measurement; killed on drop.
+pub struct ServerUnderTest {
+    pub child: Child,
+    pub grpc: String,
+    pub http: String,
+    pub data_dir: PathBuf,
+    /// When the command was spawned, for start-up timing.
+    pub spawned: Instant,
+}
+
+impl ServerUnderTest {
+    /// Starts `onair serve` on ports 0, pinned to `cpu` when given, and waits
+    /// for its "listening" log line.
+    pub fn start(binary: &Path, data_dir: &Path, cpu: Option<usize>, extra: &[&str]) -> anyhow::Result<Self> {
+        let mut command = match cpu {
+            Some(cpu) => {
+                let mut taskset = Command::new("taskset");
+                taskset.args(["-c", &cpu.to_string()]).arg(binary);
+                taskset
+            }
+            None => Command::new(binary),
+        };
+        command
+            .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("ONAIR_LOG_FORMAT", "json")
+            .env("ONAIR_LOG_LEVEL", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let spawned = Instant::now();
+        let mut child = command.spawn().with_context(|| format!("cannot start {}", binary.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if value["message"] == "listening" {
+                    let grpc = value["grpc"].as_str().unwrap_or_default().to_owned();
+                    let http = value["http"].as_str().unwrap_or_default().to_owned();
+                    let _ = sender.send((grpc, http));
+                }
+            }
+        });
+        let (grpc, http) = receiver
+            .recv_timeout(Duration::from_secs(30))
+            .context("the server did not log its addresses")?;
+        Ok(ServerUnderTest {
+            child,
+            grpc,
+            http,
+            data_dir: data_dir.to_path_buf(),
+            spawned,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// User plus system CPU time of the server so far.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        cpu_time_of(self.pid())
+    }
+
+    /// Resident memory in bytes.
+    pub fn rss_bytes(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        for line in status.lines() {
+            if let Some(rest) = line.strip_prefix("VmRSS:") {
+                let kib: u64 = rest.trim().trim_end_matches("kB").trim().parse()?;
+                return Ok(kib * 1024);
+            }
+        }
+        bail!("no VmRSS in /proc/{}/status", self.pid())
+    }
+
+    pub fn operator_key(&self) -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(self.data_dir.join("operator.key"))?.trim().to_owned())
+    }
+}
+
+impl Drop for ServerUnderTest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// utime + stime of a process, from /proc/<pid>/stat.
+pub fn cpu_time_of(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may contain spaces; fields resume after the last ')'.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).context("malformed stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
+    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
+    let ticks_per_second = 100.0; // USER_HZ on Linux
+    Ok(Duration::from_secs_f64((utime + stime) as f64 / ticks_per_second))
+}
+
+/// p50, p99 and max of a histogram in microseconds, as milliseconds.
+pub fn summary(histogram: &hdrhistogram::Histogram<u64>) -> String {
+    format!(
+        "p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        histogram.value_at_quantile(0.50) as f64 / 1000.0,
+        histogram.value_at_quantile(0.99) as f64 / 1000.0,
+        histogram.max() as f64 / 1000.0
+    )
+}
+
+/// The release binary next to this one, e.g. target/release/onair.
+pub fn default_server_binary() -> PathBuf {
+    let current = std::env::current_exe().unwrap_or_default();
+    current.with_file_name("onair")
+}
