@@ -22,7 +22,12 @@ pub struct ServerUnderTest {
 impl ServerUnderTest {
     /// Starts `onair serve` on ports 0, pinned to `cpu` when given, and waits
     /// for its "listening" log line.
-    pub fn start(binary: &Path, data_dir: &Path, cpu: Option<usize>, extra: &[&str]) -> anyhow::Result<Self> {
+    pub fn start(
+        binary: &Path,
+        data_dir: &Path,
+        cpu: Option<usize>,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let mut command = match cpu {
             Some(cpu) => {
                 let mut taskset = Command::new("taskset");
@@ -32,7 +37,14 @@ impl ServerUnderTest {
             None => Command::new(binary),
         };
         command
-            .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--http",
+                "127.0.0.1:0",
+                "--grpc",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .args(extra)
             .env("ONAIR_LOG_FORMAT", "json")
@@ -40,7 +52,9 @@ impl ServerUnderTest {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let spawned = Instant::now();
-        let mut child = command.spawn().with_context(|| format!("cannot start {}", binary.display()))?;
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
         let stdout = child.stdout.take().context("no stdout")?;
         let (sender, receiver) = mpsc::channel();
         std::thread::spawn(move || {
@@ -89,7 +103,9 @@ impl ServerUnderTest {
     }
 
     pub fn operator_key(&self) -> anyhow::Result<String> {
-        Ok(std::fs::read_to_string(self.data_dir.join("operator.key"))?.trim().to_owned())
+        Ok(std::fs::read_to_string(self.data_dir.join("operator.key"))?
+            .trim()
+            .to_owned())
     }
 }
 
@@ -104,12 +120,17 @@ impl Drop for ServerUnderTest {
 pub fn cpu_time_of(pid: u32) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name may contain spaces; fields resume after the last ')'.
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).context("malformed stat")?;
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("malformed stat")?;
     let fields: Vec<&str> = after.split_whitespace().collect();
     let utime: u64 = fields.get(11).context("no utime")?.parse()?;
     let stime: u64 = fields.get(12).context("no stime")?.parse()?;
     let ticks_per_second = 100.0; // USER_HZ on Linux
-    Ok(Duration::from_secs_f64((utime + stime) as f64 / ticks_per_second))
+    Ok(Duration::from_secs_f64(
+        (utime + stime) as f64 / ticks_per_second,
+    ))
 }
 
 /// p50, p99 and max of a histogram in microseconds, as milliseconds.

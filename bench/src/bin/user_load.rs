@@ -99,11 +99,14 @@ where
         let client = UserServiceClient::new(channels[worker % channels.len()].clone());
         let call = call.clone();
         workers.push(tokio::spawn(async move {
-            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+            let mut histogram =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
             let mut errors = 0u64;
             let mut sequence = worker as u64 * 7919 + 1;
             while Instant::now() < deadline {
-                sequence = sequence.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                sequence = sequence
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let sent = Instant::now();
                 if call(client.clone(), worker, sequence).await.is_err() {
                     errors += 1;
@@ -205,7 +208,14 @@ async fn main() -> anyhow::Result<()> {
     // Warm up connections, caches and the allocator.
     run_phase(&server, &channels, 8, 2, get_user.clone()).await?;
     for concurrency in &args.concurrency {
-        let result = run_phase(&server, &channels, *concurrency, args.seconds, get_user.clone()).await?;
+        let result = run_phase(
+            &server,
+            &channels,
+            *concurrency,
+            args.seconds,
+            get_user.clone(),
+        )
+        .await?;
         report(&format!("GetUser, {concurrency} in flight"), &result);
     }
 
@@ -221,15 +231,28 @@ async fn main() -> anyhow::Result<()> {
                     .map(|_| viewers[picker.next(viewers.len())].id.clone())
                     .collect();
                 client
-                    .batch_get_users(authorized(pb::BatchGetUsersRequest { user_ids }, &caller.token))
+                    .batch_get_users(authorized(
+                        pb::BatchGetUsersRequest { user_ids },
+                        &caller.token,
+                    ))
                     .await
                     .map(|_| ())
             }
         }
     };
-    let result = run_phase(&server, &channels, args.batch_concurrency, args.seconds, batch_get).await?;
+    let result = run_phase(
+        &server,
+        &channels,
+        args.batch_concurrency,
+        args.seconds,
+        batch_get,
+    )
+    .await?;
     report(
-        &format!("BatchGetUsers of {batch_size}, {} in flight", args.batch_concurrency),
+        &format!(
+            "BatchGetUsers of {batch_size}, {} in flight",
+            args.batch_concurrency
+        ),
         &result,
     );
     drop(server);

@@ -2,6 +2,7 @@
 //! Ed25519 keys that sign access tokens which every other service verifies from
 //! the JWKS.
 
+pub mod cache;
 pub mod display_name;
 pub mod error;
 pub mod keys;

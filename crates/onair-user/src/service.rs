@@ -10,12 +10,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use onair_kit::auth::{
     AccessClaims, AuthError, Authenticator, Caller, CredentialSource, TOKEN_ISSUER,
 };
+use onair_kit::bus::SharedBus;
 use onair_kit::clock::{Clock, timestamp_from_millis};
+use onair_kit::events::{self, OpsEvent};
 use onair_proto::user::v1 as pb;
 use onair_proto::user::v1::user_service_server::UserService;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
+use crate::cache::{USER_CACHE_CAPACITY, USER_CACHE_TTL, USER_CHANGED_SUBJECT, UserCache};
 use crate::display_name::DisplayName;
 use crate::error::UserError;
 use crate::keys::KeyRing;
@@ -51,6 +54,9 @@ struct Inner {
     settings: UserServiceSettings,
     clock: Clock,
     authenticator: Authenticator,
+    /// Carries operational events and cache evictions to other processes.
+    bus: SharedBus,
+    cache: UserCache,
 }
 
 /// Lets the user service authenticate its own callers from its own keys and
@@ -88,6 +94,10 @@ impl CredentialSource for LocalCredentials {
     }
 }
 
+fn bytes_of(text: &str) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(text.as_bytes())
+}
+
 fn hash_secret(secret: &str) -> String {
     let digest = Sha256::digest(secret.as_bytes());
     let mut hex = String::with_capacity(64);
@@ -113,6 +123,7 @@ impl UserServiceImpl {
         store: UserStore,
         settings: UserServiceSettings,
         clock: Clock,
+        bus: SharedBus,
     ) -> Result<UserServiceImpl, UserError> {
         let keys = KeyRing::load(
             &store,
@@ -133,15 +144,41 @@ impl UserServiceImpl {
                 settings,
                 clock,
                 authenticator,
+                bus,
+                cache: UserCache::new(USER_CACHE_TTL, USER_CACHE_CAPACITY),
             }),
         };
         service.ensure_operator().await?;
         Ok(service)
     }
 
+    /// Starts the service's background work: evicting users that other
+    /// processes changed, and keeping the key ring in step with the store.
+    /// The tasks run until aborted.
+    pub async fn spawn_background(&self) -> Result<Vec<tokio::task::JoinHandle<()>>, UserError> {
+        let mut changes = self
+            .inner
+            .bus
+            .subscribe(USER_CHANGED_SUBJECT)
+            .await
+            .map_err(|error| {
+                UserError::Internal(format!("cannot subscribe to user changes: {error}"))
+            })?;
+        let service = self.clone();
+        let evictions = tokio::spawn(async move {
+            use futures::StreamExt;
+            while let Some(message) = changes.next().await {
+                if let Ok(user_id) = std::str::from_utf8(&message.payload) {
+                    service.inner.cache.evict(user_id);
+                }
+            }
+        });
+        Ok(vec![evictions, self.spawn_key_refresh()])
+    }
+
     /// Keeps the key ring in step with the store (rotation by time, or by
     /// another process) until the returned task is dropped or aborted.
-    pub fn spawn_key_refresh(&self) -> tokio::task::JoinHandle<()> {
+    fn spawn_key_refresh(&self) -> tokio::task::JoinHandle<()> {
         let service = self.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(KEY_REFRESH_INTERVAL);
@@ -218,11 +255,46 @@ impl UserServiceImpl {
         if id.is_empty() {
             return Err(UserError::InvalidArgument("user_id is required".to_owned()));
         }
-        self.inner
+        if let Some(user) = self.inner.cache.get(id) {
+            return Ok(user);
+        }
+        let user = self
+            .inner
             .store
             .get_user(id)
             .await?
-            .ok_or_else(|| UserError::NotFound(id.to_owned()))
+            .ok_or_else(|| UserError::NotFound(id.to_owned()))?;
+        self.inner.cache.put(user.clone());
+        Ok(user)
+    }
+
+    /// Forgets a changed user here and tells the other processes to.
+    async fn changed(&self, user_id: &str) {
+        self.inner.cache.evict(user_id);
+        let payload = bytes_of(user_id);
+        if let Err(error) = self.inner.bus.publish(USER_CHANGED_SUBJECT, payload).await {
+            tracing::warn!(error = %error, user_id, "cannot announce a user change; other processes see it within their cache time");
+        }
+    }
+
+    /// Records an operational event about a user.
+    async fn record(
+        &self,
+        kind: &str,
+        actor: &Caller,
+        target_id: &str,
+        reason: &str,
+        details: serde_json::Value,
+    ) {
+        let event = OpsEvent::new(
+            kind,
+            &actor.user_id,
+            target_id,
+            reason,
+            self.inner.clock.now_ms(),
+            details,
+        );
+        events::record(&self.inner.bus, &event).await;
     }
 
     /// The user as `caller` may see it: moderation fields (trust score, ban)
@@ -387,6 +459,7 @@ impl UserService for UserServiceImpl {
                         .update_display_name(&caller.user_id, name.as_str(), now_ms)
                         .await
                         .map_err(UserError::from)?;
+                    self.changed(&caller.user_id).await;
                 }
                 other => {
                     return Err(UserError::InvalidArgument(format!(
@@ -506,7 +579,14 @@ impl UserService for UserServiceImpl {
             .update_role(&user.id, role as i32, now_ms)
             .await
             .map_err(UserError::from)?;
+        self.changed(&user.id).await;
         tracing::info!(user_id = %user.id, role = role.as_str_name(), by = %caller.user_id, "changed a user's role");
+        let details = serde_json::json!({
+            "role": role.as_str_name(),
+            "previousRole": role_of(&user).as_str_name(),
+        });
+        self.record("user.role_changed", &caller, &user.id, "", details)
+            .await;
         let user = self.user(&user.id).await?;
         Ok(Response::new(self.to_proto(&user, Some(&caller))))
     }
@@ -554,7 +634,14 @@ impl UserService for UserServiceImpl {
             .set_ban(&user.id, Some(&ban), now_ms)
             .await
             .map_err(UserError::from)?;
+        self.changed(&user.id).await;
         tracing::info!(user_id = %user.id, by = %caller.user_id, duration_seconds = request.duration_seconds, "banned a user");
+        let details = serde_json::json!({
+            "durationSeconds": request.duration_seconds,
+            "expireTimeMs": expire_time_ms,
+        });
+        self.record("user.banned", &caller, &user.id, &ban.reason, details)
+            .await;
         let user = self.user(&user.id).await?;
         Ok(Response::new(self.to_proto(&user, Some(&caller))))
     }
@@ -574,7 +661,16 @@ impl UserService for UserServiceImpl {
             .set_ban(&user.id, None, now_ms)
             .await
             .map_err(UserError::from)?;
+        self.changed(&user.id).await;
         tracing::info!(user_id = %user.id, by = %caller.user_id, "lifted a user's ban");
+        self.record(
+            "user.unbanned",
+            &caller,
+            &user.id,
+            "",
+            serde_json::json!({}),
+        )
+        .await;
         let user = self.user(&user.id).await?;
         Ok(Response::new(self.to_proto(&user, Some(&caller))))
     }
@@ -602,7 +698,17 @@ impl UserService for UserServiceImpl {
             .adjust_trust_score(&user.id, request.delta, now_ms)
             .await
             .map_err(UserError::from)?;
+        self.changed(&user.id).await;
         tracing::info!(user_id = %user.id, delta = request.delta, reason = %request.reason, by = %caller.user_id, "adjusted a trust score");
+        let details = serde_json::json!({"delta": request.delta});
+        self.record(
+            "user.trust_adjusted",
+            &caller,
+            &user.id,
+            &request.reason,
+            details,
+        )
+        .await;
         let user = self.user(&user.id).await?;
         Ok(Response::new(self.to_proto(&user, Some(&caller))))
     }
@@ -631,6 +737,14 @@ impl UserService for UserServiceImpl {
                 self.inner.clock.now_ms(),
             )
             .await?;
+        self.record(
+            "signing_key.rotated",
+            &caller,
+            &kid,
+            "",
+            serde_json::json!({}),
+        )
+        .await;
         Ok(Response::new(pb::SigningKey {
             kid,
             create_time: Some(timestamp_from_millis(create_time_ms)),

@@ -145,6 +145,9 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         ),
         None => Arc::new(InProcessBus::new(Some(settings.data_dir.join("bus")))),
     };
+    bus.ensure_stream(&onair_kit::events::ops_stream())
+        .await
+        .context("cannot declare the operations stream")?;
     let checked_bus = bus.clone();
     readiness.push(ReadinessCheck::new("bus", move || {
         let bus = checked_bus.clone();
@@ -172,8 +175,9 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
             signing_key_rotation: settings.signing_key_rotation,
             data_dir: settings.data_dir.clone(),
         };
-        let service = UserServiceImpl::start(store, user_settings, clock.clone()).await?;
-        background.push(service.spawn_key_refresh());
+        let service =
+            UserServiceImpl::start(store, user_settings, clock.clone(), bus.clone()).await?;
+        background.extend(service.spawn_background().await?);
         routes = routes.add_service(
             UserServiceServer::new(service).max_decoding_message_size(settings.max_message_bytes),
         );

@@ -6,7 +6,6 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use common::EVENTUALLY;
 use onair_kit::testing::eventually;
@@ -291,34 +290,114 @@ fn help_describes_every_flag() {
     assert!(String::from_utf8_lossy(&top.stdout).contains("serve"));
 }
 
+/// Two full processes on one PostgreSQL database and one NATS server, as two
+/// replicas on Kubernetes: a ban made through one is seen through the other,
+/// and lands in the durable operations stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_station_on_postgres_and_nats_starts_and_is_ready() {
+async fn two_replicas_on_postgres_and_nats_share_users_and_events() {
+    use futures::StreamExt;
+    use onair_kit::bus::{Bus, NatsBus};
+
     let database = onair_kit::testing::TestDatabase::create().await;
-    let dir = tempfile::tempdir().unwrap();
     let prefix = onair_kit::testing::unique_name("t");
     let nats_url = onair_kit::testing::nats_url();
-    let mut station = Process::spawn_with_env(
-        &[
-            "serve",
-            "--grpc",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-            "--database-url",
-            &database.url,
-            "--nats-url",
-            &nats_url,
-        ],
-        &[("ONAIR_BUS_PREFIX", &prefix)],
-    );
-    let (_, http) = station.addresses().await;
-    let ready = eventually(Duration::from_secs(20), || async {
-        let (status, _) = readyz(&http).await;
-        (status == 200).then_some(())
+    let first_dir = tempfile::tempdir().unwrap();
+    let second_dir = tempfile::tempdir().unwrap();
+    let replica = |dir: &tempfile::TempDir| {
+        Process::spawn_with_env(
+            &[
+                "serve",
+                "--grpc",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--data-dir",
+                dir.path().to_str().unwrap(),
+                "--database-url",
+                &database.url,
+                "--nats-url",
+                &nats_url,
+            ],
+            &[("ONAIR_BUS_PREFIX", &prefix)],
+        )
+    };
+    let mut first = replica(&first_dir);
+    let (first_grpc, first_http) = first.addresses().await;
+    let mut second = replica(&second_dir);
+    let (second_grpc, second_http) = second.addresses().await;
+    for http in [&first_http, &second_http] {
+        let ready = eventually(EVENTUALLY, || async {
+            let (status, _) = readyz(http).await;
+            (status == 200).then_some(())
+        })
+        .await;
+        assert!(ready.is_some(), "{http} ready on PostgreSQL and NATS");
+    }
+    let operator_key = common::read_operator_key(&first_dir.path().join("operator.key"));
+
+    let mut through_first = UserServiceClient::connect(format!("http://{first_grpc}"))
+        .await
+        .unwrap();
+    let mut through_second = UserServiceClient::connect(format!("http://{second_grpc}"))
+        .await
+        .unwrap();
+    let viewer = through_first
+        .create_user(pb::CreateUserRequest {
+            display_name: "Replicated".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let viewer_id = viewer.user.unwrap().id;
+    let get = |user_id: &str| {
+        common::authorized(
+            pb::GetUserRequest {
+                user_id: user_id.to_owned(),
+            },
+            &operator_key,
+        )
+    };
+    let seen = through_second
+        .get_user(get(&viewer_id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(seen.ban.is_none());
+
+    through_first
+        .ban_user(common::authorized(
+            pb::BanUserRequest {
+                user_id: viewer_id.clone(),
+                duration_seconds: 0,
+                reason: "spam".into(),
+            },
+            &operator_key,
+        ))
+        .await
+        .expect("ban through the first replica");
+    let banned = eventually(EVENTUALLY, || {
+        let mut client = through_second.clone();
+        let request = get(&viewer_id);
+        async move {
+            let user = client.get_user(request).await.ok()?.into_inner();
+            user.ban.is_some().then_some(())
+        }
     })
     .await;
-    assert!(ready.is_some(), "ready on PostgreSQL and NATS");
-    assert!(station.terminate().success());
+    assert!(banned.is_some(), "the second replica sees the ban");
+
+    let bus = NatsBus::connect(&nats_url, &prefix).await.unwrap();
+    let mut events = bus.replay("ops", 1, Some("ops.user.banned")).await.unwrap();
+    let event = tokio::time::timeout(EVENTUALLY, events.next())
+        .await
+        .expect("a ban event in the operations stream")
+        .unwrap();
+    let event: serde_json::Value = serde_json::from_slice(&event.payload).unwrap();
+    assert_eq!(event["kind"], "user.banned");
+    assert_eq!(event["targetId"], viewer_id.as_str());
+    assert_eq!(event["actorId"], "operator");
+    assert_eq!(event["reason"], "spam");
+
+    assert!(first.terminate().success());
+    assert!(second.terminate().success());
 }

@@ -611,3 +611,39 @@ async fn the_operator_key_is_written_once_with_owner_only_permissions() {
         .expect("the key still works after a restart");
     restarted.stop().await;
 }
+
+#[tokio::test]
+async fn moderation_actions_are_kept_in_the_operations_stream() {
+    use futures::StreamExt;
+    use onair_kit::bus::{Bus, InProcessBus};
+
+    let station = TestStation::start(Backend::Sqlite).await;
+    let viewer = new_viewer(&station, "Grace").await;
+    let viewer_id = viewer.user.unwrap().id;
+    let mut client = station.user_client().await;
+    client
+        .ban_user(authorized(
+            pb::BanUserRequest {
+                user_id: viewer_id.clone(),
+                duration_seconds: 300,
+                reason: "insults".into(),
+            },
+            &station.operator_key,
+        ))
+        .await
+        .unwrap();
+    let dir = station.stop().await;
+
+    // The embedded bus journals the stream in the data dir: it survives a stop.
+    let bus = InProcessBus::new(Some(dir.path().join("bus")));
+    let mut events = bus.replay("ops", 1, Some("ops.user.>")).await.unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("an event")
+        .unwrap();
+    let event: serde_json::Value = serde_json::from_slice(&event.payload).unwrap();
+    assert_eq!(event["kind"], "user.banned");
+    assert_eq!(event["targetId"], viewer_id.as_str());
+    assert_eq!(event["reason"], "insults");
+    assert_eq!(event["details"]["durationSeconds"], 300);
+}

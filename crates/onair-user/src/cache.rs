@@ -1,0 +1,101 @@
+//! A short-lived cache of users: every comment post asks about its author, and
+//! users change rarely. Each process evicts a user as soon as it hears, on the
+//! bus, that another process changed them; the time limit bounds staleness
+//! should such a message be lost.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::store::UserRecord;
+
+/// How long a cached user is trusted without news from the bus.
+pub const USER_CACHE_TTL: Duration = Duration::from_secs(2);
+/// How many users are cached at most.
+pub const USER_CACHE_CAPACITY: usize = 100_000;
+
+/// The bus subject on which a changed user's id is announced.
+pub const USER_CHANGED_SUBJECT: &str = "user.changed";
+
+pub struct UserCache {
+    entries: Mutex<HashMap<String, (UserRecord, Instant)>>,
+    ttl: Duration,
+    capacity: usize,
+}
+
+impl UserCache {
+    pub fn new(ttl: Duration, capacity: usize) -> UserCache {
+        UserCache {
+            entries: Mutex::new(HashMap::new()),
+            ttl,
+            capacity,
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, (UserRecord, Instant)>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn get(&self, id: &str) -> Option<UserRecord> {
+        let entries = self.entries();
+        let (user, cached_at) = entries.get(id)?;
+        (cached_at.elapsed() < self.ttl).then(|| user.clone())
+    }
+
+    pub fn put(&self, user: UserRecord) {
+        let mut entries = self.entries();
+        if entries.len() >= self.capacity {
+            let ttl = self.ttl;
+            entries.retain(|_, (_, cached_at)| cached_at.elapsed() < ttl);
+            if entries.len() >= self.capacity {
+                entries.clear();
+            }
+        }
+        entries.insert(user.id.clone(), (user, Instant::now()));
+    }
+
+    pub fn evict(&self, id: &str) {
+        self.entries().remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str) -> UserRecord {
+        UserRecord {
+            id: id.to_owned(),
+            display_name: "x".to_owned(),
+            role: 1,
+            trust_score: 50,
+            create_time_ms: 0,
+            update_time_ms: 0,
+            ban: None,
+        }
+    }
+
+    #[test]
+    fn entries_expire_and_can_be_evicted() {
+        let cache = UserCache::new(Duration::from_secs(60), 10);
+        cache.put(user("a"));
+        assert!(cache.get("a").is_some());
+        cache.evict("a");
+        assert!(cache.get("a").is_none());
+
+        let expired = UserCache::new(Duration::ZERO, 10);
+        expired.put(user("b"));
+        assert!(expired.get("b").is_none());
+    }
+
+    #[test]
+    fn a_full_cache_makes_room() {
+        let cache = UserCache::new(Duration::from_secs(60), 2);
+        cache.put(user("a"));
+        cache.put(user("b"));
+        cache.put(user("c"));
+        assert!(cache.get("c").is_some());
+    }
+}
