@@ -495,21 +495,36 @@ impl UserService for UserServiceImpl {
             ))
             .into());
         }
-        let mut unique = ids.clone();
-        unique.sort();
-        unique.dedup();
-        let found = self
+        // Cached users first; one query for the rest.
+        let mut found: HashMap<String, UserRecord> = HashMap::with_capacity(ids.len());
+        let mut uncached: Vec<String> = Vec::new();
+        for id in &ids {
+            if found.contains_key(id.as_str()) {
+                continue;
+            }
+            match self.inner.cache.get(id) {
+                Some(user) => {
+                    found.insert(id.clone(), user);
+                }
+                None => uncached.push(id.clone()),
+            }
+        }
+        uncached.sort();
+        uncached.dedup();
+        let fetched = self
             .inner
             .store
-            .get_users(&unique)
+            .get_users(&uncached)
             .await
             .map_err(UserError::from)?;
-        let by_id: HashMap<&str, &UserRecord> =
-            found.iter().map(|user| (user.id.as_str(), user)).collect();
+        for user in fetched {
+            self.inner.cache.put(user.clone());
+            found.insert(user.id.clone(), user);
+        }
         let mut users = Vec::with_capacity(ids.len());
         let mut missing_user_ids = Vec::new();
         for id in &ids {
-            match by_id.get(id.as_str()) {
+            match found.get(id) {
                 Some(user) => users.push(self.to_proto(user, Some(&caller))),
                 None => missing_user_ids.push(id.clone()),
             }
