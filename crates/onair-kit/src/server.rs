@@ -212,7 +212,6 @@ pub struct ServerParts {
     pub metrics: Registry,
     pub health: HealthReporter,
     pub shutdown_grace: Duration,
-    pub max_message_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -241,7 +240,6 @@ pub async fn serve(
         metrics,
         health,
         shutdown_grace,
-        max_message_bytes,
     } = parts;
 
     for name in &service_names {
@@ -251,7 +249,7 @@ pub async fn serve(
     }
     health.set_service_status("", ServingStatus::Serving).await;
 
-    let grpc_router = grpc_router(routes, forwarded, max_message_bytes);
+    let grpc_router = grpc_router(routes, forwarded);
     let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
     let stopped = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
         let _ = receiver.wait_for(|stop| *stop).await;
@@ -269,7 +267,12 @@ pub async fn serve(
         .add_routes(grpc_router)
         .serve_with_incoming_shutdown(incoming, stopped(stop_receiver.clone()));
 
-    let http_app = ops_router(metrics, readiness).merge(http_routes);
+    let http_app = ops_router(metrics.clone(), readiness)
+        .merge(http_routes)
+        .route_layer(axum::middleware::from_fn_with_state(
+            metrics,
+            record_http_request,
+        ));
     let http_server = axum::serve(http_listener, http_app)
         .with_graceful_shutdown(stopped(stop_receiver.clone()))
         .into_future();
@@ -315,11 +318,7 @@ pub async fn serve(
     Ok(())
 }
 
-fn grpc_router(
-    routes: Routes,
-    forwarded: Vec<(&'static str, ServiceChannel)>,
-    max_message_bytes: usize,
-) -> Routes {
+fn grpc_router(routes: Routes, forwarded: Vec<(&'static str, ServiceChannel)>) -> Routes {
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(onair_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -343,17 +342,18 @@ fn grpc_router(
         let path = format!("/{service}/{{*method}}");
         let handler = move |request: axum::extract::Request| {
             let channel = channel.clone();
-            async move { forward(channel, request, max_message_bytes).await }
+            async move { forward(channel, request).await }
         };
         router = router.route(&path, axum::routing::post(handler));
     }
     Routes::from(router)
 }
 
+/// Passes a gRPC call through to a peer unchanged; the streams of both
+/// directions flow through as they come.
 async fn forward(
     channel: ServiceChannel,
     request: axum::extract::Request,
-    _max_message_bytes: usize,
 ) -> axum::response::Response {
     let request = request.map(Body::new);
     match channel.oneshot(request).await {
@@ -418,4 +418,42 @@ async fn ready(checks: &[ReadinessCheck]) -> axum::response::Response {
     }
     let body = serde_json::json!({"status": "not ready", "failing": failing});
     (http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+}
+
+const HTTP_REQUESTS_TOTAL: &str = "onair_http_server_requests_total";
+const HTTP_REQUESTS_HELP: &str = "HTTP requests handled, by route, method and status code.";
+const HTTP_DURATION_SECONDS: &str = "onair_http_server_request_duration_seconds";
+const HTTP_DURATION_HELP: &str =
+    "Time to answer an HTTP request, up to its response headers, in seconds.";
+
+/// RED metrics per HTTP route (the route's template, not the raw path, so that
+/// ids don't multiply the series).
+async fn record_http_request(
+    axum::extract::State(metrics): axum::extract::State<Registry>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    let code = response.status().as_u16().to_string();
+    let labels = [
+        ("route", route.as_str()),
+        ("method", method.as_str()),
+        ("code", code.as_str()),
+    ];
+    metrics.counter_add(HTTP_REQUESTS_TOTAL, HTTP_REQUESTS_HELP, &labels, 1);
+    metrics.histogram_observe(
+        HTTP_DURATION_SECONDS,
+        HTTP_DURATION_HELP,
+        crate::metrics::DURATION_BUCKETS,
+        &labels[..2],
+        started.elapsed().as_secs_f64(),
+    );
+    response
 }

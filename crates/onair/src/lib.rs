@@ -25,6 +25,8 @@ pub struct Station {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     pub data_dir: std::path::PathBuf,
+    /// How this process reaches every service, as its own services do.
+    channels: ServiceChannels,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -38,6 +40,7 @@ impl Station {
         let http_addr = prepared.http_addr;
         let grpc_addr = prepared.grpc_addr;
         let data_dir = prepared.data_dir.clone();
+        let channels = prepared.channels.clone();
         let task = tokio::spawn(async move {
             prepared
                 .run(async move {
@@ -49,9 +52,15 @@ impl Station {
             http_addr,
             grpc_addr,
             data_dir,
+            channels,
             shutdown: Some(shutdown_sender),
             task,
         })
+    }
+
+    /// The channels to every service that this process's own services use.
+    pub fn channels(&self) -> &ServiceChannels {
+        &self.channels
     }
 
     /// Stops accepting, drains, and waits until the station has stopped.
@@ -68,6 +77,7 @@ pub struct Prepared {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     pub data_dir: std::path::PathBuf,
+    pub channels: ServiceChannels,
     parts: ServerParts,
     background: Vec<tokio::task::JoinHandle<()>>,
     db: Option<Db>,
@@ -219,12 +229,12 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         metrics,
         health,
         shutdown_grace: settings.shutdown_grace,
-        max_message_bytes: settings.max_message_bytes,
     };
     Ok(Prepared {
         http_addr,
         grpc_addr,
         data_dir: settings.data_dir.clone(),
+        channels,
         parts,
         background,
         db,

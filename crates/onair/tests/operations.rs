@@ -169,6 +169,7 @@ async fn healthz_readyz_and_metrics_answer_over_http() {
         "onair_grpc_server_requests_total{service=\"onair.user.v1.UserService\",method=\"GetUser\",code=\"NotFound\"} 1",
         "# TYPE onair_grpc_server_request_duration_seconds histogram",
         "onair_grpc_server_request_duration_seconds_count{service=\"onair.user.v1.UserService\",method=\"CreateUser\"} 1",
+        "onair_http_server_requests_total{route=\"/readyz\",method=\"GET\",code=\"200\"} 1",
     ] {
         assert!(
             metrics.contains(expected),
@@ -213,4 +214,46 @@ async fn a_stopped_station_refuses_new_connections() {
     station.stop().await;
     assert!(tokio::net::TcpStream::connect(http_addr).await.is_err());
     assert!(tokio::net::TcpStream::connect(grpc_addr).await.is_err());
+}
+
+/// Services in one process call each other through the same contract as over
+/// the network: the call passes the server's stack (and so its metrics).
+#[tokio::test]
+async fn in_process_clients_go_through_the_contract() {
+    use onair_kit::config::ServiceRole;
+    let station = TestStation::start(Backend::Sqlite).await;
+    let channels = station.station.as_ref().unwrap().channels().clone();
+    assert!(channels.channel(ServiceRole::User).is_local());
+    let jwks = channels
+        .user()
+        .get_jwks(pb::GetJwksRequest {})
+        .await
+        .expect("a local call")
+        .into_inner();
+    assert_eq!(jwks.keys.len(), 1);
+    let metrics = reqwest::get(station.http_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains(
+        "onair_grpc_server_requests_total{service=\"onair.user.v1.UserService\",method=\"GetJwks\",code=\"OK\"} 1"
+    ));
+
+    // A service that is neither here nor configured as a peer says how to fix it.
+    let mut media = onair_proto::clients::MediaClient::new(channels.channel(ServiceRole::Media));
+    let status = media
+        .get_channel(onair_proto::media::v1::GetChannelRequest {
+            channel_id: "news".into(),
+        })
+        .await
+        .expect_err("no media service");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(
+        status.message().contains("--peers media=URL"),
+        "{}",
+        status.message()
+    );
+    station.stop().await;
 }
