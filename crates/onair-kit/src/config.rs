@@ -89,6 +89,13 @@ impl ServiceRole {
         }
     }
 
+    /// The role that serves a fully-qualified gRPC service.
+    pub fn of_grpc_service(service: &str) -> Option<ServiceRole> {
+        ServiceRole::ALL
+            .into_iter()
+            .find(|role| role.grpc_service() == Some(service))
+    }
+
     /// The fully-qualified gRPC service of the role; the gateway has none.
     pub fn grpc_service(self) -> Option<&'static str> {
         match self {

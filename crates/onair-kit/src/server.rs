@@ -92,13 +92,24 @@ pub fn peer_channel(url: &str, settings: &Settings) -> Result<ServiceChannel, St
 /// A channel for a role that is neither local nor configured as a peer: every
 /// call fails with a status that says how to fix the setup.
 pub fn missing_channel(role: ServiceRole) -> ServiceChannel {
-    let message = format!(
+    failing_channel(tonic::Status::unavailable(format!(
         "the {role} service is not reachable: this process does not run the {role} role \
          and no peer is configured for it (--peers {role}=URL)"
-    );
+    )))
+}
+
+/// A channel for a service that no role serves.
+pub fn missing_service_channel(service: &str) -> ServiceChannel {
+    failing_channel(tonic::Status::unimplemented(format!(
+        "no role serves {service}"
+    )))
+}
+
+/// A channel whose every call fails with `status`.
+fn failing_channel(status: tonic::Status) -> ServiceChannel {
     let service = tower::service_fn(move |_request: http::Request<Body>| {
-        let status = tonic::Status::unavailable(message.clone());
-        async move { Ok::<_, Infallible>(status.into_http::<Body>()) }
+        let response = status.clone().into_http::<Body>();
+        async move { Ok::<_, Infallible>(response) }
     });
     ServiceChannel::local(service)
 }

@@ -204,6 +204,11 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         }
     }
 
+    let mut http_routes = axum::Router::new();
+    if settings.runs(ServiceRole::Gateway) {
+        http_routes = gateway_routes(&channels, &settings)?;
+    }
+
     let storage = match &settings.database_url {
         Some(url) => redact_password(url),
         None => settings.sqlite_path().display().to_string(),
@@ -224,7 +229,7 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         routes,
         service_names,
         forwarded,
-        http_routes: axum::Router::new(),
+        http_routes,
         readiness,
         metrics,
         health,
@@ -239,4 +244,25 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         background,
         db,
     })
+}
+
+/// The REST/JSON routes of every annotated RPC, each reaching its service
+/// through this process's channels (local, a peer, or a clear Unavailable).
+fn gateway_routes(channels: &ServiceChannels, settings: &Settings) -> anyhow::Result<axum::Router> {
+    let pool = prost_reflect::DescriptorPool::decode(onair_proto::FILE_DESCRIPTOR_SET)
+        .context("the embedded descriptor set does not decode")?;
+    let channels = channels.clone();
+    let resolve: onair_gateway::ChannelResolver =
+        Arc::new(
+            move |service: &str| match ServiceRole::of_grpc_service(service) {
+                Some(role) => channels.channel(role),
+                None => onair_kit::server::missing_service_channel(service),
+            },
+        );
+    let gateway_settings = onair_gateway::GatewaySettings {
+        max_body_bytes: settings.max_message_bytes,
+    };
+    let gateway = onair_gateway::Gateway::new(&pool, resolve, gateway_settings)
+        .context("the contracts' HTTP rules are invalid")?;
+    Ok(gateway.into_router())
 }

@@ -208,6 +208,15 @@ async fn user_in_one_process_and_the_rest_in_another() {
         );
     }
 
+    // REST on the front process reaches the user process too.
+    let response = reqwest::Client::new()
+        .post(format!("http://{rest_http}/v1/users"))
+        .json(&serde_json::json!({"displayName": "Over REST"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+
     // The token issued by the user process authenticates through the front one.
     let mut request = tonic::Request::new(pb::GetMeRequest {});
     request.metadata_mut().insert(

@@ -1,0 +1,581 @@
+//! The gateway: REST/JSON served from the contracts' `google.api.http` rules,
+//! the way grpc-gateway serves them, with no hand-written routes. An RPC that
+//! gains an annotation is served with no other code.
+//!
+//! - Path templates with `{field.path=segments}` variables, `*`, `**` and
+//!   `:verb` suffixes; `body: "*"`, a field body or none; the remaining fields
+//!   from query parameters (dotted sub-fields and repeated values included);
+//!   `additional_bindings` and `response_body`.
+//! - The proto3 JSON mapping (lowerCamelCase names, int64 as strings, unpopulated
+//!   fields emitted, unknown body fields ignored).
+//! - Errors as `google.rpc.Status` JSON with grpc-gateway's HTTP statuses.
+//! - `Authorization` and `Grpc-Metadata-*` headers become metadata; response
+//!   metadata comes back as `Grpc-Metadata-*` headers.
+//! - A success status other than 200 where the contract says so
+//!   (`onair.api.http_success_code`, 201 on creates).
+//! - Server streams as NDJSON (`{"result": …}` per line) or, with
+//!   `Accept: text/event-stream`, as server-sent events.
+
+mod codec;
+pub mod rules;
+pub mod template;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use onair_kit::telemetry::TraceContext;
+use onair_proto::ServiceChannel;
+use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, Kind, SerializeOptions};
+use serde_json::{Map, Value as Json};
+
+use crate::codec::DynamicCodec;
+use crate::rules::{BodyMapping, RestRoute, RuleError, routes_from_pool};
+use crate::template::Bindings;
+
+/// How the gateway finds the channel of a service by its full name.
+pub type ChannelResolver = Arc<dyn Fn(&str) -> ServiceChannel + Send + Sync>;
+
+/// Settings of the REST front door.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// The REST routes and how to reach their services.
+pub struct Gateway {
+    routes: Vec<RestRoute>,
+    resolve: ChannelResolver,
+    settings: GatewaySettings,
+}
+
+impl Gateway {
+    /// Reads every route of the descriptor set.
+    pub fn new(
+        pool: &DescriptorPool,
+        resolve: ChannelResolver,
+        settings: GatewaySettings,
+    ) -> Result<Gateway, RuleError> {
+        let routes = routes_from_pool(pool)?;
+        tracing::debug!(
+            routes = routes.len(),
+            "read the REST routes from the contracts"
+        );
+        Ok(Gateway {
+            routes,
+            resolve,
+            settings,
+        })
+    }
+
+    /// The routes served, for documentation and OpenAPI.
+    pub fn routes(&self) -> &[RestRoute] {
+        &self.routes
+    }
+
+    /// An axum router that serves every route (as its fallback, so that it can
+    /// be merged beside fixed routes such as `/healthz`).
+    pub fn into_router(self) -> axum::Router {
+        let gateway = Arc::new(self);
+        axum::Router::new().fallback(move |request: axum::extract::Request| {
+            let gateway = gateway.clone();
+            async move {
+                let traceparent = request
+                    .headers()
+                    .get("traceparent")
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_owned);
+                let context = TraceContext::from_traceparent(traceparent.as_deref());
+                context.scope(gateway.handle(request)).await
+            }
+        })
+    }
+
+    /// Picks the route for a request: the most specific template of the
+    /// request's method that matches its path.
+    fn find(&self, method: &Method, path: &str) -> Result<(&RestRoute, Bindings), RouteMiss> {
+        let mut best: Option<(&RestRoute, Bindings)> = None;
+        let mut allowed = Vec::new();
+        for route in &self.routes {
+            let Some(bindings) = route.template.matches(path) else {
+                continue;
+            };
+            if route.http_method != *method {
+                allowed.push(route.http_method.as_str());
+                continue;
+            }
+            let better = match &best {
+                Some((current, _)) => {
+                    route.template.literal_count() > current.template.literal_count()
+                }
+                None => true,
+            };
+            if better {
+                best = Some((route, bindings));
+            }
+        }
+        if let Some(found) = best {
+            return Ok(found);
+        }
+        if allowed.is_empty() {
+            return Err(RouteMiss::NotFound);
+        }
+        allowed.sort_unstable();
+        allowed.dedup();
+        Err(RouteMiss::MethodNotAllowed(allowed.join(", ")))
+    }
+
+    async fn handle(&self, request: axum::extract::Request) -> Response {
+        let (parts, body) = request.into_parts();
+        let (route, bindings) = match self.find(&parts.method, parts.uri.path()) {
+            Ok(found) => found,
+            Err(miss) => return miss.into_response(&parts.method, parts.uri.path()),
+        };
+        let body = match axum::body::to_bytes(body, self.settings.max_body_bytes).await {
+            Ok(body) => body,
+            Err(_) => {
+                return status_response(
+                    tonic::Code::ResourceExhausted,
+                    &format!(
+                        "the request body is larger than {} bytes",
+                        self.settings.max_body_bytes
+                    ),
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                );
+            }
+        };
+        let message = match build_request(route, &bindings, parts.uri.query(), &body) {
+            Ok(message) => message,
+            Err(reason) => {
+                return status_response(
+                    tonic::Code::InvalidArgument,
+                    &reason,
+                    StatusCode::BAD_REQUEST,
+                );
+            }
+        };
+        let mut request = tonic::Request::new(message);
+        forward_headers(&parts.headers, request.metadata_mut());
+
+        let service = route.method.parent_service().full_name().to_owned();
+        let path = format!("/{service}/{}", route.method.name());
+        let Ok(path) = http::uri::PathAndQuery::try_from(path.as_str()) else {
+            return status_response(
+                tonic::Code::Internal,
+                "invalid method path",
+                StatusCode::INTERNAL_SERVER_ERROR,
+            );
+        };
+        let mut grpc = tonic::client::Grpc::new((self.resolve)(&service));
+        if let Err(error) = grpc.ready().await {
+            return status_response(
+                tonic::Code::Unavailable,
+                &format!("the {service} service is unavailable: {error}"),
+                StatusCode::SERVICE_UNAVAILABLE,
+            );
+        }
+        let codec = DynamicCodec::new(route.method.output());
+        if route.method.is_server_streaming() {
+            let sse = accepts_event_stream(&parts.headers);
+            return match grpc.server_streaming(request, path, codec).await {
+                Ok(response) => stream_response(route, response, sse),
+                Err(status) => error_response(&status),
+            };
+        }
+        match grpc.unary(request, path, codec).await {
+            Ok(response) => unary_response(route, response),
+            Err(status) => error_response(&status),
+        }
+    }
+}
+
+/// Why no route serves a request.
+enum RouteMiss {
+    NotFound,
+    /// The path exists for these other methods.
+    MethodNotAllowed(String),
+}
+
+impl RouteMiss {
+    fn into_response(self, method: &Method, path: &str) -> Response {
+        match self {
+            RouteMiss::NotFound => status_response(
+                tonic::Code::NotFound,
+                &format!("no route for {method} {path}"),
+                StatusCode::NOT_FOUND,
+            ),
+            RouteMiss::MethodNotAllowed(allowed) => {
+                let mut response = status_response(
+                    tonic::Code::Unimplemented,
+                    &format!("{method} is not allowed on {path}; use {allowed}"),
+                    StatusCode::METHOD_NOT_ALLOWED,
+                );
+                if let Ok(value) = HeaderValue::from_str(&allowed) {
+                    response.headers_mut().insert(http::header::ALLOW, value);
+                }
+                response
+            }
+        }
+    }
+}
+
+fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("text/event-stream"))
+}
+
+/// Headers that never become gRPC metadata.
+const HOP_HEADERS: &[&str] = &[
+    "connection",
+    "content-length",
+    "content-type",
+    "host",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "accept-encoding",
+    "accept",
+];
+
+/// `Authorization`, `traceparent` and `X-Request-Id` pass as they are;
+/// `Grpc-Metadata-<key>` becomes `<key>`.
+fn forward_headers(headers: &HeaderMap, metadata: &mut tonic::metadata::MetadataMap) {
+    for (name, value) in headers {
+        let name = name.as_str();
+        if HOP_HEADERS.contains(&name) {
+            continue;
+        }
+        let key = match name.strip_prefix("grpc-metadata-") {
+            Some(key) => key,
+            None if matches!(name, "authorization" | "x-request-id" | "x-forwarded-for") => name,
+            None => continue,
+        };
+        if key.ends_with("-bin") || key.starts_with("grpc-") {
+            continue;
+        }
+        let Ok(key) = tonic::metadata::MetadataKey::from_bytes(key.as_bytes()) else {
+            continue;
+        };
+        if let Ok(text) = value.to_str()
+            && let Ok(value) = text.parse()
+        {
+            metadata.append(key, value);
+        }
+    }
+}
+
+/// Response metadata that the gateway does not pass on.
+fn is_transport_header(name: &str) -> bool {
+    matches!(
+        name,
+        "content-type" | "date" | "content-length" | "te" | "trailer" | "transfer-encoding"
+    ) || name.starts_with("grpc-")
+}
+
+fn metadata_headers(metadata: &tonic::metadata::MetadataMap, headers: &mut HeaderMap) {
+    for (name, value) in metadata.clone().into_headers() {
+        let Some(name) = name else { continue };
+        if is_transport_header(name.as_str()) || name.as_str().ends_with("-bin") {
+            continue;
+        }
+        if let Ok(header) = http::HeaderName::from_bytes(format!("grpc-metadata-{name}").as_bytes())
+        {
+            headers.append(header, value);
+        }
+    }
+}
+
+fn serialize_options() -> SerializeOptions {
+    // As grpc-gateway: every field, populated or not.
+    SerializeOptions::new().skip_default_fields(false)
+}
+
+fn to_json(message: &DynamicMessage) -> Result<Json, serde_json::Error> {
+    message.serialize_with_options(serde_json::value::Serializer, &serialize_options())
+}
+
+/// The JSON body of a response: the whole message, or its `response_body` field.
+fn response_json(route: &RestRoute, message: &DynamicMessage) -> Result<Json, serde_json::Error> {
+    let whole = to_json(message)?;
+    let Some(field) = &route.response_body else {
+        return Ok(whole);
+    };
+    Ok(whole.get(field.json_name()).cloned().unwrap_or(Json::Null))
+}
+
+fn json_response(status: StatusCode, body: &Json) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    (
+        status,
+        [(http::header::CONTENT_TYPE, "application/json")],
+        bytes,
+    )
+        .into_response()
+}
+
+fn unary_response(route: &RestRoute, response: tonic::Response<DynamicMessage>) -> Response {
+    let (metadata, message, _extensions) = response.into_parts();
+    let body = match response_json(route, &message) {
+        Ok(body) => body,
+        Err(error) => {
+            return status_response(
+                tonic::Code::Internal,
+                &format!("cannot render the response as JSON: {error}"),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            );
+        }
+    };
+    let mut http_response = json_response(route.success, &body);
+    metadata_headers(&metadata, http_response.headers_mut());
+    http_response
+}
+
+fn stream_response(
+    route: &RestRoute,
+    response: tonic::Response<tonic::Streaming<DynamicMessage>>,
+    sse: bool,
+) -> Response {
+    let (metadata, stream, _extensions) = response.into_parts();
+    let success = route.success;
+    let route = route.clone();
+    let frames = stream.map(move |item| {
+        let (kind, value) = match item {
+            Ok(message) => match response_json(&route, &message) {
+                Ok(json) => ("result", json),
+                Err(error) => (
+                    "error",
+                    status_json(tonic::Code::Internal, &error.to_string()),
+                ),
+            },
+            Err(status) => ("error", status_json(status.code(), status.message())),
+        };
+        let frame = if sse {
+            let data = serde_json::to_string(&value).unwrap_or_default();
+            if kind == "error" {
+                format!("event: error\ndata: {data}\n\n")
+            } else {
+                format!("data: {data}\n\n")
+            }
+        } else {
+            let mut line =
+                serde_json::to_string(&serde_json::json!({ kind: value })).unwrap_or_default();
+            line.push('\n');
+            line
+        };
+        Ok::<_, std::convert::Infallible>(Bytes::from(frame))
+    });
+    let content_type = if sse {
+        "text/event-stream"
+    } else {
+        "application/x-ndjson"
+    };
+    let mut response = Response::new(Body::from_stream(frames));
+    *response.status_mut() = success;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    metadata_headers(&metadata, response.headers_mut());
+    response
+}
+
+fn status_json(code: tonic::Code, message: &str) -> Json {
+    serde_json::json!({"code": code as i32, "message": message, "details": []})
+}
+
+/// A `google.rpc.Status` JSON error body.
+pub fn status_response(code: tonic::Code, message: &str, status: StatusCode) -> Response {
+    let mut response = json_response(status, &status_json(code, message));
+    if code == tonic::Code::Unauthenticated {
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer"),
+        );
+    }
+    response
+}
+
+fn error_response(status: &tonic::Status) -> Response {
+    let http_status = onair_kit::error::http_status_of(status.code());
+    let mut response = status_response(status.code(), status.message(), http_status);
+    metadata_headers(status.metadata(), response.headers_mut());
+    if let Some(retry) = status.metadata().get("retry-after")
+        && let Ok(value) = retry.to_str()
+        && let Ok(value) = HeaderValue::from_str(value)
+    {
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// Builds the request message from the path, the query and the body.
+fn build_request(
+    route: &RestRoute,
+    bindings: &Bindings,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<DynamicMessage, String> {
+    let input = route.method.input();
+    let mut json = Map::new();
+    match &route.body {
+        BodyMapping::None => {}
+        BodyMapping::Whole => {
+            if !body.is_empty() {
+                match serde_json::from_slice::<Json>(body) {
+                    Ok(Json::Object(object)) => json = object,
+                    Ok(_) => return Err("the request body must be a JSON object".to_owned()),
+                    Err(error) => {
+                        return Err(format!("the request body is not valid JSON: {error}"));
+                    }
+                }
+            }
+        }
+        BodyMapping::Field(field) => {
+            if !body.is_empty() {
+                let value = serde_json::from_slice::<Json>(body)
+                    .map_err(|error| format!("the request body is not valid JSON: {error}"))?;
+                json.insert(field.json_name().to_owned(), value);
+            }
+        }
+    }
+    if let Some(query) = query.filter(|query| !query.is_empty()) {
+        if matches!(route.body, BodyMapping::Whole) {
+            return Err(
+                "this method takes its fields from the body; query parameters are not allowed"
+                    .to_owned(),
+            );
+        }
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            set_path(&mut json, &input, &key, &value, true)
+                .map_err(|reason| format!("query parameter {key:?}: {reason}"))?;
+        }
+    }
+    for (field_path, value) in bindings {
+        set_path(&mut json, &input, field_path, value, false)
+            .map_err(|reason| format!("path field {field_path}: {reason}"))?;
+    }
+    let options = DeserializeOptions::new().deny_unknown_fields(false);
+    DynamicMessage::deserialize_with_options(input, Json::Object(json), &options)
+        .map_err(|error| format!("invalid request: {error}"))
+}
+
+/// Sets the field at a dotted path in a JSON object, converting the text by the
+/// field's kind. Repeated fields collect every value given.
+fn set_path(
+    object: &mut Map<String, Json>,
+    message: &prost_reflect::MessageDescriptor,
+    path: &str,
+    text: &str,
+    from_query: bool,
+) -> Result<(), String> {
+    let mut current_message = message.clone();
+    let mut current_object = object;
+    let names: Vec<&str> = path.split('.').collect();
+    for (index, name) in names.iter().enumerate() {
+        let field = current_message
+            .get_field_by_name(name)
+            .or_else(|| current_message.get_field_by_json_name(name))
+            .ok_or_else(|| format!("{} has no field {name:?}", current_message.name()))?;
+        let key = field.json_name().to_owned();
+        let last = index + 1 == names.len();
+        let nested = match field.kind() {
+            Kind::Message(nested) if !is_scalar_like(&nested) => Some(nested),
+            _ => None,
+        };
+        if last || nested.is_none() {
+            if !last {
+                return Err(format!("{name} is not a message, so it has no sub-fields"));
+            }
+            if nested.is_some() {
+                return Err(format!(
+                    "{name} is a message; set its fields with {name}.<field>"
+                ));
+            }
+            if from_query && field.is_list() && matches!(field.kind(), Kind::Message(_)) {
+                return Err("repeated messages cannot be query parameters".to_owned());
+            }
+            let value = scalar_json(&field.kind(), text)?;
+            if field.is_list() {
+                let entry = current_object
+                    .entry(key)
+                    .or_insert_with(|| Json::Array(Vec::new()));
+                match entry {
+                    Json::Array(items) => items.push(value),
+                    other => *other = Json::Array(vec![value]),
+                }
+            } else {
+                current_object.insert(key, value);
+            }
+            return Ok(());
+        }
+        if field.is_list() {
+            return Err(format!(
+                "{name} is repeated, so its sub-fields cannot be set here"
+            ));
+        }
+        let entry = current_object
+            .entry(key)
+            .or_insert_with(|| Json::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Json::Object(Map::new());
+        }
+        let Json::Object(inner) = entry else {
+            return Err("internal error".to_owned());
+        };
+        current_object = inner;
+        if let Some(nested) = nested {
+            current_message = nested;
+        }
+    }
+    Ok(())
+}
+
+/// Well-known types that the JSON mapping writes as one string or number.
+fn is_scalar_like(message: &prost_reflect::MessageDescriptor) -> bool {
+    matches!(
+        message.full_name(),
+        "google.protobuf.Timestamp"
+            | "google.protobuf.Duration"
+            | "google.protobuf.FieldMask"
+            | "google.protobuf.StringValue"
+            | "google.protobuf.BytesValue"
+            | "google.protobuf.BoolValue"
+            | "google.protobuf.Int32Value"
+            | "google.protobuf.Int64Value"
+            | "google.protobuf.UInt32Value"
+            | "google.protobuf.UInt64Value"
+            | "google.protobuf.FloatValue"
+            | "google.protobuf.DoubleValue"
+    )
+}
+
+/// The JSON for a text value of a field kind; numbers stay strings, which the
+/// proto3 JSON mapping accepts, so that 64-bit values keep their precision.
+fn scalar_json(kind: &Kind, text: &str) -> Result<Json, String> {
+    match kind {
+        Kind::Bool => match text {
+            "true" | "1" => Ok(Json::Bool(true)),
+            "false" | "0" => Ok(Json::Bool(false)),
+            _ => Err(format!("{text:?} is not true or false")),
+        },
+        Kind::Message(message) if message.full_name() == "google.protobuf.BoolValue" => {
+            scalar_json(&Kind::Bool, text)
+        }
+        _ => Ok(Json::String(text.to_owned())),
+    }
+}

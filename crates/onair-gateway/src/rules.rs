@@ -1,0 +1,195 @@
+//! The REST routes of every annotated RPC, read from the descriptor set.
+
+use http::{Method, StatusCode};
+use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, MethodDescriptor, Value};
+
+use crate::template::{PathTemplate, TemplateError};
+
+/// Where a route's request body goes.
+#[derive(Debug, Clone)]
+pub enum BodyMapping {
+    /// No body: every field not bound by the path comes from the query.
+    None,
+    /// `body: "*"`: the body is the request message, minus path fields.
+    Whole,
+    /// `body: "field"`: the body is one top-level field; the rest come from the
+    /// query.
+    Field(FieldDescriptor),
+}
+
+/// One HTTP binding of one RPC.
+#[derive(Debug, Clone)]
+pub struct RestRoute {
+    pub http_method: Method,
+    pub template: PathTemplate,
+    pub body: BodyMapping,
+    /// `response_body`: the response field sent instead of the whole message.
+    pub response_body: Option<FieldDescriptor>,
+    pub method: MethodDescriptor,
+    /// 200, or what `onair.api.http_success_code` says.
+    pub success: StatusCode,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    #[error("{method}: {source}")]
+    Template {
+        method: String,
+        #[source]
+        source: TemplateError,
+    },
+    #[error("{method}: {reason}")]
+    Invalid { method: String, reason: String },
+}
+
+fn string_field(message: &DynamicMessage, name: &str) -> String {
+    message
+        .get_field_by_name(name)
+        .and_then(|value| value.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Every REST route of every service in `pool`, in declaration order.
+pub fn routes_from_pool(pool: &DescriptorPool) -> Result<Vec<RestRoute>, RuleError> {
+    let Some(http_extension) = pool.get_extension_by_name("google.api.http") else {
+        return Ok(Vec::new());
+    };
+    let success_extension = pool.get_extension_by_name("onair.api.http_success_code");
+    let mut routes = Vec::new();
+    for service in pool.services() {
+        for method in service.methods() {
+            let options = method.options();
+            if !options.has_extension(&http_extension) {
+                continue;
+            }
+            if method.is_client_streaming() {
+                tracing::warn!(method = %method.full_name(), "client-streaming RPCs are not served over REST");
+                continue;
+            }
+            let success = match &success_extension {
+                Some(extension) if options.has_extension(extension) => {
+                    let code = options.get_extension(extension).as_i32().unwrap_or(200);
+                    StatusCode::from_u16(u16::try_from(code).unwrap_or(200)).map_err(|_| {
+                        RuleError::Invalid {
+                            method: method.full_name().to_owned(),
+                            reason: format!("http_success_code {code} is not an HTTP status"),
+                        }
+                    })?
+                }
+                _ => StatusCode::OK,
+            };
+            let rule = options.get_extension(&http_extension);
+            let Value::Message(rule) = rule.as_ref() else {
+                continue;
+            };
+            routes.push(route_from_rule(&method, rule, success)?);
+            if let Some(additional) = rule.get_field_by_name("additional_bindings")
+                && let Some(bindings) = additional.as_list()
+            {
+                for binding in bindings {
+                    if let Some(binding) = binding.as_message() {
+                        routes.push(route_from_rule(&method, binding, success)?);
+                    }
+                }
+            }
+        }
+    }
+    Ok(routes)
+}
+
+fn route_from_rule(
+    method: &MethodDescriptor,
+    rule: &DynamicMessage,
+    success: StatusCode,
+) -> Result<RestRoute, RuleError> {
+    let invalid = |reason: String| RuleError::Invalid {
+        method: method.full_name().to_owned(),
+        reason,
+    };
+    let mut pattern = None;
+    for (name, http_method) in [
+        ("get", Method::GET),
+        ("put", Method::PUT),
+        ("post", Method::POST),
+        ("delete", Method::DELETE),
+        ("patch", Method::PATCH),
+    ] {
+        let path = string_field(rule, name);
+        if !path.is_empty() {
+            pattern = Some((http_method, path));
+        }
+    }
+    if pattern.is_none()
+        && let Some(custom) = rule.get_field_by_name("custom")
+        && let Some(custom) = custom.as_message()
+    {
+        let kind = string_field(custom, "kind");
+        let path = string_field(custom, "path");
+        if !kind.is_empty() && !path.is_empty() {
+            let http_method = Method::from_bytes(kind.as_bytes())
+                .map_err(|_| invalid(format!("custom method {kind:?} is not an HTTP method")))?;
+            pattern = Some((http_method, path));
+        }
+    }
+    let Some((http_method, path)) = pattern else {
+        return Err(invalid("the http rule has no pattern".to_owned()));
+    };
+    let template = PathTemplate::parse(&path).map_err(|source| RuleError::Template {
+        method: method.full_name().to_owned(),
+        source,
+    })?;
+    let input = method.input();
+    for variable in template.variables() {
+        if field_by_path(&input, variable).is_none() {
+            return Err(invalid(format!(
+                "path variable {variable} is not a field of {}",
+                input.full_name()
+            )));
+        }
+    }
+    let body = match string_field(rule, "body").as_str() {
+        "" => BodyMapping::None,
+        "*" => BodyMapping::Whole,
+        field => BodyMapping::Field(input.get_field_by_name(field).ok_or_else(|| {
+            invalid(format!(
+                "body field {field} is not a field of {}",
+                input.full_name()
+            ))
+        })?),
+    };
+    let response_body = match string_field(rule, "response_body").as_str() {
+        "" => None,
+        field => Some(method.output().get_field_by_name(field).ok_or_else(|| {
+            invalid(format!(
+                "response_body {field} is not a field of the response"
+            ))
+        })?),
+    };
+    Ok(RestRoute {
+        http_method,
+        template,
+        body,
+        response_body,
+        method: method.clone(),
+        success,
+    })
+}
+
+/// The field at a dotted path (`channel.id`), by proto name.
+pub fn field_by_path(
+    message: &prost_reflect::MessageDescriptor,
+    path: &str,
+) -> Option<FieldDescriptor> {
+    let mut current = message.clone();
+    let mut parts = path.split('.').peekable();
+    while let Some(name) = parts.next() {
+        let field = current
+            .get_field_by_name(name)
+            .or_else(|| current.get_field_by_json_name(name))?;
+        if parts.peek().is_none() {
+            return Some(field);
+        }
+        current = field.kind().as_message()?.clone();
+    }
+    None
+}
