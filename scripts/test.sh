@@ -21,6 +21,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Python tools the tests call: openapi-spec-validator checks /openapi.json.
+if ! python3 -c "import openapi_spec_validator" >/dev/null 2>&1; then
+  log "installing openapi-spec-validator"
+  python3 -m pip install --quiet openapi-spec-validator
+fi
+
 answers() { timeout 2 bash -c "echo > /dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 
 wait_for() {

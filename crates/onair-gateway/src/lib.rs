@@ -17,6 +17,7 @@
 //!   `Accept: text/event-stream`, as server-sent events.
 
 mod codec;
+pub mod openapi;
 pub mod rules;
 pub mod template;
 
@@ -80,19 +81,31 @@ impl Gateway {
     /// An axum router that serves every route (as its fallback, so that it can
     /// be merged beside fixed routes such as `/healthz`).
     pub fn into_router(self) -> axum::Router {
+        let openapi = serde_json::to_vec_pretty(&openapi::document(
+            &self.routes,
+            "onair",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .unwrap_or_default();
         let gateway = Arc::new(self);
-        axum::Router::new().fallback(move |request: axum::extract::Request| {
-            let gateway = gateway.clone();
-            async move {
-                let traceparent = request
-                    .headers()
-                    .get("traceparent")
-                    .and_then(|value| value.to_str().ok())
-                    .map(str::to_owned);
-                let context = TraceContext::from_traceparent(traceparent.as_deref());
-                context.scope(gateway.handle(request)).await
-            }
-        })
+        let openapi_route = axum::routing::get(move || {
+            let body = openapi.clone();
+            async move { ([(http::header::CONTENT_TYPE, "application/json")], body) }
+        });
+        axum::Router::new()
+            .route("/openapi.json", openapi_route)
+            .fallback(move |request: axum::extract::Request| {
+                let gateway = gateway.clone();
+                async move {
+                    let traceparent = request
+                        .headers()
+                        .get("traceparent")
+                        .and_then(|value| value.to_str().ok())
+                        .map(str::to_owned);
+                    let context = TraceContext::from_traceparent(traceparent.as_deref());
+                    context.scope(gateway.handle(request)).await
+                }
+            })
     }
 
     /// Picks the route for a request: the most specific template of the

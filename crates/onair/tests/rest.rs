@@ -307,3 +307,51 @@ async fn the_jwks_is_served_at_its_well_known_path() {
     assert_eq!(key["use"], "sig");
     station.stop().await;
 }
+
+/// `/openapi.json` is OpenAPI 3.1 generated from the descriptors, and
+/// `openapi-spec-validator` (PyPI; scripts/test.sh installs it) accepts it.
+#[tokio::test]
+async fn openapi_describes_every_route_and_validates() {
+    let station = TestStation::start(Backend::Sqlite).await;
+    let rest = Rest::new(&station);
+    let (status, _, document) = rest
+        .send(reqwest::Method::GET, "/openapi.json", None, None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(document["openapi"], "3.1.0");
+    let create = &document["paths"]["/v1/users"]["post"];
+    assert_eq!(create["operationId"], "UserService_CreateUser");
+    assert!(create["responses"]["201"].is_object(), "{create}");
+    let ban = &document["paths"]["/v1/users/{user_id}:ban"]["post"];
+    assert_eq!(ban["parameters"][0]["name"], "user_id");
+    assert_eq!(ban["parameters"][0]["in"], "path");
+    let timetable = &document["paths"]["/v1/timetable"]["get"];
+    let query: Vec<&str> = timetable["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|parameter| parameter["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        query.contains(&"startTime") && query.contains(&"broadcastDay"),
+        "{query:?}"
+    );
+    let user = &document["components"]["schemas"]["onair.user.v1.User"];
+    assert_eq!(user["properties"]["role"]["enum"][1], "VIEWER");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, serde_json::to_vec(&document).unwrap()).unwrap();
+    let output = std::process::Command::new("python3")
+        .args(["-m", "openapi_spec_validator"])
+        .arg(&file)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "openapi-spec-validator refused the document:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    station.stop().await;
+}
