@@ -28,6 +28,17 @@ impl ServerUnderTest {
         cpu: Option<usize>,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
+        ServerUnderTest::start_with_env(binary, data_dir, cpu, extra, &[])
+    }
+
+    /// As [`ServerUnderTest::start`], with more environment variables.
+    pub fn start_with_env(
+        binary: &Path,
+        data_dir: &Path,
+        cpu: Option<usize>,
+        extra: &[&str],
+        environment: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut command = match cpu {
             Some(cpu) => {
                 let mut taskset = Command::new("taskset");
@@ -49,6 +60,7 @@ impl ServerUnderTest {
             .args(extra)
             .env("ONAIR_LOG_FORMAT", "json")
             .env("ONAIR_LOG_LEVEL", "info")
+            .envs(environment.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let spawned = Instant::now();

@@ -18,6 +18,7 @@
 
 mod codec;
 pub mod openapi;
+pub mod protection;
 pub mod rules;
 pub mod template;
 
@@ -28,12 +29,15 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use onair_kit::auth::{AuthError, Authenticator};
+use onair_kit::metrics::Registry;
 use onair_kit::telemetry::TraceContext;
 use onair_proto::ServiceChannel;
 use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, Kind, SerializeOptions};
 use serde_json::{Map, Value as Json};
 
 use crate::codec::DynamicCodec;
+use crate::protection::RateLimits;
 use crate::rules::{BodyMapping, RestRoute, RuleError, routes_from_pool};
 use crate::template::Bindings;
 
@@ -45,12 +49,25 @@ pub type ChannelResolver = Arc<dyn Fn(&str) -> ServiceChannel + Send + Sync>;
 pub struct GatewaySettings {
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// How long a unary call may take before the client gets 504.
+    pub request_timeout: std::time::Duration,
+    /// Requests a second per client address; 0 for no limit.
+    pub rate_limit_per_ip: u32,
+    /// Requests a second per authenticated user; 0 for no limit.
+    pub rate_limit_per_user: u32,
+    /// Origins allowed to call from a web page (`*` for any).
+    pub cors_origins: Vec<String>,
 }
 
 /// The REST routes and how to reach their services.
 pub struct Gateway {
     routes: Vec<RestRoute>,
     resolve: ChannelResolver,
+    /// Verifies credentials at the edge, before any service is called.
+    authenticator: Authenticator,
+    limits: RateLimits,
+    /// RED metrics per route template.
+    metrics: Registry,
     settings: GatewaySettings,
 }
 
@@ -59,9 +76,22 @@ impl Gateway {
     pub fn new(
         pool: &DescriptorPool,
         resolve: ChannelResolver,
+        authenticator: Authenticator,
+        metrics: Registry,
         settings: GatewaySettings,
     ) -> Result<Gateway, RuleError> {
-        let routes = routes_from_pool(pool)?;
+        let mut routes = routes_from_pool(pool)?;
+        routes.sort_by(|left, right| {
+            left.http_method
+                .as_str()
+                .cmp(right.http_method.as_str())
+                .then(
+                    right
+                        .template
+                        .literal_count()
+                        .cmp(&left.template.literal_count()),
+                )
+        });
         tracing::debug!(
             routes = routes.len(),
             "read the REST routes from the contracts"
@@ -69,6 +99,9 @@ impl Gateway {
         Ok(Gateway {
             routes,
             resolve,
+            authenticator,
+            limits: RateLimits::new(settings.rate_limit_per_ip, settings.rate_limit_per_user),
+            metrics,
             settings,
         })
     }
@@ -87,6 +120,7 @@ impl Gateway {
             env!("CARGO_PKG_VERSION"),
         ))
         .unwrap_or_default();
+        let cors = protection::cors(&self.settings.cors_origins);
         let gateway = Arc::new(self);
         let openapi_route = axum::routing::get(move || {
             let body = openapi.clone();
@@ -106,33 +140,72 @@ impl Gateway {
                     context.scope(gateway.handle(request)).await
                 }
             })
+            .layer(axum::middleware::from_fn(protection::request_id))
+            .layer(cors)
+    }
+
+    /// Refuses a request over its address's or its user's rate, or with bad
+    /// credentials, before any service sees it.
+    async fn admit(&self, parts: &http::request::Parts) -> Result<(), Response> {
+        let address = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip());
+        if let Some(address) = address {
+            self.limits.check_ip(address).map_err(too_many_requests)?;
+        }
+        let credential = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .or_else(|| parts.headers.get("grpc-metadata-authorization"));
+        let Some(credential) = credential else {
+            return Ok(());
+        };
+        let malformed = || {
+            status_response(
+                tonic::Code::Unauthenticated,
+                &AuthError::Malformed.to_string(),
+                StatusCode::UNAUTHORIZED,
+            )
+        };
+        let text = credential.to_str().map_err(|_| malformed())?;
+        let Some((scheme, token)) = text.split_once(' ') else {
+            return Err(malformed());
+        };
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(malformed());
+        }
+        let caller = self
+            .authenticator
+            .authenticate_credential(token.trim())
+            .await
+            .map_err(|error| {
+                let status = tonic::Status::from(error);
+                error_response(&status)
+            })?;
+        self.limits
+            .check_user(&caller.user_id)
+            .map_err(too_many_requests)
     }
 
     /// Picks the route for a request: the most specific template of the
     /// request's method that matches its path.
     fn find(&self, method: &Method, path: &str) -> Result<(&RestRoute, Bindings), RouteMiss> {
-        let mut best: Option<(&RestRoute, Bindings)> = None;
-        let mut allowed = Vec::new();
+        // Routes are ordered by method, then most literals first: the first
+        // match of the request's method is the most specific one.
         for route in &self.routes {
-            let Some(bindings) = route.template.matches(path) else {
-                continue;
-            };
             if route.http_method != *method {
-                allowed.push(route.http_method.as_str());
                 continue;
             }
-            let better = match &best {
-                Some((current, _)) => {
-                    route.template.literal_count() > current.template.literal_count()
-                }
-                None => true,
-            };
-            if better {
-                best = Some((route, bindings));
+            if let Some(bindings) = route.template.matches(path) {
+                return Ok((route, bindings));
             }
         }
-        if let Some(found) = best {
-            return Ok(found);
+        let mut allowed = Vec::new();
+        for route in &self.routes {
+            if route.template.matches(path).is_some() {
+                allowed.push(route.http_method.as_str());
+            }
         }
         if allowed.is_empty() {
             return Err(RouteMiss::NotFound);
@@ -143,11 +216,35 @@ impl Gateway {
     }
 
     async fn handle(&self, request: axum::extract::Request) -> Response {
+        let started = std::time::Instant::now();
+        let method = request.method().clone();
+        let (response, route) = self.respond(request).await;
+        let template = route.map(|route| route.template.to_string());
+        let label = template.as_deref().unwrap_or("unmatched");
+        onair_kit::server::record_http(&self.metrics, label, &method, response.status(), started);
+        response
+    }
+
+    /// Answers a request, and says which route did.
+    async fn respond(&self, request: axum::extract::Request) -> (Response, Option<&RestRoute>) {
         let (parts, body) = request.into_parts();
         let (route, bindings) = match self.find(&parts.method, parts.uri.path()) {
             Ok(found) => found,
-            Err(miss) => return miss.into_response(&parts.method, parts.uri.path()),
+            Err(miss) => return (miss.into_response(&parts.method, parts.uri.path()), None),
         };
+        (self.call(route, bindings, parts, body).await, Some(route))
+    }
+
+    async fn call(
+        &self,
+        route: &RestRoute,
+        bindings: Bindings,
+        parts: http::request::Parts,
+        body: Body,
+    ) -> Response {
+        if let Err(refused) = self.admit(&parts).await {
+            return refused;
+        }
         let body = match axum::body::to_bytes(body, self.settings.max_body_bytes).await {
             Ok(body) => body,
             Err(_) => {
@@ -173,6 +270,10 @@ impl Gateway {
         };
         let mut request = tonic::Request::new(message);
         forward_headers(&parts.headers, request.metadata_mut());
+        if !route.method.is_server_streaming() {
+            // The service learns the deadline too (grpc-timeout).
+            request.set_timeout(self.settings.request_timeout);
+        }
 
         let service = route.method.parent_service().full_name().to_owned();
         let path = format!("/{service}/{}", route.method.name());
@@ -199,9 +300,19 @@ impl Gateway {
                 Err(status) => error_response(&status),
             };
         }
-        match grpc.unary(request, path, codec).await {
-            Ok(response) => unary_response(route, response),
-            Err(status) => error_response(&status),
+        let call = grpc.unary(request, path, codec);
+        match tokio::time::timeout(self.settings.request_timeout, call).await {
+            Ok(Ok(response)) => unary_response(route, response),
+            Ok(Err(status)) => error_response(&status),
+            Err(_) => status_response(
+                tonic::Code::DeadlineExceeded,
+                &format!(
+                    "{} did not answer within {} ms",
+                    route.method.full_name(),
+                    self.settings.request_timeout.as_millis()
+                ),
+                StatusCode::GATEWAY_TIMEOUT,
+            ),
         }
     }
 }
@@ -234,6 +345,22 @@ impl RouteMiss {
             }
         }
     }
+}
+
+fn too_many_requests(limited: protection::Limited) -> Response {
+    let seconds = limited.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    let mut response = status_response(
+        tonic::Code::ResourceExhausted,
+        &format!(
+            "too many requests from {}; retry after {seconds} s",
+            limited.what
+        ),
+        StatusCode::TOO_MANY_REQUESTS,
+    );
+    response
+        .headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
 }
 
 fn accepts_event_stream(headers: &HeaderMap) -> bool {
@@ -325,8 +452,26 @@ fn response_json(route: &RestRoute, message: &DynamicMessage) -> Result<Json, se
     Ok(whole.get(field.json_name()).cloned().unwrap_or(Json::Null))
 }
 
+/// The response body as bytes, serialized straight from the message when the
+/// whole message is the body (the common case, and the hot one).
+fn response_bytes(
+    route: &RestRoute,
+    message: &DynamicMessage,
+) -> Result<Vec<u8>, serde_json::Error> {
+    if route.response_body.is_some() {
+        return serde_json::to_vec(&response_json(route, message)?);
+    }
+    let mut bytes = Vec::with_capacity(256);
+    let mut serializer = serde_json::Serializer::new(&mut bytes);
+    message.serialize_with_options(&mut serializer, &serialize_options())?;
+    Ok(bytes)
+}
+
 fn json_response(status: StatusCode, body: &Json) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    bytes_response(status, serde_json::to_vec(body).unwrap_or_default())
+}
+
+fn bytes_response(status: StatusCode, bytes: Vec<u8>) -> Response {
     (
         status,
         [(http::header::CONTENT_TYPE, "application/json")],
@@ -337,7 +482,7 @@ fn json_response(status: StatusCode, body: &Json) -> Response {
 
 fn unary_response(route: &RestRoute, response: tonic::Response<DynamicMessage>) -> Response {
     let (metadata, message, _extensions) = response.into_parts();
-    let body = match response_json(route, &message) {
+    let body = match response_bytes(route, &message) {
         Ok(body) => body,
         Err(error) => {
             return status_response(
@@ -347,7 +492,7 @@ fn unary_response(route: &RestRoute, response: tonic::Response<DynamicMessage>) 
             );
         }
     };
-    let mut http_response = json_response(route.success, &body);
+    let mut http_response = bytes_response(route.success, body);
     metadata_headers(&metadata, http_response.headers_mut());
     http_response
 }

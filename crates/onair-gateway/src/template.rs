@@ -11,6 +11,7 @@
 //! Verb     = ":" LITERAL ;
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// One piece of a template after parsing. Variables are flattened into their
@@ -198,7 +199,7 @@ impl PathTemplate {
             match piece {
                 Piece::Literal(literal) => {
                     let segment = segments.get(position)?;
-                    if percent_decode(segment)? != *literal {
+                    if percent_decode(segment)?.as_ref() != literal {
                         return None;
                     }
                     if let Some((_, parts)) = open.as_mut() {
@@ -211,9 +212,8 @@ impl PathTemplate {
                     if segment.is_empty() {
                         return None;
                     }
-                    let decoded = percent_decode(segment)?;
                     if let Some((_, parts)) = open.as_mut() {
-                        parts.push(decoded);
+                        parts.push(percent_decode(segment)?.into_owned());
                     }
                     position += 1;
                 }
@@ -221,7 +221,7 @@ impl PathTemplate {
                     let tail = &segments[position.min(segments.len())..];
                     let mut decoded_tail = Vec::with_capacity(tail.len());
                     for segment in tail {
-                        decoded_tail.push(percent_decode_keep_slash(segment)?);
+                        decoded_tail.push(percent_decode_keep_slash(segment)?.into_owned());
                     }
                     if let Some((_, parts)) = open.as_mut() {
                         parts.extend(decoded_tail);
@@ -280,7 +280,11 @@ fn hex_value(byte: u8) -> Option<u8> {
 }
 
 /// Decodes `%XX` escapes; `None` for a malformed escape or invalid UTF-8.
-pub fn percent_decode(text: &str) -> Option<String> {
+/// Text without escapes is borrowed as it is.
+pub fn percent_decode(text: &str) -> Option<Cow<'_, str>> {
+    if !text.contains('%') {
+        return Some(Cow::Borrowed(text));
+    }
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut index = 0;
@@ -295,12 +299,15 @@ pub fn percent_decode(text: &str) -> Option<String> {
             index += 1;
         }
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
-fn percent_decode_keep_slash(text: &str) -> Option<String> {
+fn percent_decode_keep_slash(text: &str) -> Option<Cow<'_, str>> {
+    if !text.contains('%') {
+        return Some(Cow::Borrowed(text));
+    }
     let protected = text.replace("%2F", "%252F").replace("%2f", "%252f");
-    percent_decode(&protected)
+    percent_decode(&protected).map(|decoded| Cow::Owned(decoded.into_owned()))
 }
 
 #[cfg(test)]

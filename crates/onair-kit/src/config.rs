@@ -171,8 +171,16 @@ pub struct Settings {
     pub peer_request_timeout: Duration,
     /// How long a shutdown waits for in-flight requests and streams.
     pub shutdown_grace: Duration,
-    /// The largest gRPC message accepted, in bytes.
+    /// The largest gRPC message (and REST body) accepted, in bytes.
     pub max_message_bytes: usize,
+    /// REST requests a second that one client address may make (0: no limit).
+    pub rate_limit_per_ip: u32,
+    /// REST requests a second that one authenticated user may make (0: no limit).
+    pub rate_limit_per_user: u32,
+    /// How long a unary REST call may take before it answers 504.
+    pub gateway_request_timeout: Duration,
+    /// Origins whose web pages may call the REST API (`*` for any).
+    pub cors_origins: Vec<String>,
 }
 
 /// One setting: its key, a description for `--help` and the docs, and its default.
@@ -241,6 +249,22 @@ const KEYS: &[Key] = &[
     Key {
         name: "rpc.request_timeout_ms",
         default: Some("10000"),
+    },
+    Key {
+        name: "gateway.rate_limit_per_ip",
+        default: Some("300"),
+    },
+    Key {
+        name: "gateway.rate_limit_per_user",
+        default: Some("100"),
+    },
+    Key {
+        name: "gateway.request_timeout_ms",
+        default: Some("15000"),
+    },
+    Key {
+        name: "gateway.cors_origins",
+        default: Some("*"),
     },
     Key {
         name: "rpc.max_message_bytes",
@@ -460,6 +484,39 @@ impl Layers {
                 "rpc.request_timeout_ms",
                 milliseconds,
                 |value| positive(value).map(Duration::from_millis),
+            )?,
+            rate_limit_per_ip: self.required(
+                "gateway.rate_limit_per_ip",
+                "a whole number of requests a second (0 for no limit)",
+                |value| value.parse().ok(),
+            )?,
+            rate_limit_per_user: self.required(
+                "gateway.rate_limit_per_user",
+                "a whole number of requests a second (0 for no limit)",
+                |value| value.parse().ok(),
+            )?,
+            gateway_request_timeout: self.required(
+                "gateway.request_timeout_ms",
+                "a whole number of milliseconds",
+                |value| positive(value).map(Duration::from_millis),
+            )?,
+            cors_origins: self.required(
+                "gateway.cors_origins",
+                "* or a comma-separated list of origins such as https://tv.example.com",
+                |value| {
+                    let origins: Vec<String> = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|origin| !origin.is_empty())
+                        .map(str::to_owned)
+                        .collect();
+                    let valid = origins.iter().all(|origin| {
+                        origin == "*"
+                            || origin.starts_with("http://")
+                            || origin.starts_with("https://")
+                    });
+                    (valid && !origins.is_empty()).then_some(origins)
+                },
             )?,
             max_message_bytes: self.required(
                 "rpc.max_message_bytes",

@@ -106,7 +106,7 @@ pub fn missing_service_channel(service: &str) -> ServiceChannel {
 }
 
 /// A channel whose every call fails with `status`.
-fn failing_channel(status: tonic::Status) -> ServiceChannel {
+pub fn failing_channel(status: tonic::Status) -> ServiceChannel {
     let service = tower::service_fn(move |_request: http::Request<Body>| {
         let response = status.clone().into_http::<Body>();
         async move { Ok::<_, Infallible>(response) }
@@ -142,6 +142,12 @@ impl ServiceChannels {
             channels.insert(role, channel);
         }
         Ok(ServiceChannels { channels, peers })
+    }
+
+    /// Replaces how a role is reached, e.g. with a [`failing_channel`] that
+    /// explains why it can't be.
+    pub fn replace(&mut self, role: ServiceRole, channel: ServiceChannel) {
+        self.channels.insert(role, channel);
     }
 
     pub fn channel(&self, role: ServiceRole) -> ServiceChannel {
@@ -284,7 +290,9 @@ pub async fn serve(
             metrics,
             record_http_request,
         ));
-    let http_server = axum::serve(http_listener, http_app)
+    // Client addresses reach the handlers for rate limits and logs.
+    let http_service = http_app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let http_server = axum::serve(http_listener, http_service)
         .with_graceful_shutdown(stopped(stop_receiver.clone()))
         .into_future();
 
@@ -450,13 +458,27 @@ async fn record_http_request(
         .get::<axum::extract::MatchedPath>()
         .map(|path| path.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = request.method().clone();
     let response = next.run(request).await;
-    let code = response.status().as_u16().to_string();
+    record_http(&metrics, &route, &method, response.status(), started);
+    response
+}
+
+/// Records one HTTP request in the RED metrics: `route` is the route's
+/// template (`/v1/users/{user_id}`), never the raw path, so that ids don't
+/// multiply the series.
+pub fn record_http(
+    metrics: &Registry,
+    route: &str,
+    method: &http::Method,
+    status: http::StatusCode,
+    started: std::time::Instant,
+) {
+    let code = status.as_str();
     let labels = [
-        ("route", route.as_str()),
+        ("route", route),
         ("method", method.as_str()),
-        ("code", code.as_str()),
+        ("code", code),
     ];
     metrics.counter_add(HTTP_REQUESTS_TOTAL, HTTP_REQUESTS_HELP, &labels, 1);
     metrics.histogram_observe(
@@ -466,5 +488,4 @@ async fn record_http_request(
         &labels[..2],
         started.elapsed().as_secs_f64(),
     );
-    response
 }

@@ -165,7 +165,16 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
     }));
 
     let local = LocalServices::new();
-    let channels = ServiceChannels::new(&settings, &local).map_err(anyhow::Error::msg)?;
+    let mut channels = ServiceChannels::new(&settings, &local).map_err(anyhow::Error::msg)?;
+    for role in &unavailable {
+        if settings.peers.contains_key(role) {
+            continue;
+        }
+        let status = tonic::Status::unavailable(format!(
+            "the {role} service is not part of this version of onair yet"
+        ));
+        channels.replace(*role, onair_kit::server::failing_channel(status));
+    }
     for (role, channel) in channels.peers() {
         readiness.push(ReadinessCheck::peer(*role, channel.clone()));
     }
@@ -206,7 +215,7 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
 
     let mut http_routes = axum::Router::new();
     if settings.runs(ServiceRole::Gateway) {
-        http_routes = gateway_routes(&channels, &settings)?;
+        http_routes = gateway_routes(&channels, &settings, clock.clone(), &metrics)?;
     }
 
     let storage = match &settings.database_url {
@@ -248,9 +257,15 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
 
 /// The REST/JSON routes of every annotated RPC, each reaching its service
 /// through this process's channels (local, a peer, or a clear Unavailable).
-fn gateway_routes(channels: &ServiceChannels, settings: &Settings) -> anyhow::Result<axum::Router> {
+fn gateway_routes(
+    channels: &ServiceChannels,
+    settings: &Settings,
+    clock: Clock,
+    metrics: &Registry,
+) -> anyhow::Result<axum::Router> {
     let pool = prost_reflect::DescriptorPool::decode(onair_proto::FILE_DESCRIPTOR_SET)
         .context("the embedded descriptor set does not decode")?;
+    let user_client = channels.user();
     let channels = channels.clone();
     let resolve: onair_gateway::ChannelResolver =
         Arc::new(
@@ -261,8 +276,20 @@ fn gateway_routes(channels: &ServiceChannels, settings: &Settings) -> anyhow::Re
         );
     let gateway_settings = onair_gateway::GatewaySettings {
         max_body_bytes: settings.max_message_bytes,
+        request_timeout: settings.gateway_request_timeout,
+        rate_limit_per_ip: settings.rate_limit_per_ip,
+        rate_limit_per_user: settings.rate_limit_per_user,
+        cors_origins: settings.cors_origins.clone(),
     };
-    let gateway = onair_gateway::Gateway::new(&pool, resolve, gateway_settings)
-        .context("the contracts' HTTP rules are invalid")?;
+    let credentials = onair_kit::auth::UserServiceCredentials::new(user_client);
+    let authenticator = onair_kit::auth::Authenticator::new(Arc::new(credentials), clock);
+    let gateway = onair_gateway::Gateway::new(
+        &pool,
+        resolve,
+        authenticator,
+        metrics.clone(),
+        gateway_settings,
+    )
+    .context("the contracts' HTTP rules are invalid")?;
     Ok(gateway.into_router())
 }

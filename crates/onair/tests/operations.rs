@@ -221,7 +221,7 @@ async fn a_stopped_station_refuses_new_connections() {
 #[tokio::test]
 async fn in_process_clients_go_through_the_contract() {
     use onair_kit::config::ServiceRole;
-    let station = TestStation::start(Backend::Sqlite).await;
+    let station = TestStation::start_with(Backend::Sqlite, &[("roles", "user,gateway")]).await;
     let channels = station.station.as_ref().unwrap().channels().clone();
     assert!(channels.channel(ServiceRole::User).is_local());
     let jwks = channels

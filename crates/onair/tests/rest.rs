@@ -86,6 +86,17 @@ async fn a_create_answers_201_with_the_proto3_json_mapping() {
             .unwrap()
             .starts_with("onair_rt_")
     );
+
+    // REST calls are counted per route template.
+    let metrics = reqwest::get(station.http_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted =
+        "onair_http_server_requests_total{route=\"/v1/users\",method=\"POST\",code=\"201\"} 1";
+    assert!(metrics.contains(counted), "{metrics}");
     station.stop().await;
 }
 
@@ -263,13 +274,20 @@ async fn errors_are_google_rpc_status_with_grpc_gateway_statuses() {
         "{allowed}"
     );
 
+    station.stop().await;
+
     // A service this process doesn't run answers 503 with the way to fix it.
+    let station = TestStation::start_with(Backend::Sqlite, &[("roles", "user,gateway")]).await;
+    let rest = Rest::new(&station);
     let (status, _, body) = rest
         .send(reqwest::Method::GET, "/v1/channels", None, None)
         .await;
     assert_eq!(status, 503, "{body}");
     assert!(
-        body["message"].as_str().unwrap().contains("--peers"),
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("--peers media=URL"),
         "{body}"
     );
     station.stop().await;
@@ -353,5 +371,98 @@ async fn openapi_describes_every_route_and_validates() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    station.stop().await;
+}
+
+#[tokio::test]
+async fn bad_credentials_are_refused_before_any_service_is_called() {
+    let station = TestStation::start(Backend::Sqlite).await;
+    let rest = Rest::new(&station);
+    for credential in ["bad.token.here", "onair_op_not_a_key"] {
+        let (status, headers, body) = rest
+            .send(reqwest::Method::GET, "/v1/users/me", Some(credential), None)
+            .await;
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(headers["www-authenticate"], "Bearer");
+    }
+    let metrics = reqwest::get(station.http_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("method=\"GetMe\""),
+        "the user service never saw the request:\n{metrics}"
+    );
+    station.stop().await;
+}
+
+#[tokio::test]
+async fn request_ids_go_in_and_out_and_cors_answers_preflights() {
+    let station = TestStation::start(Backend::Sqlite).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/.well-known/jwks.json", station.http_addr);
+    let generated = client.get(&url).send().await.unwrap();
+    let id = generated.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(id.len(), 32, "{id}");
+    let echoed = client
+        .get(&url)
+        .header("x-request-id", "client-chosen-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "client-chosen-42");
+
+    let preflight = client
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("http://{}/v1/users", station.http_addr),
+        )
+        .header("origin", "https://tv.example.com")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    let methods = preflight.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap();
+    assert!(methods.contains("POST"), "{methods}");
+    station.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_over_its_rate_gets_429_with_retry_after() {
+    let station =
+        TestStation::start_with(Backend::Sqlite, &[("gateway.rate_limit_per_ip", "2")]).await;
+    let rest = Rest::new(&station);
+    let mut limited = None;
+    for _ in 0..20 {
+        let (status, headers, body) = rest
+            .send(reqwest::Method::GET, "/.well-known/jwks.json", None, None)
+            .await;
+        if status == 429 {
+            limited = Some((headers, body));
+            break;
+        }
+        assert_eq!(status, 200);
+    }
+    let (headers, body) = limited.expect("the burst of 4 runs out within 20 requests");
+    assert_eq!(body["code"], 8);
+    assert!(
+        body["message"].as_str().unwrap().contains("retry after"),
+        "{body}"
+    );
+    let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry_after >= 1);
     station.stop().await;
 }

@@ -31,7 +31,19 @@ pub struct TestStation {
 
 /// Settings for a test station: port 0, the given data dir and database.
 pub fn test_settings(data_dir: &std::path::Path, database_url: Option<&str>) -> Settings {
+    test_settings_with(data_dir, database_url, &[])
+}
+
+/// Test settings with more keys set, e.g. `("gateway.rate_limit_per_ip", "2")`.
+pub fn test_settings_with(
+    data_dir: &std::path::Path,
+    database_url: Option<&str>,
+    extra: &[(&str, &str)],
+) -> Settings {
     let mut flags = Flags::default();
+    for (key, value) in extra {
+        flags.set(key, *value);
+    }
     flags
         .set("http", "127.0.0.1:0")
         .set("grpc", "127.0.0.1:0")
@@ -49,12 +61,26 @@ impl TestStation {
     }
 
     pub async fn start_in(backend: Backend, dir: tempfile::TempDir) -> TestStation {
+        TestStation::start_configured(backend, dir, &[]).await
+    }
+
+    /// A station with more settings, e.g. `("gateway.rate_limit_per_ip", "2")`.
+    pub async fn start_with(backend: Backend, extra: &[(&str, &str)]) -> TestStation {
+        let dir = tempfile::tempdir().expect("temp dir");
+        TestStation::start_configured(backend, dir, extra).await
+    }
+
+    async fn start_configured(
+        backend: Backend,
+        dir: tempfile::TempDir,
+        extra: &[(&str, &str)],
+    ) -> TestStation {
         let database = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => Some(TestDatabase::create().await),
         };
         let url = database.as_ref().map(|database| database.url.clone());
-        let settings = test_settings(dir.path(), url.as_deref());
+        let settings = test_settings_with(dir.path(), url.as_deref(), extra);
         let clock = Clock::manual(SystemTime::now());
         let station = Station::start(settings, clock.clone())
             .await

@@ -1,0 +1,202 @@
+//! REST transcoding overhead: the same unary RPC (`GetUser`) over native gRPC
+//! and over REST/JSON through the gateway, against one server in one run.
+//!
+//!     cargo build --release -p onair -p onair-bench
+//!     taskset -c 1 target/release/rest_load --server-cpu 0
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use onair_bench::{ServerUnderTest, default_server_binary, summary};
+use onair_proto::user::v1 as pb;
+use onair_proto::user::v1::user_service_client::UserServiceClient;
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long)]
+    server: Option<std::path::PathBuf>,
+    #[arg(long)]
+    server_cpu: Option<usize>,
+    /// Requests in flight (and connections) for both protocols.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// How many times to alternate the two measurements.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+}
+
+struct Outcome {
+    requests: u64,
+    errors: u64,
+    elapsed: Duration,
+    server_cpu: Duration,
+    latencies: Histogram<u64>,
+}
+
+impl Outcome {
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn report(&self, name: &str) {
+        println!(
+            "{name}: {:.0} req/s ({} errors); {}; {:.0} req per server CPU-second",
+            self.rate(),
+            self.errors,
+            summary(&self.latencies),
+            self.requests as f64 / self.server_cpu.as_secs_f64().max(0.001)
+        );
+    }
+}
+
+async fn measure<F, Fut>(
+    server: &ServerUnderTest,
+    concurrency: usize,
+    seconds: u64,
+    call: F,
+) -> anyhow::Result<Outcome>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let cpu_before = server.cpu_time()?;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let mut workers = Vec::new();
+    for worker in 0..concurrency {
+        let call = call.clone();
+        workers.push(tokio::spawn(async move {
+            let mut histogram =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+            let mut errors = 0u64;
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                if !call(worker).await {
+                    errors += 1;
+                }
+                let _ = histogram.record(sent.elapsed().as_micros().max(1) as u64);
+            }
+            (histogram, errors)
+        }));
+    }
+    let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut errors = 0;
+    for worker in workers {
+        let (histogram, worker_errors) = worker.await?;
+        latencies.add(&histogram)?;
+        errors += worker_errors;
+    }
+    Ok(Outcome {
+        requests: latencies.len(),
+        errors,
+        elapsed: started.elapsed(),
+        server_cpu: server.cpu_time()? - cpu_before,
+        latencies,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let binary = args.server.clone().unwrap_or_else(default_server_binary);
+    let dir = std::env::temp_dir().join(format!("onair-rest-load-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // The load comes from one address: the per-address limit would refuse it.
+    let server = ServerUnderTest::start_with_env(
+        &binary,
+        &dir,
+        args.server_cpu,
+        &[],
+        &[
+            ("ONAIR_GATEWAY_RATE_LIMIT_PER_IP", "0"),
+            ("ONAIR_GATEWAY_RATE_LIMIT_PER_USER", "0"),
+        ],
+    )?;
+    let channel = Channel::from_shared(format!("http://{}", server.grpc))?
+        .connect()
+        .await?;
+    let mut client = UserServiceClient::new(channel.clone());
+    let mut viewers = Vec::new();
+    for index in 0..args.concurrency {
+        let created = client
+            .create_user(pb::CreateUserRequest {
+                display_name: format!("Viewer {index}"),
+            })
+            .await?
+            .into_inner();
+        viewers.push((
+            created.user.map(|user| user.id).unwrap_or_default(),
+            created.access_token,
+        ));
+    }
+    let viewers = Arc::new(viewers);
+    let mut grpc_channels = Vec::new();
+    for _ in 0..args.concurrency {
+        grpc_channels.push(
+            Channel::from_shared(format!("http://{}", server.grpc))?
+                .connect()
+                .await?,
+        );
+    }
+    let grpc_channels = Arc::new(grpc_channels);
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .http1_only()
+        .build()?;
+    let base = format!("http://{}", server.http);
+
+    let grpc_call = {
+        let viewers = viewers.clone();
+        let channels = grpc_channels.clone();
+        move |worker: usize| {
+            let (id, token) = viewers[worker % viewers.len()].clone();
+            let mut client = UserServiceClient::new(channels[worker % channels.len()].clone());
+            async move {
+                let mut request = tonic::Request::new(pb::GetUserRequest { user_id: id });
+                if let Ok(value) = format!("Bearer {token}").parse() {
+                    request.metadata_mut().insert("authorization", value);
+                }
+                client.get_user(request).await.is_ok()
+            }
+        }
+    };
+    let rest_call = {
+        let viewers = viewers.clone();
+        move |worker: usize| {
+            let (id, token) = viewers[worker % viewers.len()].clone();
+            let request = http.get(format!("{base}/v1/users/{id}")).bearer_auth(token);
+            async move {
+                match request.send().await {
+                    Ok(response) => response.status() == 200 && response.bytes().await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+        }
+    };
+    measure(&server, args.concurrency, 2, grpc_call.clone()).await?;
+    measure(&server, args.concurrency, 2, rest_call.clone()).await?;
+    for round in 1..=args.rounds {
+        let grpc = measure(&server, args.concurrency, args.seconds, grpc_call.clone()).await?;
+        let rest = measure(&server, args.concurrency, args.seconds, rest_call.clone()).await?;
+        grpc.report(&format!(
+            "round {round} GetUser over gRPC, {} in flight",
+            args.concurrency
+        ));
+        rest.report(&format!(
+            "round {round} GET /v1/users/{{id}} over REST, {} in flight",
+            args.concurrency
+        ));
+        println!(
+            "round {round} REST / gRPC: {:.0} %",
+            rest.rate() / grpc.rate() * 100.0
+        );
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
