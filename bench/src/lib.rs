@@ -160,3 +160,68 @@ pub fn default_server_binary() -> PathBuf {
     let current = std::env::current_exe().unwrap_or_default();
     current.with_file_name("onair")
 }
+
+/// What a closed-loop run measured.
+pub struct LoopResult {
+    pub requests: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    /// Send-to-answer latency of every request, in microseconds.
+    pub latencies: hdrhistogram::Histogram<u64>,
+}
+
+impl LoopResult {
+    pub fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Keeps `concurrency` calls in flight for `seconds`: each worker sends its
+/// next call as soon as the last one answers. `call(worker, sequence)` returns
+/// whether the call succeeded.
+pub async fn closed_loop<F, Fut>(
+    concurrency: usize,
+    seconds: u64,
+    call: F,
+) -> anyhow::Result<LoopResult>
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let mut workers = Vec::new();
+    for worker in 0..concurrency {
+        let call = call.clone();
+        workers.push(tokio::spawn(async move {
+            let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                .expect("valid bounds");
+            let mut errors = 0u64;
+            let mut sequence = worker as u64 * 7919 + 1;
+            while Instant::now() < deadline {
+                sequence = sequence
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let sent = Instant::now();
+                if !call(worker, sequence).await {
+                    errors += 1;
+                }
+                let _ = histogram.record(sent.elapsed().as_micros().max(1) as u64);
+            }
+            (histogram, errors)
+        }));
+    }
+    let mut latencies = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut errors = 0;
+    for worker in workers {
+        let (histogram, worker_errors) = worker.await?;
+        latencies.add(&histogram)?;
+        errors += worker_errors;
+    }
+    Ok(LoopResult {
+        requests: latencies.len(),
+        errors,
+        elapsed: started.elapsed(),
+        latencies,
+    })
+}

@@ -5,11 +5,10 @@
 //!     taskset -c 1 target/release/rest_load --server-cpu 0
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
-use hdrhistogram::Histogram;
-use onair_bench::{ServerUnderTest, default_server_binary, summary};
+use onair_bench::{LoopResult, ServerUnderTest, closed_loop, default_server_binary, summary};
 use onair_proto::user::v1 as pb;
 use onair_proto::user::v1::user_service_client::UserServiceClient;
 use tonic::transport::Channel;
@@ -31,25 +30,22 @@ struct Args {
 }
 
 struct Outcome {
-    requests: u64,
-    errors: u64,
-    elapsed: Duration,
+    result: LoopResult,
     server_cpu: Duration,
-    latencies: Histogram<u64>,
 }
 
 impl Outcome {
     fn rate(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
+        self.result.rate()
     }
 
     fn report(&self, name: &str) {
         println!(
             "{name}: {:.0} req/s ({} errors); {}; {:.0} req per server CPU-second",
             self.rate(),
-            self.errors,
-            summary(&self.latencies),
-            self.requests as f64 / self.server_cpu.as_secs_f64().max(0.001)
+            self.result.errors,
+            summary(&self.result.latencies),
+            self.result.requests as f64 / self.server_cpu.as_secs_f64().max(0.001)
         );
     }
 }
@@ -65,38 +61,10 @@ where
     Fut: Future<Output = bool> + Send,
 {
     let cpu_before = server.cpu_time()?;
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(seconds);
-    let mut workers = Vec::new();
-    for worker in 0..concurrency {
-        let call = call.clone();
-        workers.push(tokio::spawn(async move {
-            let mut histogram =
-                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-            let mut errors = 0u64;
-            while Instant::now() < deadline {
-                let sent = Instant::now();
-                if !call(worker).await {
-                    errors += 1;
-                }
-                let _ = histogram.record(sent.elapsed().as_micros().max(1) as u64);
-            }
-            (histogram, errors)
-        }));
-    }
-    let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut errors = 0;
-    for worker in workers {
-        let (histogram, worker_errors) = worker.await?;
-        latencies.add(&histogram)?;
-        errors += worker_errors;
-    }
+    let result = closed_loop(concurrency, seconds, move |worker, _sequence| call(worker)).await?;
     Ok(Outcome {
-        requests: latencies.len(),
-        errors,
-        elapsed: started.elapsed(),
+        result,
         server_cpu: server.cpu_time()? - cpu_before,
-        latencies,
     })
 }
 

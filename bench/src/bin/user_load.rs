@@ -8,11 +8,10 @@
 //! Add `-- --database-url postgres://…` to measure PostgreSQL.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
-use hdrhistogram::Histogram;
-use onair_bench::{ServerUnderTest, default_server_binary, summary};
+use onair_bench::{LoopResult, ServerUnderTest, closed_loop, default_server_binary, summary};
 use onair_proto::user::v1 as pb;
 use onair_proto::user::v1::user_service_client::UserServiceClient;
 use tonic::transport::Channel;
@@ -73,11 +72,8 @@ impl Picker {
 }
 
 struct PhaseResult {
-    requests: u64,
-    errors: u64,
-    elapsed: Duration,
+    result: LoopResult,
     server_cpu: Duration,
-    latencies: Histogram<u64>,
 }
 
 async fn run_phase<F, Fut>(
@@ -92,58 +88,35 @@ where
     Fut: Future<Output = Result<(), tonic::Status>> + Send,
 {
     let cpu_before = server.cpu_time()?;
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(seconds);
-    let mut workers = Vec::new();
-    for worker in 0..concurrency {
-        let client = UserServiceClient::new(channels[worker % channels.len()].clone());
+    let clients: Arc<Vec<UserServiceClient<Channel>>> = Arc::new(
+        channels
+            .iter()
+            .cloned()
+            .map(UserServiceClient::new)
+            .collect(),
+    );
+    let result = closed_loop(concurrency, seconds, move |worker, sequence| {
+        let client = clients[worker % clients.len()].clone();
         let call = call.clone();
-        workers.push(tokio::spawn(async move {
-            let mut histogram =
-                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-            let mut errors = 0u64;
-            let mut sequence = worker as u64 * 7919 + 1;
-            while Instant::now() < deadline {
-                sequence = sequence
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let sent = Instant::now();
-                if call(client.clone(), worker, sequence).await.is_err() {
-                    errors += 1;
-                }
-                let _ = histogram.record(sent.elapsed().as_micros().max(1) as u64);
-            }
-            (histogram, errors)
-        }));
-    }
-    let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut errors = 0;
-    for worker in workers {
-        let (histogram, worker_errors) = worker.await?;
-        latencies.add(&histogram)?;
-        errors += worker_errors;
-    }
-    let elapsed = started.elapsed();
-    let server_cpu = server.cpu_time()? - cpu_before;
+        async move { call(client, worker, sequence).await.is_ok() }
+    })
+    .await?;
     Ok(PhaseResult {
-        requests: latencies.len(),
-        errors,
-        elapsed,
-        server_cpu,
-        latencies,
+        result,
+        server_cpu: server.cpu_time()? - cpu_before,
     })
 }
 
 fn report(name: &str, result: &PhaseResult) {
-    let rate = result.requests as f64 / result.elapsed.as_secs_f64();
-    let per_cpu_second = result.requests as f64 / result.server_cpu.as_secs_f64().max(0.001);
+    let rate = result.result.rate();
+    let per_cpu_second = result.result.requests as f64 / result.server_cpu.as_secs_f64().max(0.001);
     println!(
         "{name}: {} requests in {:.1} s = {:.0} req/s ({} errors); {}; server CPU {:.2} s = {:.0} req per CPU-second",
-        result.requests,
-        result.elapsed.as_secs_f64(),
+        result.result.requests,
+        result.result.elapsed.as_secs_f64(),
         rate,
-        result.errors,
-        summary(&result.latencies),
+        result.result.errors,
+        summary(&result.result.latencies),
         result.server_cpu.as_secs_f64(),
         per_cpu_second
     );

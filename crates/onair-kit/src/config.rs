@@ -183,7 +183,7 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
 }
 
-/// One setting: its key, a description for `--help` and the docs, and its default.
+/// One setting: its key and its default (None: unset unless given).
 struct Key {
     name: &'static str,
     default: Option<&'static str>,
