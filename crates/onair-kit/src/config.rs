@@ -181,6 +181,10 @@ pub struct Settings {
     pub gateway_request_timeout: Duration,
     /// Origins whose web pages may call the REST API (`*` for any).
     pub cors_origins: Vec<String>,
+    /// The station's IANA time zone, for broadcast days.
+    pub time_zone: String,
+    /// When the broadcast day starts, local time (`HH:MM`; 05:00 in Japan).
+    pub broadcast_day_start: String,
 }
 
 /// One setting: its key and its default (None: unset unless given).
@@ -265,6 +269,14 @@ const KEYS: &[Key] = &[
     Key {
         name: "gateway.cors_origins",
         default: Some("*"),
+    },
+    Key {
+        name: "media.time_zone",
+        default: Some("UTC"),
+    },
+    Key {
+        name: "media.broadcast_day_start",
+        default: Some("00:00"),
     },
     Key {
         name: "rpc.max_message_bytes",
@@ -516,6 +528,27 @@ impl Layers {
                             || origin.starts_with("https://")
                     });
                     (valid && !origins.is_empty()).then_some(origins)
+                },
+            )?,
+            time_zone: self.required(
+                "media.time_zone",
+                "an IANA time zone such as Asia/Tokyo",
+                |value| {
+                    let plausible = !value.is_empty()
+                        && value
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "/_-+".contains(c));
+                    plausible.then(|| value.to_owned())
+                },
+            )?,
+            broadcast_day_start: self.required(
+                "media.broadcast_day_start",
+                "a local time HH:MM such as 05:00",
+                |value| {
+                    let (hours, minutes) = value.split_once(':')?;
+                    let hours: u32 = hours.parse().ok()?;
+                    let minutes: u32 = minutes.parse().ok()?;
+                    (hours < 24 && minutes < 60).then(|| value.to_owned())
                 },
             )?,
             max_message_bytes: self.required(

@@ -11,6 +11,8 @@ use onair_kit::config::{ServiceRole, Settings};
 use onair_kit::metrics::Registry;
 use onair_kit::server::{LocalServices, ReadinessCheck, ServerParts, ServiceChannels};
 use onair_kit::store::{Db, redact_password};
+use onair_media::{MediaServiceImpl, MediaServiceSettings, MediaStore};
+use onair_proto::media::v1::media_service_server::MediaServiceServer;
 use onair_proto::user::v1::user_service_server::UserServiceServer;
 use onair_user::{UserServiceImpl, UserServiceSettings, UserStore};
 use tokio::net::TcpListener;
@@ -18,7 +20,8 @@ use tonic::service::Routes;
 
 /// The roles this version of onair can run. The other roles' contracts exist;
 /// their services come in later versions.
-pub const AVAILABLE_ROLES: &[ServiceRole] = &[ServiceRole::User, ServiceRole::Gateway];
+pub const AVAILABLE_ROLES: &[ServiceRole] =
+    &[ServiceRole::User, ServiceRole::Media, ServiceRole::Gateway];
 
 /// A running station (or part of one): its addresses and a way to stop it.
 pub struct Station {
@@ -113,7 +116,7 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
     }
     if settings.roles.is_empty() {
         anyhow::bail!(
-            "none of the requested roles can run in this version; available roles: user, gateway"
+            "none of the requested roles can run in this version; available roles: user, media, gateway"
         );
     }
 
@@ -131,7 +134,7 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
     let metrics = Registry::new();
     let mut readiness = Vec::new();
 
-    let needs_database = settings.runs(ServiceRole::User);
+    let needs_database = settings.runs(ServiceRole::User) || settings.runs(ServiceRole::Media);
     let db = if needs_database {
         let db = match &settings.database_url {
             Some(url) => Db::open_url(url).await?,
@@ -201,6 +204,31 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
             UserServiceServer::new(service).max_decoding_message_size(settings.max_message_bytes),
         );
         service_names.push("onair.user.v1.UserService");
+    }
+    if settings.runs(ServiceRole::Media) {
+        let Some(db) = db.clone() else {
+            anyhow::bail!("the media role needs a database");
+        };
+        let store = MediaStore::open(db).await?;
+        let media_settings =
+            MediaServiceSettings::for_station(&settings.time_zone, &settings.broadcast_day_start)
+                .context("invalid media.time_zone or media.broadcast_day_start")?;
+        let credentials = onair_kit::auth::UserServiceCredentials::new(channels.user());
+        let authenticator =
+            onair_kit::auth::Authenticator::new(Arc::new(credentials), clock.clone());
+        let service = MediaServiceImpl::start(
+            store,
+            media_settings,
+            clock.clone(),
+            bus.clone(),
+            authenticator,
+        )
+        .await?;
+        background.extend(service.spawn_background().await?);
+        routes = routes.add_service(
+            MediaServiceServer::new(service).max_decoding_message_size(settings.max_message_bytes),
+        );
+        service_names.push("onair.media.v1.MediaService");
     }
     local.install(routes.clone(), &metrics);
 

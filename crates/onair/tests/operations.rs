@@ -18,7 +18,11 @@ use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 async fn health_reports_each_service() {
     let station = TestStation::start(Backend::Sqlite).await;
     let mut health = HealthClient::new(station.channel().await);
-    for service in ["", "onair.user.v1.UserService"] {
+    for service in [
+        "",
+        "onair.user.v1.UserService",
+        "onair.media.v1.MediaService",
+    ] {
         let response = health
             .check(HealthCheckRequest {
                 service: service.to_owned(),
@@ -34,7 +38,7 @@ async fn health_reports_each_service() {
     }
     let status = health
         .check(HealthCheckRequest {
-            service: "onair.media.v1.MediaService".to_owned(),
+            service: "onair.share.v1.ShareService".to_owned(),
         })
         .await
         .expect_err("not run by this process");
