@@ -53,8 +53,8 @@
 //!
 //! # Schedule files
 //!
-//! `onair schedule import FILE` reads a YAML or JSON file with
-//! [`import_file::parse`] and sends its items to `ImportSchedule`, which
+//! A schedule file is read with [`import_file::parse`] and its items are sent
+//! to `ImportSchedule` (a client-streaming RPC), which
 //! checks the whole set and applies all of it or none, listing every error
 //! with its line. The file is a mapping with up to three lists:
 //!
