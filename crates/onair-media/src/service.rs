@@ -1088,18 +1088,12 @@ impl MediaService for MediaServiceImpl {
             .channels(&well_formed_unique(&ids))
             .await
             .map_err(MediaError::from)?;
-        let by_id: HashMap<&str, &ChannelRecord> = found
-            .iter()
-            .map(|channel| (channel.id.as_str(), channel))
-            .collect();
-        let mut response = pb::BatchGetChannelsResponse::default();
-        for id in &ids {
-            match by_id.get(id.as_str()) {
-                Some(channel) => response.channels.push(channel.to_proto()),
-                None => response.missing_channel_ids.push(id.clone()),
-            }
-        }
-        Ok(Response::new(response))
+        let (channels, missing_channel_ids) =
+            in_asked_order(&ids, &found, |channel| &channel.id, ChannelRecord::to_proto);
+        Ok(Response::new(pb::BatchGetChannelsResponse {
+            channels,
+            missing_channel_ids,
+        }))
     }
 
     async fn update_channel(
@@ -1253,18 +1247,12 @@ impl MediaService for MediaServiceImpl {
             .programs(&well_formed_unique(&ids))
             .await
             .map_err(MediaError::from)?;
-        let by_id: HashMap<&str, &ProgramRecord> = found
-            .iter()
-            .map(|program| (program.id.as_str(), program))
-            .collect();
-        let mut response = pb::BatchGetProgramsResponse::default();
-        for id in &ids {
-            match by_id.get(id.as_str()) {
-                Some(program) => response.programs.push(program.to_proto()),
-                None => response.missing_program_ids.push(id.clone()),
-            }
-        }
-        Ok(Response::new(response))
+        let (programs, missing_program_ids) =
+            in_asked_order(&ids, &found, |program| &program.id, ProgramRecord::to_proto);
+        Ok(Response::new(pb::BatchGetProgramsResponse {
+            programs,
+            missing_program_ids,
+        }))
     }
 
     async fn list_programs(
@@ -1462,16 +1450,12 @@ impl MediaService for MediaServiceImpl {
             .slots(&well_formed_unique(&ids))
             .await
             .map_err(MediaError::from)?;
-        let by_id: HashMap<&str, &SlotRecord> =
-            found.iter().map(|slot| (slot.id.as_str(), slot)).collect();
-        let mut response = pb::BatchGetSlotsResponse::default();
-        for id in &ids {
-            match by_id.get(id.as_str()) {
-                Some(slot) => response.slots.push(slot.to_proto()),
-                None => response.missing_slot_ids.push(id.clone()),
-            }
-        }
-        Ok(Response::new(response))
+        let (slots, missing_slot_ids) =
+            in_asked_order(&ids, &found, |slot| &slot.id, SlotRecord::to_proto);
+        Ok(Response::new(pb::BatchGetSlotsResponse {
+            slots,
+            missing_slot_ids,
+        }))
     }
 
     async fn update_slot(
@@ -1759,6 +1743,29 @@ impl MediaService for MediaServiceImpl {
         self.record("schedule.imported", &caller, "", details).await;
         Ok(Response::new(response))
     }
+}
+
+/// A multi-get's answer: the found records in the order asked (repeats
+/// included), and the ids that were not found.
+fn in_asked_order<R, P>(
+    ids: &[String],
+    found: &[R],
+    id_of: impl Fn(&R) -> &String,
+    to_proto: impl Fn(&R) -> P,
+) -> (Vec<P>, Vec<String>) {
+    let by_id: HashMap<&str, &R> = found
+        .iter()
+        .map(|record| (id_of(record).as_str(), record))
+        .collect();
+    let mut protos = Vec::with_capacity(ids.len());
+    let mut missing = Vec::new();
+    for id in ids {
+        match by_id.get(id.as_str()) {
+            Some(record) => protos.push(to_proto(record)),
+            None => missing.push(id.clone()),
+        }
+    }
+    (protos, missing)
 }
 
 #[cfg(test)]
