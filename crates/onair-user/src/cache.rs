@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::store::UserRecord;
@@ -19,6 +20,9 @@ pub const USER_CHANGED_SUBJECT: &str = "user.changed";
 
 pub struct UserCache {
     entries: Mutex<HashMap<String, (UserRecord, Instant)>>,
+    /// Counts evictions. A read that started before an eviction may have
+    /// fetched the old row, so it must not put it back (see [`UserCache::put`]).
+    generation: AtomicU64,
     ttl: Duration,
     capacity: usize,
 }
@@ -27,6 +31,7 @@ impl UserCache {
     pub fn new(ttl: Duration, capacity: usize) -> UserCache {
         UserCache {
             entries: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
             ttl,
             capacity,
         }
@@ -44,8 +49,19 @@ impl UserCache {
         (cached_at.elapsed() < self.ttl).then(|| user.clone())
     }
 
-    pub fn put(&self, user: UserRecord) {
+    /// Where the cache stands now; take it before reading the store, and
+    /// hand it to [`UserCache::put`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Caches a user read from the store, unless a user was evicted since
+    /// `read_generation`: the row read may predate that change.
+    pub fn put(&self, user: UserRecord, read_generation: u64) {
         let mut entries = self.entries();
+        if self.generation.load(Ordering::SeqCst) != read_generation {
+            return;
+        }
         if entries.len() >= self.capacity {
             let ttl = self.ttl;
             entries.retain(|_, (_, cached_at)| cached_at.elapsed() < ttl);
@@ -57,7 +73,9 @@ impl UserCache {
     }
 
     pub fn evict(&self, id: &str) {
-        self.entries().remove(id);
+        let mut entries = self.entries();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        entries.remove(id);
     }
 }
 
@@ -80,22 +98,31 @@ mod tests {
     #[test]
     fn entries_expire_and_can_be_evicted() {
         let cache = UserCache::new(Duration::from_secs(60), 10);
-        cache.put(user("a"));
+        cache.put(user("a"), cache.generation());
         assert!(cache.get("a").is_some());
         cache.evict("a");
         assert!(cache.get("a").is_none());
 
         let expired = UserCache::new(Duration::ZERO, 10);
-        expired.put(user("b"));
+        expired.put(user("b"), expired.generation());
         assert!(expired.get("b").is_none());
     }
 
     #[test]
     fn a_full_cache_makes_room() {
         let cache = UserCache::new(Duration::from_secs(60), 2);
-        cache.put(user("a"));
-        cache.put(user("b"));
-        cache.put(user("c"));
+        cache.put(user("a"), cache.generation());
+        cache.put(user("b"), cache.generation());
+        cache.put(user("c"), cache.generation());
         assert!(cache.get("c").is_some());
+    }
+
+    #[test]
+    fn a_read_that_overlapped_a_change_is_not_cached() {
+        let cache = UserCache::new(Duration::from_secs(60), 10);
+        let before_read = cache.generation();
+        cache.evict("a");
+        cache.put(user("a"), before_read);
+        assert!(cache.get("a").is_none());
     }
 }

@@ -258,13 +258,14 @@ impl UserServiceImpl {
         if let Some(user) = self.inner.cache.get(id) {
             return Ok(user);
         }
+        let generation = self.inner.cache.generation();
         let user = self
             .inner
             .store
             .get_user(id)
             .await?
             .ok_or_else(|| UserError::NotFound(id.to_owned()))?;
-        self.inner.cache.put(user.clone());
+        self.inner.cache.put(user.clone(), generation);
         Ok(user)
     }
 
@@ -511,6 +512,7 @@ impl UserService for UserServiceImpl {
         }
         uncached.sort();
         uncached.dedup();
+        let generation = self.inner.cache.generation();
         let fetched = self
             .inner
             .store
@@ -518,7 +520,7 @@ impl UserService for UserServiceImpl {
             .await
             .map_err(UserError::from)?;
         for user in fetched {
-            self.inner.cache.put(user.clone());
+            self.inner.cache.put(user.clone(), generation);
             found.insert(user.id.clone(), user);
         }
         let mut users = Vec::with_capacity(ids.len());
