@@ -12,9 +12,11 @@ as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-# System packages: promtool (from Debian's prometheus) checks /metrics.
+# System packages: promtool (from Debian's prometheus) checks /metrics;
+# tv_validate_file (from xmltv-util) checks /iptv/epg.xml.
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v tv_validate_file >/dev/null 2>&1 || missing+=(xmltv-util)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   as_root apt-get update -qq

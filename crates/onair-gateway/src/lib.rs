@@ -17,6 +17,7 @@
 //!   `Accept: text/event-stream`, as server-sent events.
 
 mod codec;
+pub mod iptv;
 pub mod openapi;
 pub mod protection;
 pub mod rules;
