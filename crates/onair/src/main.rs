@@ -1,5 +1,7 @@
 //! The `onair` command.
 
+mod schedule_import;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -21,6 +23,17 @@ enum Command {
     /// Runs the station's services: all of them in one process by default, or
     /// the roles given with --roles, reaching the others through --peers.
     Serve(ServeArgs),
+    /// Works on a running station's schedule.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+}
+
+#[derive(Subcommand)]
+enum ScheduleCommand {
+    /// Imports a schedule file (YAML or JSON) into a running station: all of
+    /// it or, when anything is wrong, none of it. Prints what was applied, or
+    /// every error as FILE:LINE: message; exits 0 only when it was applied.
+    Import(schedule_import::ImportArgs),
 }
 
 /// Every flag can also be set as an ONAIR_* environment variable (shown with
@@ -83,6 +96,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Schedule(ScheduleCommand::Import(args)) => {
+            schedule_import::run(args, &schedule_import::ProcessEnvironment)
+        }
     }
 }
 
