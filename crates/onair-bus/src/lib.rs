@@ -25,6 +25,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -113,6 +114,22 @@ pub struct DurableStream {
     /// Subject patterns the stream captures; wildcards allowed. Two streams may not
     /// capture the same subject, so every stored message has exactly one home.
     pub subjects: Vec<String>,
+    /// What the stream keeps; by default everything, on disk.
+    pub limits: StreamLimits,
+}
+
+/// How much a durable stream keeps. The oldest messages go first; sequences never
+/// restart, so a consumer can tell that what it asked for is gone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// At most this many messages; `None` for no limit.
+    pub max_messages: Option<u64>,
+    /// Messages older than this are discarded; `None` for no limit.
+    pub max_age: Option<Duration>,
+    /// Kept in memory only (NATS memory storage; no journal in the embedded bus), for
+    /// derived feeds whose source of truth is elsewhere, such as live events. They are
+    /// lost on restart, and appending to them costs no disk write.
+    pub memory_only: bool,
 }
 
 impl DurableStream {
@@ -124,8 +141,24 @@ impl DurableStream {
         Self {
             name: name.into(),
             subjects: subjects.into_iter().map(Into::into).collect(),
+            limits: StreamLimits::default(),
         }
     }
+
+    /// The same declaration with retention limits.
+    pub fn with_limits(mut self, limits: StreamLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+}
+
+/// Which sequences a durable stream holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamBounds {
+    /// The oldest message kept; `last + 1` when the stream holds none.
+    pub first: u64,
+    /// The newest message stored, 0 if the stream never held one.
+    pub last: u64,
 }
 
 /// The publish/subscribe bus every service talks through.
@@ -162,6 +195,10 @@ pub trait Bus: Send + Sync + 'static {
         from_sequence: u64,
         filter: Option<&str>,
     ) -> Result<Subscription, BusError>;
+
+    /// The sequences the stream holds now. A consumer that wants only what comes next
+    /// replays from `last + 1`.
+    async fn stream_bounds(&self, stream: &str) -> Result<StreamBounds, BusError>;
 
     /// Whether the bus answers now (used by /readyz).
     async fn check(&self) -> Result<(), BusError>;

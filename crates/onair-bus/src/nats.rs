@@ -23,7 +23,7 @@ use futures::StreamExt;
 use crate::subject::{
     SubjectPattern, parse_stream_subjects, validate_stream_name, validate_subject,
 };
-use crate::{Bus, BusError, DurableStream, Message, Subscription};
+use crate::{Bus, BusError, DurableStream, Message, StreamBounds, Subscription};
 
 /// Settings of a [`NatsBus`] connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -339,7 +339,16 @@ impl Bus for NatsBus {
                 .iter()
                 .map(|subject| self.prefixed(subject))
                 .collect(),
-            storage: stream::StorageType::File,
+            storage: if declaration.limits.memory_only {
+                stream::StorageType::Memory
+            } else {
+                stream::StorageType::File
+            },
+            max_messages: declaration
+                .limits
+                .max_messages
+                .map_or(-1, |max| i64::try_from(max).unwrap_or(i64::MAX)),
+            max_age: declaration.limits.max_age.unwrap_or_default(),
             ..Default::default()
         };
         let declaring = self.jetstream.create_or_update_stream(config);
@@ -391,6 +400,34 @@ impl Bus for NatsBus {
                     )),
                 context::PublishErrorKind::MaxPayloadExceeded => self.payload_too_large(size),
                 _ => BusError::Rejected(format!("durable publish on {subject:?} failed: {err}")),
+            }),
+        }
+    }
+
+    async fn stream_bounds(&self, stream_name: &str) -> Result<StreamBounds, BusError> {
+        validate_stream_name(stream_name)?;
+        self.ensure_connected()?;
+        let getting = self
+            .jetstream
+            .get_stream(self.jetstream_stream_name(stream_name));
+        match self.bounded("looking up a stream", getting).await? {
+            Ok(stream) => {
+                let state = &stream.cached_info().state;
+                let last = state.last_sequence;
+                let first = if state.messages == 0 {
+                    last + 1
+                } else {
+                    state.first_sequence
+                };
+                Ok(StreamBounds { first, last })
+            }
+            Err(err) => Err(match err.kind() {
+                context::GetStreamErrorKind::JetStream(js)
+                    if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    BusError::UnknownStream(stream_name.to_owned())
+                }
+                _ => self.unavailable(format!("cannot look up stream {stream_name:?}: {err}")),
             }),
         }
     }

@@ -4,7 +4,9 @@
 mod support;
 
 use bytes::Bytes;
-use onair_bus::{BusError, DEFAULT_MAX_PAYLOAD, DurableStream, Message, SharedBus};
+use onair_bus::{
+    BusError, DEFAULT_MAX_PAYLOAD, DurableStream, Message, SharedBus, StreamBounds, StreamLimits,
+};
 use support::{Fixture, next_message};
 
 /// Instantiates every case once per bus.
@@ -49,6 +51,8 @@ conformance!(
     oversized_payloads_are_rejected,
     dropping_a_subscription_leaves_the_bus_working,
     the_bus_reports_ready,
+    a_stream_keeps_at_most_its_message_limit,
+    stream_bounds_name_the_oldest_and_newest_messages,
 );
 
 fn payload(text: impl Into<String>) -> Bytes {
@@ -65,6 +69,60 @@ fn ops_stream() -> DurableStream {
 
 mod cases {
     use super::*;
+
+    pub async fn a_stream_keeps_at_most_its_message_limit(bus: &SharedBus) {
+        let stream = DurableStream::new("recent", ["recent.>"]).with_limits(StreamLimits {
+            max_messages: Some(3),
+            memory_only: true,
+            ..StreamLimits::default()
+        });
+        bus.ensure_stream(&stream).await.expect("declare");
+        for index in 1..=5 {
+            let sequence = bus
+                .publish_durable("recent.a", payload(index.to_string()))
+                .await
+                .expect("publish");
+            assert_eq!(sequence, index);
+        }
+        // Asking for what was trimmed away starts at the oldest kept message;
+        // sequences keep counting, so the consumer sees what it missed.
+        let mut replay = bus.replay("recent", 1, None).await.expect("replay");
+        for expected in 3..=5 {
+            let message = next_message(&mut replay).await;
+            assert_eq!(message.sequence, Some(expected));
+            assert_eq!(text(&message), expected.to_string());
+        }
+        bus.publish_durable("recent.a", payload("6"))
+            .await
+            .expect("publish");
+        assert_eq!(next_message(&mut replay).await.sequence, Some(6));
+        assert_eq!(
+            bus.stream_bounds("recent").await.expect("bounds"),
+            StreamBounds { first: 4, last: 6 }
+        );
+    }
+
+    pub async fn stream_bounds_name_the_oldest_and_newest_messages(bus: &SharedBus) {
+        bus.ensure_stream(&ops_stream()).await.expect("declare");
+        assert_eq!(
+            bus.stream_bounds("ops").await.expect("empty"),
+            StreamBounds { first: 1, last: 0 }
+        );
+        bus.publish_durable("ops.one", payload("1"))
+            .await
+            .expect("publish");
+        bus.publish_durable("ops.two", payload("2"))
+            .await
+            .expect("publish");
+        assert_eq!(
+            bus.stream_bounds("ops").await.expect("bounds"),
+            StreamBounds { first: 1, last: 2 }
+        );
+        assert!(matches!(
+            bus.stream_bounds("missing").await,
+            Err(BusError::UnknownStream(_))
+        ));
+    }
 
     pub async fn messages_on_one_subject_arrive_in_order(bus: &SharedBus) {
         let mut subscription = bus.subscribe("order.>").await.expect("subscribe");

@@ -15,9 +15,11 @@
 //!   (`onair.api.http_success_code`, 201 on creates).
 //! - Server streams as NDJSON (`{"result": …}` per line) or, with
 //!   `Accept: text/event-stream`, as server-sent events.
+//! - The live sockets, `GET /v1/channels/{channelId}/live` ([`live`]).
 
 mod codec;
 pub mod iptv;
+pub mod live;
 pub mod openapi;
 pub mod protection;
 pub mod rules;
@@ -70,7 +72,11 @@ pub struct Gateway {
     /// RED metrics per route template.
     metrics: Registry,
     settings: GatewaySettings,
+    live: Option<live::Live>,
 }
+
+/// The path of a channel's live socket.
+pub const LIVE_PATH: &str = "/v1/channels/{channel_id}/live";
 
 impl Gateway {
     /// Reads every route of the descriptor set.
@@ -104,7 +110,14 @@ impl Gateway {
             limits: RateLimits::new(settings.rate_limit_per_ip, settings.rate_limit_per_user),
             metrics,
             settings,
+            live: None,
         })
+    }
+
+    /// Serves the live sockets as well.
+    pub fn with_live(mut self, live: live::Live) -> Gateway {
+        self.live = Some(live);
+        self
     }
 
     /// The routes served, for documentation and OpenAPI.
@@ -127,8 +140,17 @@ impl Gateway {
             let body = openapi.clone();
             async move { ([(http::header::CONTENT_TYPE, "application/json")], body) }
         });
+        let live_gateway = gateway.clone();
+        let live_route = axum::routing::get(
+            move |axum::extract::Path(channel_id): axum::extract::Path<String>,
+                  request: axum::extract::Request| {
+                let gateway = live_gateway.clone();
+                async move { gateway.live(channel_id, request).await }
+            },
+        );
         axum::Router::new()
             .route("/openapi.json", openapi_route)
+            .route(LIVE_PATH, live_route)
             .fallback(move |request: axum::extract::Request| {
                 let gateway = gateway.clone();
                 async move {
@@ -143,6 +165,23 @@ impl Gateway {
             })
             .layer(axum::middleware::from_fn(protection::request_id))
             .layer(cors)
+    }
+
+    /// A live socket, admitted like any other request.
+    async fn live(&self, channel_id: String, request: axum::extract::Request) -> Response {
+        let Some(live) = &self.live else {
+            return status_response(
+                tonic::Code::Unimplemented,
+                "this gateway serves no live sockets",
+                StatusCode::NOT_IMPLEMENTED,
+            );
+        };
+        let (parts, body) = request.into_parts();
+        if let Err(refused) = self.admit(&parts).await {
+            return refused;
+        }
+        live.serve(channel_id, axum::extract::Request::from_parts(parts, body))
+            .await
     }
 
     /// Refuses a request over its address's or its user's rate, or with bad
@@ -364,7 +403,7 @@ fn too_many_requests(limited: protection::Limited) -> Response {
     response
 }
 
-fn accepts_event_stream(headers: &HeaderMap) -> bool {
+pub(crate) fn accepts_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get_all(http::header::ACCEPT)
         .iter()
@@ -435,7 +474,7 @@ fn metadata_headers(metadata: &tonic::metadata::MetadataMap, headers: &mut Heade
     }
 }
 
-fn serialize_options() -> SerializeOptions {
+pub(crate) fn serialize_options() -> SerializeOptions {
     // As grpc-gateway: every field, populated or not.
     SerializeOptions::new().skip_default_fields(false)
 }
@@ -567,7 +606,7 @@ pub fn status_response(code: tonic::Code, message: &str, status: StatusCode) -> 
     response
 }
 
-fn error_response(status: &tonic::Status) -> Response {
+pub(crate) fn error_response(status: &tonic::Status) -> Response {
     let http_status = onair_kit::error::http_status_of(status.code());
     let mut response = status_response(status.code(), status.message(), http_status);
     metadata_headers(status.metadata(), response.headers_mut());

@@ -181,10 +181,26 @@ pub struct Settings {
     pub gateway_request_timeout: Duration,
     /// Origins whose web pages may call the REST API (`*` for any).
     pub cors_origins: Vec<String>,
+    /// How long the live socket gathers events into one frame.
+    pub live_batch_window: Duration,
+    /// Frames a live connection may fall behind before it is told it lagged.
+    pub live_queue_frames: usize,
+    /// Events per channel each gateway keeps for `?after=` resumes.
+    pub live_history_events: usize,
+    /// How often live connections are pinged; two silent intervals close one.
+    pub live_ping_interval: Duration,
+    /// Live events the bus keeps, across channels, for resumes on any gateway.
+    pub live_stream_max_events: u64,
+    /// How long the bus keeps a live event.
+    pub live_stream_max_age: Duration,
     /// The station's IANA time zone, for broadcast days.
     pub time_zone: String,
     /// When the broadcast day starts, local time (`HH:MM`; 05:00 in Japan).
     pub broadcast_day_start: String,
+    /// How many broadcast days `/iptv/epg.xml` covers, from the one on air.
+    pub epg_days: u32,
+    /// The domain part of XMLTV channel ids (`news-1.<domain>`).
+    pub xmltv_domain: String,
 }
 
 /// One setting: its key and its default (None: unset unless given).
@@ -271,12 +287,44 @@ const KEYS: &[Key] = &[
         default: Some("*"),
     },
     Key {
+        name: "gateway.live_batch_window_ms",
+        default: Some("50"),
+    },
+    Key {
+        name: "gateway.live_queue_frames",
+        default: Some("256"),
+    },
+    Key {
+        name: "gateway.live_history_events",
+        default: Some("10000"),
+    },
+    Key {
+        name: "gateway.live_ping_seconds",
+        default: Some("20"),
+    },
+    Key {
+        name: "bus.live_max_events",
+        default: Some("1000000"),
+    },
+    Key {
+        name: "bus.live_max_age_seconds",
+        default: Some("900"),
+    },
+    Key {
         name: "media.time_zone",
         default: Some("UTC"),
     },
     Key {
         name: "media.broadcast_day_start",
         default: Some("00:00"),
+    },
+    Key {
+        name: "iptv.epg_days",
+        default: Some("7"),
+    },
+    Key {
+        name: "iptv.xmltv_domain",
+        default: Some("onair"),
     },
     Key {
         name: "rpc.max_message_bytes",
@@ -530,6 +578,32 @@ impl Layers {
                     (valid && !origins.is_empty()).then_some(origins)
                 },
             )?,
+            live_batch_window: self.required(
+                "gateway.live_batch_window_ms",
+                "a whole number of milliseconds (0 sends every event at once)",
+                |value| value.parse().ok().map(Duration::from_millis),
+            )?,
+            live_queue_frames: self.required(
+                "gateway.live_queue_frames",
+                "a whole number of frames, at least 1",
+                |value| positive(value).and_then(|frames| usize::try_from(frames).ok()),
+            )?,
+            live_history_events: self.required(
+                "gateway.live_history_events",
+                "a whole number of events (0 keeps none, so resumes start over)",
+                |value| value.parse().ok(),
+            )?,
+            live_ping_interval: self.required("gateway.live_ping_seconds", seconds, |value| {
+                positive(value).map(Duration::from_secs)
+            })?,
+            live_stream_max_events: self.required(
+                "bus.live_max_events",
+                "a whole number of events, at least 1",
+                positive,
+            )?,
+            live_stream_max_age: self.required("bus.live_max_age_seconds", seconds, |value| {
+                positive(value).map(Duration::from_secs)
+            })?,
             time_zone: self.required(
                 "media.time_zone",
                 "an IANA time zone such as Asia/Tokyo",
@@ -549,6 +623,25 @@ impl Layers {
                     let hours: u32 = hours.parse().ok()?;
                     let minutes: u32 = minutes.parse().ok()?;
                     (hours < 24 && minutes < 60).then(|| value.to_owned())
+                },
+            )?,
+            epg_days: self.required(
+                "iptv.epg_days",
+                "a whole number of days from 1 to 31",
+                |value| value.parse().ok().filter(|days| (1..=31).contains(days)),
+            )?,
+            xmltv_domain: self.required(
+                "iptv.xmltv_domain",
+                "a domain name such as tv.example.com",
+                |value| {
+                    let valid = value.split('.').all(|label| {
+                        !label.is_empty()
+                            && label.len() <= 63
+                            && label
+                                .bytes()
+                                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+                    });
+                    valid.then(|| value.to_owned())
                 },
             )?,
             max_message_bytes: self.required(

@@ -6,6 +6,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod live;
 pub mod metrics;
 pub mod server;
 pub mod store;

@@ -112,6 +112,32 @@ impl Registry {
         series_of(&family.series, labels, AtomicU64::default).fetch_add(value, Ordering::Relaxed);
     }
 
+    /// The counter's series itself, for hot paths that add to it often without
+    /// looking it up each time.
+    pub fn counter_handle(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&'static str, &str)],
+    ) -> Arc<AtomicU64> {
+        self.counter_add(name, help, labels, 0);
+        let family = read(&self.inner.counters).get(name).cloned();
+        match family {
+            Some(family) => series_of(&family.series, labels, AtomicU64::default),
+            None => Arc::default(),
+        }
+    }
+
+    /// The gauge's series itself, for hot paths.
+    pub fn gauge_handle(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&'static str, &str)],
+    ) -> Arc<AtomicI64> {
+        self.gauge(name, help, labels)
+    }
+
     /// Sets a gauge.
     pub fn gauge_set(
         &self,

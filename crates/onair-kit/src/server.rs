@@ -229,6 +229,9 @@ pub struct ServerParts {
     pub metrics: Registry,
     pub health: HealthReporter,
     pub shutdown_grace: Duration,
+    /// Run when shutdown starts, within the grace period: they close what the
+    /// HTTP server does not drain by itself, such as upgraded WebSockets.
+    pub on_stop: Vec<futures::future::BoxFuture<'static, ()>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -257,6 +260,7 @@ pub async fn serve(
         metrics,
         health,
         shutdown_grace,
+        on_stop,
     } = parts;
 
     for name in &service_names {
@@ -312,6 +316,7 @@ pub async fn serve(
     let _ = stop_sender.send(true);
 
     let drained = tokio::time::timeout(shutdown_grace, async {
+        futures::future::join_all(on_stop).await;
         let grpc = grpc_task.await;
         let http = http_task.await;
         (grpc, http)

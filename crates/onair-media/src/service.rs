@@ -244,6 +244,18 @@ impl MediaServiceImpl {
         {
             tracing::warn!(error = %error, subject, kind = kind.as_str_name(), "cannot announce a schedule change; watchers miss it");
         }
+        // The channel's live sockets show it as a `schedule` event.
+        if let Err(error) = onair_kit::live::publish(
+            &self.inner.bus,
+            channel_id,
+            onair_kit::live::LiveKind::Schedule,
+            "onair.media.v1.ScheduleEvent",
+            &event,
+        )
+        .await
+        {
+            tracing::warn!(error = %error, channel = channel_id, kind = kind.as_str_name(), "cannot send a schedule change to the live sockets");
+        }
     }
 
     /// Records an operational event about the schedule.

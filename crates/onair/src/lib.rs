@@ -30,6 +30,7 @@ pub struct Station {
     pub data_dir: std::path::PathBuf,
     /// How this process reaches every service, as its own services do.
     channels: ServiceChannels,
+    bus: Arc<dyn Bus>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -44,6 +45,7 @@ impl Station {
         let grpc_addr = prepared.grpc_addr;
         let data_dir = prepared.data_dir.clone();
         let channels = prepared.channels.clone();
+        let bus = prepared.bus.clone();
         let task = tokio::spawn(async move {
             prepared
                 .run(async move {
@@ -56,6 +58,7 @@ impl Station {
             grpc_addr,
             data_dir,
             channels,
+            bus,
             shutdown: Some(shutdown_sender),
             task,
         })
@@ -64,6 +67,12 @@ impl Station {
     /// The channels to every service that this process's own services use.
     pub fn channels(&self) -> &ServiceChannels {
         &self.channels
+    }
+
+    /// The bus this station's services talk through (to publish what a
+    /// service outside this process would).
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.bus
     }
 
     /// Stops accepting, drains, and waits until the station has stopped.
@@ -81,6 +90,8 @@ pub struct Prepared {
     pub grpc_addr: SocketAddr,
     pub data_dir: std::path::PathBuf,
     pub channels: ServiceChannels,
+    /// The bus this process's services talk through.
+    pub bus: Arc<dyn Bus>,
     parts: ServerParts,
     background: Vec<tokio::task::JoinHandle<()>>,
     db: Option<Db>,
@@ -161,6 +172,12 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
     bus.ensure_stream(&onair_kit::events::ops_stream())
         .await
         .context("cannot declare the operations stream")?;
+    bus.ensure_stream(&onair_kit::live::live_stream(
+        settings.live_stream_max_events,
+        settings.live_stream_max_age,
+    ))
+    .await
+    .context("cannot declare the live events stream")?;
     let checked_bus = bus.clone();
     readiness.push(ReadinessCheck::new("bus", move || {
         let bus = checked_bus.clone();
@@ -242,8 +259,11 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
     }
 
     let mut http_routes = axum::Router::new();
+    let mut on_stop = Vec::new();
     if settings.runs(ServiceRole::Gateway) {
-        http_routes = gateway_routes(&channels, &settings, clock.clone(), &metrics)?;
+        let (routes, live) = gateway_routes(&channels, &settings, &bus, clock.clone(), &metrics)?;
+        http_routes = routes;
+        on_stop.push(live.shutdown());
     }
 
     let storage = match &settings.database_url {
@@ -271,12 +291,14 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         metrics,
         health,
         shutdown_grace: settings.shutdown_grace,
+        on_stop,
     };
     Ok(Prepared {
         http_addr,
         grpc_addr,
         data_dir: settings.data_dir.clone(),
         channels,
+        bus,
         parts,
         background,
         db,
@@ -288,12 +310,15 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
 fn gateway_routes(
     channels: &ServiceChannels,
     settings: &Settings,
+    bus: &Arc<dyn Bus>,
     clock: Clock,
     metrics: &Registry,
-) -> anyhow::Result<axum::Router> {
+) -> anyhow::Result<(axum::Router, onair_gateway::live::Live)> {
+    let iptv = iptv_routes(channels, settings, clock.clone(), metrics)?;
     let pool = prost_reflect::DescriptorPool::decode(onair_proto::FILE_DESCRIPTOR_SET)
         .context("the embedded descriptor set does not decode")?;
     let user_client = channels.user();
+    let live = live_sockets(channels, settings, bus, pool.clone(), metrics);
     let channels = channels.clone();
     let resolve: onair_gateway::ChannelResolver =
         Arc::new(
@@ -319,5 +344,58 @@ fn gateway_routes(
         gateway_settings,
     )
     .context("the contracts' HTTP rules are invalid")?;
-    Ok(gateway.into_router())
+    Ok((
+        gateway.with_live(live.clone()).into_router().merge(iptv),
+        live,
+    ))
+}
+
+/// The live sockets, fed from the bus; a channel must exist in the media
+/// service to be watched.
+fn live_sockets(
+    channels: &ServiceChannels,
+    settings: &Settings,
+    bus: &Arc<dyn Bus>,
+    pool: prost_reflect::DescriptorPool,
+    metrics: &Registry,
+) -> onair_gateway::live::Live {
+    let media = channels.channel(ServiceRole::Media);
+    let check_channel: onair_gateway::live::ChannelCheck = Arc::new(move |channel_id| {
+        let mut client = onair_proto::clients::MediaClient::new(media.clone());
+        Box::pin(async move {
+            let request = onair_proto::media::v1::GetChannelRequest { channel_id };
+            client.get_channel(request).await.map(|_channel| ())
+        })
+    });
+    let live_settings = onair_gateway::live::LiveSettings {
+        batch_window: settings.live_batch_window,
+        queue_frames: settings.live_queue_frames,
+        history_events: settings.live_history_events,
+        ping_interval: settings.live_ping_interval,
+        ..onair_gateway::live::LiveSettings::default()
+    };
+    onair_gateway::live::Live::new(bus.clone(), pool, check_channel, metrics, live_settings)
+}
+
+/// `/iptv/channels.m3u` and `/iptv/epg.xml`, read from the media service.
+fn iptv_routes(
+    channels: &ServiceChannels,
+    settings: &Settings,
+    clock: Clock,
+    metrics: &Registry,
+) -> anyhow::Result<axum::Router> {
+    let mut iptv_settings = onair_gateway::iptv::IptvSettings::for_station(
+        &settings.time_zone,
+        &settings.broadcast_day_start,
+        settings.epg_days,
+        &settings.xmltv_domain,
+    )
+    .context("invalid media.time_zone, media.broadcast_day_start or iptv settings")?;
+    iptv_settings.request_timeout = settings.gateway_request_timeout;
+    Ok(onair_gateway::iptv::router(
+        channels.channel(ServiceRole::Media),
+        clock,
+        iptv_settings,
+        metrics.clone(),
+    ))
 }

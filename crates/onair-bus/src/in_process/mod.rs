@@ -8,18 +8,22 @@
 //! That is the at-most-once contract of NATS core, and it keeps one stalled viewer
 //! connection from slowing the station or growing memory.
 //!
-//! Durable streams keep every message in memory (there is no retention limit yet) and,
-//! with a durable directory, in one append-only journal per stream that is fsync'd
-//! before [`Bus::publish_durable`] returns. Replays read from the stored messages at the
-//! reader's own pace, so they never lose messages.
+//! Durable streams keep their messages in memory, within the stream's
+//! [`StreamLimits`](crate::StreamLimits), and, with a durable directory, in one
+//! append-only journal per stream that is fsync'd before [`Bus::publish_durable`]
+//! returns (streams declared `memory_only` never touch the disk). Limits trim memory;
+//! a journal is not compacted, so a restart reloads it and trims again. Replays read
+//! from the stored messages at the reader's own pace, so they never lose messages; a
+//! replay asked to start before the oldest kept message starts at that message.
 
 mod journal;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -30,7 +34,7 @@ use self::journal::{Journal, LoadedJournal};
 use crate::subject::{
     SubjectPattern, parse_stream_subjects, validate_stream_name, validate_subject,
 };
-use crate::{Bus, BusError, DurableStream, Message, Subscription};
+use crate::{Bus, BusError, DurableStream, Message, StreamBounds, StreamLimits, Subscription};
 
 /// Default for [`InProcessBusConfig::subscriber_queue_len`]: a few seconds of a busy
 /// channel's comments.
@@ -229,6 +233,25 @@ impl Bus for InProcessBus {
         )))
     }
 
+    async fn stream_bounds(&self, stream: &str) -> Result<StreamBounds, BusError> {
+        validate_stream_name(stream)?;
+        let streams = self.streams().await?;
+        let Some(state) = streams.get(stream) else {
+            return Err(BusError::UnknownStream(stream.to_owned()));
+        };
+        // Read under the messages lock, which appends hold while they push.
+        let messages = read(&state.messages);
+        let last = messages
+            .back()
+            .and_then(|stored| stored.message.sequence)
+            .unwrap_or_else(|| *state.appended.borrow());
+        let first = messages
+            .front()
+            .and_then(|stored| stored.message.sequence)
+            .unwrap_or(last + 1);
+        Ok(StreamBounds { first, last })
+    }
+
     async fn check(&self) -> Result<(), BusError> {
         // Readiness includes a usable durable directory.
         self.streams().await.map(|_streams| ())
@@ -398,10 +421,12 @@ impl Streams {
 
         self.check_no_overlap(name, &patterns)?;
         if let Some(existing) = self.get(name) {
+            *write(&existing.limits) = declaration.limits;
+            existing.trim();
             if *read(&existing.subjects) == patterns {
                 return Ok(());
             }
-            if let Some(dir) = &self.durable_dir {
+            if let (Some(dir), false) = (&self.durable_dir, declaration.limits.memory_only) {
                 let path = definition_path(dir, name);
                 let subjects = declaration.subjects.clone();
                 run_blocking(move || journal::write_definition(&path, &subjects)).await?;
@@ -411,7 +436,11 @@ impl Streams {
             return Ok(());
         }
 
-        let state = match &self.durable_dir {
+        let durable_dir = self
+            .durable_dir
+            .as_ref()
+            .filter(|_| !declaration.limits.memory_only);
+        let state = match durable_dir {
             None => StreamState::in_memory(name.to_owned(), patterns),
             Some(dir) => {
                 let dir = dir.clone();
@@ -426,6 +455,8 @@ impl Streams {
                 StreamState::from_journal(name.to_owned(), patterns, loaded)
             }
         };
+        *write(&state.limits) = declaration.limits;
+        state.trim();
         write(&self.by_name).insert(name.to_owned(), Arc::new(state));
         tracing::info!(stream = name, subjects = ?declaration.subjects, "durable stream declared");
         Ok(())
@@ -528,8 +559,10 @@ fn load_dir(dir: &Path) -> Result<Vec<(String, Vec<SubjectPattern>, LoadedJourna
 struct StreamState {
     name: String,
     subjects: RwLock<Vec<SubjectPattern>>,
-    /// Every stored message; index `i` holds sequence `i + 1`.
-    messages: RwLock<Vec<Message>>,
+    /// What the stream keeps; loaded streams keep everything until declared again.
+    limits: RwLock<StreamLimits>,
+    /// The kept messages, oldest first, with consecutive sequences.
+    messages: RwLock<VecDeque<Stored>>,
     /// The last stored sequence; wakes replays that have caught up.
     appended: watch::Sender<u64>,
     /// Serializes appends so sequences, the journal and fan-out agree on one order.
@@ -548,17 +581,21 @@ struct Writer {
 
 impl StreamState {
     fn in_memory(name: String, subjects: Vec<SubjectPattern>) -> Self {
-        Self::with_contents(name, subjects, Vec::new(), None)
+        Self::with_contents(name, subjects, VecDeque::new(), None)
     }
 
     fn from_journal(name: String, subjects: Vec<SubjectPattern>, loaded: LoadedJournal) -> Self {
+        let loaded_at = Instant::now();
         let messages = loaded
             .records
             .into_iter()
-            .map(|record| Message {
-                subject: record.subject,
-                payload: record.payload,
-                sequence: Some(record.sequence),
+            .map(|record| Stored {
+                message: Message {
+                    subject: record.subject,
+                    payload: record.payload,
+                    sequence: Some(record.sequence),
+                },
+                stored_at: loaded_at,
             })
             .collect();
         Self::with_contents(name, subjects, messages, Some(loaded.journal))
@@ -567,14 +604,18 @@ impl StreamState {
     fn with_contents(
         name: String,
         subjects: Vec<SubjectPattern>,
-        messages: Vec<Message>,
+        messages: VecDeque<Stored>,
         journal: Option<Journal>,
     ) -> Self {
-        let last_sequence = messages.len() as u64;
+        let last_sequence = messages
+            .back()
+            .and_then(|stored| stored.message.sequence)
+            .unwrap_or(0);
         let (appended, _no_replays_yet) = watch::channel(last_sequence);
         Self {
             name,
             subjects: RwLock::new(subjects),
+            limits: RwLock::new(StreamLimits::default()),
             messages: RwLock::new(messages),
             appended,
             writer: tokio::sync::Mutex::new(Writer {
@@ -647,10 +688,39 @@ impl StreamState {
             sequence: Some(sequence),
         };
         fanout.deliver(&message.subject, &message.payload);
-        write(&self.messages).push(message);
+        write(&self.messages).push_back(Stored {
+            message,
+            stored_at: Instant::now(),
+        });
+        self.trim();
         writer.last_sequence = sequence;
         self.appended.send_replace(sequence);
         Ok(sequence)
+    }
+
+    /// Drops the oldest messages beyond the stream's limits.
+    fn trim(&self) {
+        let limits = *read(&self.limits);
+        if limits.max_messages.is_none() && limits.max_age.is_none() {
+            return;
+        }
+        let oldest_kept = limits
+            .max_age
+            .and_then(|max_age| Instant::now().checked_sub(max_age));
+        let mut messages = write(&self.messages);
+        if let Some(max_messages) = limits.max_messages {
+            let max_messages = usize::try_from(max_messages).unwrap_or(usize::MAX);
+            let excess = messages.len().saturating_sub(max_messages);
+            messages.drain(..excess);
+        }
+        if let Some(oldest_kept) = oldest_kept {
+            while messages
+                .front()
+                .is_some_and(|stored| stored.stored_at < oldest_kept)
+            {
+                messages.pop_front();
+            }
+        }
     }
 
     /// Looks for the next message of a replay, examining at most
@@ -658,26 +728,40 @@ impl StreamState {
     fn scan(&self, from_sequence: u64, filter: Option<&SubjectPattern>) -> Scan {
         let messages = read(&self.messages);
         let stored = messages.len();
-        let start = usize::try_from(from_sequence.saturating_sub(1)).unwrap_or(usize::MAX);
+        let first_sequence = messages
+            .front()
+            .and_then(|stored| stored.message.sequence)
+            .unwrap_or(1);
+        // Sequences are consecutive, so a sequence's index is its distance from the
+        // oldest kept one; a start before it (trimmed away) starts at the oldest.
+        let start =
+            usize::try_from(from_sequence.saturating_sub(first_sequence)).unwrap_or(usize::MAX);
         if start >= stored {
             return Scan::CaughtUp {
-                next_sequence: from_sequence,
+                next_sequence: from_sequence.max(first_sequence + stored as u64),
             };
         }
         let end = stored.min(start.saturating_add(REPLAY_SCAN_BATCH));
-        for message in &messages[start..end] {
+        for stored in messages.range(start..end) {
+            let message = &stored.message;
             let wanted = filter.is_none_or(|filter| filter.matches(&message.subject));
             if wanted {
                 return Scan::Found(message.clone());
             }
         }
-        let next_sequence = end as u64 + 1;
+        let next_sequence = first_sequence + end as u64;
         if end == stored {
             Scan::CaughtUp { next_sequence }
         } else {
             Scan::KeepLooking { next_sequence }
         }
     }
+}
+
+/// A kept message and when it was stored, for `max_age`.
+struct Stored {
+    message: Message,
+    stored_at: Instant,
 }
 
 /// What one [`StreamState::scan`] found.

@@ -205,6 +205,12 @@ impl TestStation {
         bus.ensure_stream(&onair_kit::events::ops_stream())
             .await
             .expect("declare the operations stream");
+        bus.ensure_stream(&onair_kit::live::live_stream(
+            10_000,
+            Duration::from_secs(600),
+        ))
+        .await
+        .expect("declare the live stream");
         let clock = Clock::manual(instant(CLOCK_START));
 
         let user_store = UserStore::open(db.clone()).await.expect("user store");

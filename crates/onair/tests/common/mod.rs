@@ -166,3 +166,16 @@ macro_rules! on_both_backends {
         )*
     };
 }
+
+/// Waits until `condition` holds, checking every millisecond; panics after
+/// [`EVENTUALLY`].
+pub async fn eventually_true(condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the condition did not hold within {EVENTUALLY:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}

@@ -1,0 +1,510 @@
+//! The live sockets, `GET /v1/channels/{channelId}/live`, over real WebSocket
+//! and SSE connections to a station on port 0, fed by the bus's own events.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{Backend, EVENTUALLY, TestStation};
+use futures::{SinkExt, StreamExt};
+use onair_kit::live::{self, LiveKind};
+use onair_proto::comment::v1::Comment;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+async fn create_channel(station: &TestStation, id: &str) {
+    let response = reqwest::Client::new()
+        .post(station.http_url("/v1/channels"))
+        .bearer_auth(&station.operator_key)
+        .json(&json!({"id": id, "number": 1, "name": id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+}
+
+fn live_url(station: &TestStation, channel: &str, after: Option<u64>) -> String {
+    let mut url = format!("ws://{}/v1/channels/{channel}/live", station.http_addr);
+    if let Some(after) = after {
+        url.push_str(&format!("?after={after}"));
+    }
+    url
+}
+
+async fn connect(url: &str) -> Socket {
+    let (socket, _response) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("the live socket accepts the upgrade");
+    socket
+}
+
+/// A connection that reads slowly: a tiny receive buffer, so the server's
+/// writes back up as soon as it stops reading.
+async fn connect_small_window(station: &TestStation, url: &str) -> Socket {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(station.http_addr).await.unwrap();
+    let (socket, _response) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+        .await
+        .expect("the live socket accepts the upgrade");
+    socket
+}
+
+/// The events of the next text message (each is a JSON array); `None` once
+/// the server closed, with its close code.
+async fn next_events(socket: &mut Socket) -> Result<Vec<Value>, Option<CloseCode>> {
+    loop {
+        let message = tokio::time::timeout(EVENTUALLY, socket.next())
+            .await
+            .expect("the live socket says something");
+        match message {
+            Some(Ok(Message::Text(text))) => {
+                let events: Value = serde_json::from_str(text.as_str()).expect("JSON");
+                return Ok(events.as_array().expect("an array of events").clone());
+            }
+            Some(Ok(Message::Close(frame))) => return Err(frame.map(|frame| frame.code)),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return Err(None),
+        }
+    }
+}
+
+async fn ready(socket: &mut Socket) -> u64 {
+    let events = next_events(socket).await.expect("a ready event");
+    assert_eq!(events[0]["type"], "ready", "{events:?}");
+    events[0]["offset"].as_u64().expect("an offset")
+}
+
+fn comment(index: usize, body_len: usize) -> Comment {
+    Comment {
+        id: format!("c{index}"),
+        channel_id: "news".to_owned(),
+        body: "x".repeat(body_len),
+        ..Comment::default()
+    }
+}
+
+async fn publish_comment(station: &TestStation, index: usize, body_len: usize) -> u64 {
+    let bus = station.station.as_ref().expect("running").bus();
+    live::publish(
+        bus,
+        "news",
+        LiveKind::Comment,
+        "onair.comment.v1.Comment",
+        &comment(index, body_len),
+    )
+    .await
+    .expect("publish a live event")
+}
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .expect("VmRSS");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|value| value.parse().ok())
+        .expect("a number");
+    kib * 1024
+}
+
+on_both_backends!(schedule_changes_reach_websocket_and_sse_viewers);
+
+async fn schedule_changes_reach_websocket_and_sse_viewers(backend: Backend) {
+    // PostgreSQL stations use NATS, so the events cross a real bus.
+    let prefix = onair_kit::testing::unique_name("live");
+    let nats = onair_kit::testing::nats_url();
+    let extra: Vec<(&str, &str)> = match backend {
+        Backend::Sqlite => Vec::new(),
+        Backend::Postgres => vec![("nats_url", nats.as_str()), ("bus_prefix", prefix.as_str())],
+    };
+    let station = TestStation::start_with(backend, &extra).await;
+    create_channel(&station, "news").await;
+
+    let mut socket = connect(&live_url(&station, "news", None)).await;
+    let start = ready(&mut socket).await;
+    let mut sse = reqwest::Client::new()
+        .get(station.http_url("/v1/channels/news/live"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status().as_u16(), 200);
+    assert_eq!(sse.headers()["content-type"], "text/event-stream");
+    let mut sse_text = String::new();
+    while !sse_text.contains("event: ready") {
+        let chunk = sse
+            .chunk()
+            .await
+            .unwrap()
+            .expect("the SSE stream stays open");
+        sse_text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+
+    let client = reqwest::Client::new();
+    let program: Value = client
+        .post(station.http_url("/v1/programs"))
+        .bearer_auth(&station.operator_key)
+        .json(&json!({"title": "Evening News", "duration": "1800s"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let slot: Value = client
+        .post(station.http_url("/v1/channels/news/slots"))
+        .bearer_auth(&station.operator_key)
+        .json(&json!({
+            "programId": program["id"],
+            "startTime": "2030-01-01T18:00:00Z",
+            "endTime": "2030-01-01T18:30:00Z",
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    let events = next_events(&mut socket).await.expect("a schedule event");
+    let event = &events[0];
+    assert_eq!(event["type"], "schedule", "{event}");
+    assert!(event["offset"].as_u64().unwrap() > start);
+    assert_eq!(event["data"]["channelId"], "news");
+    assert_eq!(event["data"]["slot"]["id"], slot["id"]);
+
+    while !sse_text.contains("event: schedule") {
+        let chunk = sse
+            .chunk()
+            .await
+            .unwrap()
+            .expect("the SSE stream stays open");
+        sse_text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    let offset = event["offset"].as_u64().unwrap();
+    assert!(
+        sse_text.contains(&format!(
+            "id: {offset}\nevent: schedule\ndata: {{\"type\":\"schedule\""
+        )),
+        "{sse_text}"
+    );
+    drop(sse);
+    socket.close(None).await.unwrap();
+    station.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors() {
+    let station = TestStation::start(Backend::Sqlite).await;
+    create_channel(&station, "news").await;
+    let client = reqwest::Client::new();
+
+    let response = client
+        .get(station.http_url("/v1/channels/nowhere/live"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], 5, "{body}");
+
+    let response = client
+        .get(station.http_url("/v1/channels/news/live?after=yesterday"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("after"),
+        "{body}"
+    );
+
+    // Neither an upgrade nor an event stream.
+    let response = client
+        .get(station.http_url("/v1/channels/news/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 426);
+
+    let response = client
+        .get(station.http_url("/v1/channels/news/live"))
+        .header("accept", "text/event-stream")
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    station.stop().await;
+}
+
+#[tokio::test]
+async fn a_thousand_clients_each_receive_every_event_in_order() {
+    const CLIENTS: usize = 1000;
+    const EVENTS: usize = 200;
+    let station = TestStation::start_with(
+        Backend::Sqlite,
+        &[
+            ("gateway.rate_limit_per_ip", "0"),
+            ("gateway.live_batch_window_ms", "20"),
+        ],
+    )
+    .await;
+    create_channel(&station, "news").await;
+
+    let mut clients = Vec::new();
+    let url = live_url(&station, "news", None);
+    for _ in 0..CLIENTS {
+        let mut socket = connect(&url).await;
+        ready(&mut socket).await;
+        clients.push(tokio::spawn(async move {
+            let mut received = Vec::new();
+            while received.len() < EVENTS {
+                let events = next_events(&mut socket).await.expect("events");
+                received.extend(events);
+            }
+            received
+        }));
+    }
+
+    let mut offsets = Vec::new();
+    for index in 0..EVENTS {
+        offsets.push(publish_comment(&station, index, 40).await);
+    }
+
+    for client in clients {
+        let received = tokio::time::timeout(EVENTUALLY, client)
+            .await
+            .expect("every client gets every event")
+            .unwrap();
+        let ids: Vec<&str> = received
+            .iter()
+            .map(|event| event["data"]["id"].as_str().unwrap())
+            .collect();
+        let expected: Vec<String> = (0..EVENTS).map(|index| format!("c{index}")).collect();
+        assert_eq!(ids, expected);
+        let got: Vec<u64> = received
+            .iter()
+            .map(|event| event["offset"].as_u64().unwrap())
+            .collect();
+        assert_eq!(got, offsets);
+        assert!(received.iter().all(|event| event["type"] == "comment"));
+    }
+    station.stop().await;
+}
+
+#[tokio::test]
+async fn a_stalled_client_is_told_it_lagged_and_resumes_without_a_gap() {
+    const EVENTS: usize = 6000;
+    let station = TestStation::start_with(
+        Backend::Sqlite,
+        &[
+            ("gateway.live_batch_window_ms", "0"),
+            ("gateway.live_queue_frames", "8"),
+            ("gateway.live_history_events", "20000"),
+        ],
+    )
+    .await;
+    create_channel(&station, "news").await;
+    let url = live_url(&station, "news", None);
+
+    // A healthy viewer beside the stalled one: it must not be slowed.
+    let mut healthy = connect(&url).await;
+    ready(&mut healthy).await;
+    let healthy_count = Arc::new(AtomicUsize::new(0));
+    let counter = healthy_count.clone();
+    let healthy_task = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        while ids.len() < EVENTS {
+            let events = next_events(&mut healthy).await.expect("events");
+            for event in events {
+                ids.push(event["data"]["id"].as_str().unwrap().to_owned());
+            }
+            counter.store(ids.len(), Ordering::Relaxed);
+        }
+        ids
+    });
+
+    let mut stalled = connect_small_window(&station, &url).await;
+    ready(&mut stalled).await;
+
+    // 2 KB events, far more than socket buffers hold; paced by the healthy
+    // viewer so that only the stalled one falls behind.
+    let mut offsets = Vec::new();
+    for index in 0..EVENTS {
+        offsets.push(publish_comment(&station, index, 2048).await);
+        if index % 4 == 3 {
+            common::eventually_true(|| healthy_count.load(Ordering::Relaxed) > index).await;
+        }
+    }
+    let healthy_ids = tokio::time::timeout(EVENTUALLY, healthy_task)
+        .await
+        .expect("the healthy viewer gets everything")
+        .unwrap();
+    assert_eq!(healthy_ids.len(), EVENTS);
+
+    // The stalled viewer reads again: what was in flight, then "lagged".
+    let mut received: Vec<u64> = Vec::new();
+    let lagged_at = loop {
+        let events = next_events(&mut stalled)
+            .await
+            .expect("events, then lagged");
+        let mut lagged = None;
+        for event in events {
+            if event["type"] == "lagged" {
+                lagged = Some(event["offset"].as_u64().unwrap());
+            } else {
+                received.push(event["offset"].as_u64().unwrap());
+            }
+        }
+        if let Some(offset) = lagged {
+            break offset;
+        }
+    };
+    assert_eq!(
+        next_events(&mut stalled).await.unwrap_err(),
+        Some(CloseCode::Again),
+        "the lagged connection is closed with Try Again Later"
+    );
+    assert!(
+        received.len() < EVENTS,
+        "the stalled viewer really fell behind"
+    );
+    assert_eq!(received, offsets[..received.len()]);
+    assert_eq!(lagged_at, *received.last().unwrap());
+
+    // It resumes after its offset and gets the rest, with no gap.
+    let mut resumed = connect(&live_url(&station, "news", Some(lagged_at))).await;
+    assert_eq!(ready(&mut resumed).await, *offsets.last().unwrap());
+    let mut rest: Vec<u64> = Vec::new();
+    while rest.len() < EVENTS - received.len() {
+        let events = next_events(&mut resumed).await.expect("the backlog");
+        assert!(events.iter().all(|event| event["type"] == "comment"));
+        rest.extend(events.iter().map(|event| event["offset"].as_u64().unwrap()));
+    }
+    received.extend(rest);
+    assert_eq!(received, offsets);
+    station.stop().await;
+}
+
+#[tokio::test]
+async fn memory_stays_flat_while_a_client_stalls() {
+    let station = TestStation::start_with(
+        Backend::Sqlite,
+        &[
+            ("gateway.live_batch_window_ms", "0"),
+            ("gateway.live_queue_frames", "8"),
+            ("gateway.live_history_events", "500"),
+            ("bus.live_max_events", "1000"),
+        ],
+    )
+    .await;
+    create_channel(&station, "news").await;
+    let url = live_url(&station, "news", None);
+    let mut stalled = connect_small_window(&station, &url).await;
+    ready(&mut stalled).await;
+
+    // Fill every bounded buffer first: the bus window, the history, the ring
+    // and the socket.
+    for index in 0..5_000 {
+        publish_comment(&station, index, 2048).await;
+    }
+    let before = rss_bytes();
+    // Another 40 MB of events go by while the client still does not read.
+    for index in 5_000..25_000 {
+        publish_comment(&station, index, 2048).await;
+    }
+    let after = rss_bytes();
+    let growth = after.saturating_sub(before);
+    assert!(
+        growth < 16 * 1024 * 1024,
+        "memory grew by {growth} bytes while 40 MB passed a stalled client"
+    );
+
+    let mut lagged = false;
+    while let Ok(events) = next_events(&mut stalled).await {
+        lagged |= events.iter().any(|event| event["type"] == "lagged");
+    }
+    assert!(lagged, "the stalled client is told it lagged");
+    station.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_live_sockets_with_a_reconnect_hint() {
+    let station = TestStation::start(Backend::Sqlite).await;
+    create_channel(&station, "news").await;
+    let mut socket = connect(&live_url(&station, "news", None)).await;
+    let offset = ready(&mut socket).await;
+    let mut sse = reqwest::Client::new()
+        .get(station.http_url("/v1/channels/news/live"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+
+    let reader = tokio::spawn(async move {
+        let events = next_events(&mut socket).await.expect("a closing event");
+        let close = next_events(&mut socket).await.unwrap_err();
+        (events, close)
+    });
+    let sse_reader = tokio::spawn(async move {
+        let mut text = String::new();
+        while let Ok(Some(chunk)) = sse.chunk().await {
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        text
+    });
+    tokio::time::timeout(EVENTUALLY, station.stop())
+        .await
+        .expect("the station stops with live sockets open");
+
+    let (events, close) = reader.await.unwrap();
+    assert_eq!(events[0]["type"], "closing", "{events:?}");
+    assert_eq!(events[0]["offset"], offset);
+    assert!(events[0]["retryAfterMs"].as_u64().unwrap() > 0);
+    assert_eq!(close, Some(CloseCode::Restart));
+    let text = sse_reader.await.unwrap();
+    assert!(text.contains("event: closing"), "{text}");
+}
+
+/// Sends a text message the server ignores, then checks the socket still
+/// works: clients have nothing to say, but saying something is harmless.
+#[tokio::test]
+async fn client_messages_are_ignored() {
+    let station = TestStation::start(Backend::Sqlite).await;
+    create_channel(&station, "news").await;
+    let mut socket = connect(&live_url(&station, "news", None)).await;
+    ready(&mut socket).await;
+    socket
+        .send(Message::text("hello"))
+        .await
+        .expect("send a text message");
+    socket.send(Message::Ping(Vec::new().into())).await.unwrap();
+    let offset = publish_comment(&station, 1, 10).await;
+    let events = loop {
+        let message = tokio::time::timeout(Duration::from_secs(20), socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = message {
+            break serde_json::from_str::<Value>(text.as_str()).unwrap();
+        }
+    };
+    assert_eq!(events[0]["offset"], offset);
+    station.stop().await;
+}
