@@ -21,11 +21,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
@@ -35,7 +36,10 @@ use onair_kit::telemetry::TraceContext;
 use onair_proto::ServiceChannel;
 use onair_proto::clients::MediaClient;
 use onair_proto::media::v1 as pb;
+use prost::Message as _;
+use tonic::codec::{Codec, EncodeBuf, Encoder};
 
+use crate::codec::RawDecoder;
 use crate::protection;
 
 /// How many channels one `ListChannels` page asks for (the service's most).
@@ -147,9 +151,80 @@ fn is_domain_name(text: &str) -> bool {
 /// The IPTV routes' shared state.
 struct Iptv {
     media: MediaClient,
+    /// The same service, for calls whose answers are kept as bytes.
+    media_channel: ServiceChannel,
     clock: Clock,
     settings: IptvSettings,
     metrics: Registry,
+    /// The guide as last written; see [`WrittenGuide`].
+    last_guide: Mutex<Option<Arc<WrittenGuide>>>,
+}
+
+/// The guide as last written, with the timetables it was written from. The
+/// media service caches timetables, so while the schedule does not change it
+/// answers with the same bytes, and the same guide is sent again without
+/// decoding or writing anything: a week of a station is megabytes of XML.
+/// One guide is kept (the timetables and the XML: about 11 MB for 50
+/// channels).
+struct WrittenGuide {
+    timetables: Vec<Bytes>,
+    xml: Bytes,
+    etag: String,
+    programmes: usize,
+}
+
+impl WrittenGuide {
+    fn write(timetables: Vec<Bytes>, xmltv_domain: &str) -> Result<WrittenGuide, String> {
+        let mut decoded = Vec::with_capacity(timetables.len());
+        for timetable in &timetables {
+            let timetable = pb::Timetable::decode(timetable.clone())
+                .map_err(|error| format!("cannot decode a timetable: {error}"))?;
+            decoded.push(timetable);
+        }
+        let guide = write_guide(&decoded, xmltv_domain);
+        let xml = Bytes::from(guide.xml);
+        Ok(WrittenGuide {
+            timetables,
+            etag: weak_etag(&xml),
+            xml,
+            programmes: guide.programmes,
+        })
+    }
+}
+
+/// Sends a `GetTimetableRequest` and hands back the answer undecoded.
+#[derive(Clone, Copy, Default)]
+struct RawTimetableCodec;
+
+struct TimetableRequestEncoder;
+
+impl Codec for RawTimetableCodec {
+    type Encode = pb::GetTimetableRequest;
+    type Decode = Bytes;
+    type Encoder = TimetableRequestEncoder;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        TimetableRequestEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
+    }
+}
+
+impl Encoder for TimetableRequestEncoder {
+    type Item = pb::GetTimetableRequest;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Self::Item,
+        destination: &mut EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        item.encode(destination)
+            .map_err(|error| tonic::Status::internal(format!("cannot encode the request: {error}")))
+    }
 }
 
 /// The routes `/iptv/channels.m3u` and `/iptv/epg.xml`, reaching the media
@@ -160,12 +235,15 @@ pub fn router(
     settings: IptvSettings,
     metrics: Registry,
 ) -> axum::Router {
-    let client = MediaClient::new(media).max_decoding_message_size(settings.max_timetable_bytes);
+    let client =
+        MediaClient::new(media.clone()).max_decoding_message_size(settings.max_timetable_bytes);
     let state = Arc::new(Iptv {
         media: client,
+        media_channel: media,
         clock,
         settings,
         metrics,
+        last_guide: Mutex::new(None),
     });
     // The guide is large and very repetitive; the fastest level shrinks it
     // about tenfold at a fraction of the default level's CPU.
@@ -244,16 +322,12 @@ impl Iptv {
             Ok(timetables) => timetables,
             Err(status) => return error_response(&status),
         };
-        let domain = self.settings.xmltv_domain.clone();
-        // Writing a week of a whole station takes milliseconds: off the
-        // async workers.
-        let written = tokio::task::spawn_blocking(move || write_guide(&timetables, &domain)).await;
-        let guide = match written {
+        let guide = match self.guide_of(timetables).await {
             Ok(guide) => guide,
-            Err(error) => {
+            Err(reason) => {
                 return crate::status_response(
                     tonic::Code::Internal,
-                    &format!("cannot write the guide: {error}"),
+                    &format!("cannot write the guide: {reason}"),
                     StatusCode::INTERNAL_SERVER_ERROR,
                 );
             }
@@ -270,7 +344,33 @@ impl Iptv {
             &[],
             i64::try_from(guide.xml.len()).unwrap_or(i64::MAX),
         );
-        self.cacheable(&headers, guide.xml.into_bytes(), "application/xml")
+        self.cacheable_as(&headers, guide.xml.clone(), &guide.etag, "application/xml")
+    }
+
+    /// The guide of these timetables: the last one written if it was written
+    /// from the same bytes, else a new one, written off the async workers (it
+    /// takes tens of milliseconds).
+    async fn guide_of(&self, timetables: Vec<Bytes>) -> Result<Arc<WrittenGuide>, String> {
+        let last = self
+            .last_guide
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        if let Some(last) = last
+            && last.timetables == timetables
+        {
+            return Ok(last);
+        }
+        let domain = self.settings.xmltv_domain.clone();
+        let written = tokio::task::spawn_blocking(move || WrittenGuide::write(timetables, &domain))
+            .await
+            .map_err(|error| error.to_string())??;
+        let written = Arc::new(written);
+        *self
+            .last_guide
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(written.clone());
+        Ok(written)
     }
 
     /// The broadcast days the guide covers: the one on air now and the next
@@ -318,12 +418,12 @@ impl Iptv {
         }
     }
 
-    /// The whole station's timetable of one broadcast day.
+    /// The whole station's timetable of one broadcast day, undecoded.
     async fn timetable(
         &self,
         headers: &HeaderMap,
         broadcast_day: &str,
-    ) -> Result<pb::Timetable, tonic::Status> {
+    ) -> Result<Bytes, tonic::Status> {
         let message = pb::GetTimetableRequest {
             channel_id: String::new(),
             start_time: None,
@@ -332,10 +432,15 @@ impl Iptv {
             broadcast_day: broadcast_day.to_owned(),
         };
         let request = self.request(headers, message);
-        Ok(self
-            .media
-            .clone()
-            .get_timetable(request)
+        let mut grpc = tonic::client::Grpc::new(self.media_channel.clone())
+            .max_decoding_message_size(self.settings.max_timetable_bytes);
+        grpc.ready().await.map_err(|error| {
+            tonic::Status::unavailable(format!("the media service is unavailable: {error}"))
+        })?;
+        let path =
+            http::uri::PathAndQuery::from_static("/onair.media.v1.MediaService/GetTimetable");
+        Ok(grpc
+            .unary(request, path, RawTimetableCodec)
             .await?
             .into_inner())
     }
@@ -366,8 +471,19 @@ impl Iptv {
         content_type: &'static str,
     ) -> Response {
         let etag = weak_etag(&body);
+        self.cacheable_as(headers, Bytes::from(body), &etag, content_type)
+    }
+
+    /// As [`Iptv::cacheable`], for a body whose tag is known.
+    fn cacheable_as(
+        &self,
+        headers: &HeaderMap,
+        body: Bytes,
+        etag: &str,
+        content_type: &'static str,
+    ) -> Response {
         let cache_control = format!("public, max-age={}", self.settings.max_age.as_secs());
-        let mut response = if holds_current(headers, &etag) {
+        let mut response = if holds_current(headers, etag) {
             StatusCode::NOT_MODIFIED.into_response()
         } else {
             let mut response = body.into_response();
@@ -378,7 +494,7 @@ impl Iptv {
             response
         };
         let response_headers = response.headers_mut();
-        if let Ok(value) = HeaderValue::from_str(&etag) {
+        if let Ok(value) = HeaderValue::from_str(etag) {
             response_headers.insert(http::header::ETAG, value);
         }
         if let Ok(value) = HeaderValue::from_str(&cache_control) {
@@ -409,13 +525,22 @@ fn error_response(status: &tonic::Status) -> Response {
     crate::status_response(status.code(), status.message(), http_status)
 }
 
-/// A weak validator of a body: its 64-bit FNV-1a hash and length, so that
-/// equal bodies give equal tags on every replica and in every version.
+/// A weak validator of a body: FNV-1a over its 64-bit words, and its
+/// length, so that equal bodies give equal tags on every replica and in every
+/// version. Word by word, a week's guide (megabytes) hashes in about a
+/// millisecond; a validator needs to tell versions apart, not resist attacks.
 fn weak_etag(body: &[u8]) -> String {
     const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
     const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut hash = FNV_OFFSET_BASIS;
-    for byte in body {
+    let mut words = body.chunks_exact(8);
+    for word in &mut words {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        hash ^= u64::from_le_bytes(bytes);
+        hash = hash.wrapping_mul(FNV_PRIME);
+    }
+    for byte in words.remainder() {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(FNV_PRIME);
     }
@@ -589,7 +714,7 @@ struct Guide {
 }
 
 /// Roughly how many bytes one programme takes, to size the buffer once.
-const PROGRAMME_BYTES: usize = 320;
+const PROGRAMME_BYTES: usize = 480;
 
 /// The XMLTV guide of consecutive timetables: every channel, then every
 /// programme by channel and start. A slot that crosses from one day into the
@@ -630,6 +755,9 @@ fn write_guide(timetables: &[pb::Timetable], xmltv_domain: &str) -> Guide {
                 .collect()
         })
         .collect();
+    // Every channel's slots start at the same few instants: each is written
+    // out once.
+    let mut times = XmltvTimes::default();
     let mut programmes = 0;
     for channel in &channels {
         let id = xmltv_id(&channel.id, xmltv_domain);
@@ -645,7 +773,7 @@ fn write_guide(timetables: &[pb::Timetable], xmltv_domain: &str) -> Guide {
                 if !listed.insert(slot.id.as_str()) {
                     continue;
                 }
-                write_programme(&mut xml, &id, slot, program);
+                write_programme(&mut xml, &mut times, &id, slot, program);
                 programmes += 1;
             }
         }
@@ -670,11 +798,17 @@ fn write_channel(xml: &mut String, channel: &pb::Channel, xmltv_domain: &str) {
 }
 
 /// One programme, its elements in the order the XMLTV DTD requires.
-fn write_programme(xml: &mut String, channel_id: &str, slot: &pb::Slot, program: &pb::Program) {
+fn write_programme(
+    xml: &mut String,
+    times: &mut XmltvTimes,
+    channel_id: &str,
+    slot: &pb::Slot,
+    program: &pb::Program,
+) {
     xml.push_str("  <programme start=\"");
-    write_xmltv_time(xml, slot.start_time.as_ref());
+    xml.push_str(times.get(slot.start_time.as_ref()));
     xml.push_str("\" stop=\"");
-    write_xmltv_time(xml, slot.end_time.as_ref());
+    xml.push_str(times.get(slot.end_time.as_ref()));
     xml.push_str("\" channel=\"");
     escape_xml(xml, channel_id);
     xml.push_str("\">\n    <title>");
@@ -706,6 +840,23 @@ fn write_programme(xml: &mut String, channel_id: &str, slot: &pb::Slot, program:
     xml.push_str("  </programme>\n");
 }
 
+/// Instants written in XMLTV's format, by unix second.
+#[derive(Default)]
+struct XmltvTimes {
+    written: HashMap<i64, String>,
+}
+
+impl XmltvTimes {
+    fn get(&mut self, time: Option<&prost_types::Timestamp>) -> &str {
+        let seconds = time.map(|time| time.seconds).unwrap_or_default();
+        self.written.entry(seconds).or_insert_with(|| {
+            let mut text = String::with_capacity(20);
+            write_xmltv_time(&mut text, time);
+            text
+        })
+    }
+}
+
 /// `YYYYMMDDhhmmss +0000`, XMLTV's time format, in UTC.
 fn write_xmltv_time(xml: &mut String, time: Option<&prost_types::Timestamp>) {
     let seconds = time.map(|time| time.seconds).unwrap_or_default();
@@ -726,6 +877,11 @@ fn write_xmltv_time(xml: &mut String, time: Option<&prost_types::Timestamp>) {
 /// Escapes text for XML content and attribute values, and leaves out the
 /// characters XML 1.0 cannot carry at all (most control characters).
 fn escape_xml(xml: &mut String, text: &str) {
+    // Most text has nothing to escape: copied at once.
+    if !text.bytes().any(needs_care) {
+        xml.push_str(text);
+        return;
+    }
     for character in text.chars() {
         match character {
             '&' => xml.push_str("&amp;"),
@@ -738,6 +894,13 @@ fn escape_xml(xml: &mut String, text: &str) {
             _ => {}
         }
     }
+}
+
+/// Whether a byte of UTF-8 text may need escaping or leaving out: markup,
+/// control characters, and the first byte of U+FFFE and U+FFFF.
+fn needs_care(byte: u8) -> bool {
+    matches!(byte, b'&' | b'<' | b'>' | b'"' | b'\'' | 0xEF)
+        || (byte < 0x20 && !matches!(byte, b'\t' | b'\n' | b'\r'))
 }
 
 /// XML 1.0's `Char` production, less the whitespace controls handled above.

@@ -19,6 +19,7 @@
 
 mod codec;
 pub mod iptv;
+mod json_memo;
 pub mod live;
 pub mod openapi;
 pub mod protection;
@@ -39,7 +40,8 @@ use onair_proto::ServiceChannel;
 use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, Kind, SerializeOptions};
 use serde_json::{Map, Value as Json};
 
-use crate::codec::DynamicCodec;
+use crate::codec::{DynamicCodec, RawResponseCodec};
+use crate::json_memo::JsonMemo;
 use crate::protection::RateLimits;
 use crate::rules::{BodyMapping, RestRoute, RuleError, routes_from_pool};
 use crate::template::Bindings;
@@ -73,6 +75,8 @@ pub struct Gateway {
     metrics: Registry,
     settings: GatewaySettings,
     live: Option<live::Live>,
+    /// The JSON of large answers seen before (a station's guide for a day).
+    memo: JsonMemo,
 }
 
 /// The path of a channel's live socket.
@@ -111,6 +115,7 @@ impl Gateway {
             metrics,
             settings,
             live: None,
+            memo: JsonMemo::new(),
         })
     }
 
@@ -340,9 +345,9 @@ impl Gateway {
                 Err(status) => error_response(&status),
             };
         }
-        let call = grpc.unary(request, path, codec);
+        let call = grpc.unary(request, path, RawResponseCodec);
         match tokio::time::timeout(self.settings.request_timeout, call).await {
-            Ok(Ok(response)) => unary_response(route, response),
+            Ok(Ok(response)) => self.unary_response(route, response).await,
             Ok(Err(status)) => error_response(&status),
             Err(_) => status_response(
                 tonic::Code::DeadlineExceeded,
@@ -511,30 +516,67 @@ fn json_response(status: StatusCode, body: &Json) -> Response {
     bytes_response(status, serde_json::to_vec(body).unwrap_or_default())
 }
 
-fn bytes_response(status: StatusCode, bytes: Vec<u8>) -> Response {
+fn bytes_response(status: StatusCode, bytes: impl Into<Bytes>) -> Response {
     (
         status,
         [(http::header::CONTENT_TYPE, "application/json")],
-        bytes,
+        bytes.into(),
     )
         .into_response()
 }
 
-fn unary_response(route: &RestRoute, response: tonic::Response<DynamicMessage>) -> Response {
-    let (metadata, message, _extensions) = response.into_parts();
-    let body = match response_bytes(route, &message) {
-        Ok(body) => body,
-        Err(error) => {
-            return status_response(
-                tonic::Code::Internal,
-                &format!("cannot render the response as JSON: {error}"),
-                StatusCode::INTERNAL_SERVER_ERROR,
-            );
+impl Gateway {
+    async fn unary_response(
+        &self,
+        route: &RestRoute,
+        response: tonic::Response<Bytes>,
+    ) -> Response {
+        let (metadata, protobuf, _extensions) = response.into_parts();
+        let body = match self.render_json(route, protobuf).await {
+            Ok(body) => body,
+            Err(error) => {
+                return status_response(
+                    tonic::Code::Internal,
+                    &format!("cannot render the response as JSON: {error}"),
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                );
+            }
+        };
+        let mut http_response = bytes_response(route.success, body);
+        metadata_headers(&metadata, http_response.headers_mut());
+        http_response
+    }
+
+    /// The JSON of an answer. A large one is remembered, found again when
+    /// the same bytes come back, and otherwise made on a blocking thread:
+    /// it takes milliseconds.
+    async fn render_json(&self, route: &RestRoute, protobuf: Bytes) -> Result<Bytes, String> {
+        if !JsonMemo::worth_remembering(&protobuf) {
+            return render(route, protobuf);
         }
-    };
-    let mut http_response = bytes_response(route.success, body);
-    metadata_headers(&metadata, http_response.headers_mut());
-    http_response
+        let rendering = match &route.response_body {
+            Some(field) => format!("{}:{}", route.method.full_name(), field.name()),
+            None => route.method.full_name().to_owned(),
+        };
+        if let Some(json) = self.memo.get(&rendering, &protobuf) {
+            return Ok(json);
+        }
+        let blocking_route = route.clone();
+        let blocking_protobuf = protobuf.clone();
+        let json = tokio::task::spawn_blocking(move || render(&blocking_route, blocking_protobuf))
+            .await
+            .map_err(|error| error.to_string())??;
+        self.memo.put(&rendering, protobuf, json.clone());
+        Ok(json)
+    }
+}
+
+/// Decodes an answer by its route's descriptor and writes its JSON.
+fn render(route: &RestRoute, protobuf: Bytes) -> Result<Bytes, String> {
+    let message = DynamicMessage::decode(route.method.output(), protobuf)
+        .map_err(|error| format!("cannot decode the response: {error}"))?;
+    let json = response_bytes(route, &message).map_err(|error| error.to_string())?;
+    Ok(Bytes::from(json))
 }
 
 fn stream_response(

@@ -165,13 +165,15 @@ slots:
         .filter(|line| line.starts_with(&format!("{file}:")))
         .collect();
     assert_eq!(errors.len(), 3, "two errors and a summary:\n{stderr}");
-    assert!(
-        errors[0].starts_with(&format!("{file}:14: ")) && errors[0].contains("overlaps"),
-        "{stderr}"
+    assert_eq!(
+        errors[0],
+        format!(
+            "{file}:14: the slot overlaps the slot on line 10 (2031-04-01T05:00:00Z to 2031-04-01T05:30:00Z) on channel news-1"
+        )
     );
-    assert!(
-        errors[1].starts_with(&format!("{file}:18: ")) && errors[1].contains("missing-show"),
-        "{stderr}"
+    assert_eq!(
+        errors[1],
+        format!("{file}:18: no program with id \"missing-show\" in the import or the station")
     );
     assert_eq!(
         errors[2],
