@@ -9,6 +9,11 @@ use clap::{Args, Parser, Subcommand};
 use onair_kit::clock::Clock;
 use onair_kit::config::{Flags, ProcessEnvironment, Settings};
 
+/// mimalloc rather than the system's allocator: answers such as a guide are
+/// thousands of small strings, made and dropped per request.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// onair runs an internet TV station: linear channels from a schedule, live and
 /// on-demand HLS video, and a live audience that comments, votes and shares.
 #[derive(Parser)]
