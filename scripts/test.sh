@@ -28,6 +28,11 @@ if ! python3 -c "import openapi_spec_validator" >/dev/null 2>&1; then
   log "installing openapi-spec-validator"
   python3 -m pip install --quiet openapi-spec-validator
 fi
+# schemathesis fuzzes the REST surface from /openapi.json.
+if ! command -v schemathesis >/dev/null 2>&1; then
+  log "installing schemathesis"
+  python3 -m pip install --quiet schemathesis
+fi
 
 answers() { timeout 2 bash -c "echo > /dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 

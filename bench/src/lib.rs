@@ -81,9 +81,14 @@ impl ServerUnderTest {
                 }
             }
         });
-        let (grpc, http) = receiver
-            .recv_timeout(Duration::from_secs(30))
-            .context("the server did not log its addresses")?;
+        let (grpc, http) = match receiver.recv_timeout(Duration::from_secs(30)) {
+            Ok(addresses) => addresses,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("the server did not log its addresses (is log.level above info?)");
+            }
+        };
         Ok(ServerUnderTest {
             child,
             grpc,

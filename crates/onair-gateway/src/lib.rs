@@ -119,6 +119,15 @@ impl Gateway {
         })
     }
 
+    /// Keeps only the routes of the services `keep` names (full gRPC names),
+    /// so that what this version cannot serve is neither routed nor in
+    /// `/openapi.json`.
+    pub fn retain_services(mut self, keep: impl Fn(&str) -> bool) -> Gateway {
+        self.routes
+            .retain(|route| keep(route.method.parent_service().full_name()));
+        self
+    }
+
     /// Serves the live sockets as well.
     pub fn with_live(mut self, live: live::Live) -> Gateway {
         self.live = Some(live);

@@ -773,11 +773,18 @@ impl WebSocketConnection {
     async fn send(&mut self, message: WsMessage) -> Result<(), Stalled> {
         // A client that stops reading fills the socket; it may hold one write
         // for as long as a ping may go unanswered.
+        // The timer is armed only when the socket is full, so the common write
+        // costs no timer.
         let limit = self.inner.settings.ping_interval * 2;
-        match tokio::time::timeout(limit, self.socket.send(message)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) | Err(_) => Err(Stalled),
-        }
+        let mut sending = std::pin::pin!(self.socket.send(message));
+        let sent = match futures::poll!(sending.as_mut()) {
+            std::task::Poll::Ready(sent) => sent,
+            std::task::Poll::Pending => match tokio::time::timeout(limit, sending).await {
+                Ok(sent) => sent,
+                Err(_elapsed) => return Err(Stalled),
+            },
+        };
+        sent.map_err(|_| Stalled)
     }
 
     async fn send_text(&mut self, text: Utf8Bytes, events: usize) -> Result<(), Stalled> {

@@ -40,7 +40,10 @@ pub fn document(routes: &[RestRoute], title: &str, version: &str) -> Json {
     })
 }
 
-/// `/v1/{name=projects/*}:verb` → `/v1/{name}:verb`.
+/// `/v1/{name=projects/*}:verb` → `/v1/{name}:verb`, and `{channel.id}` →
+/// `{channel_id}`: the server matches paths by position, and a dotted name
+/// breaks clients that format paths (Python's `str.format` reads it as an
+/// attribute).
 fn openapi_path(template: &str) -> String {
     let mut out = String::with_capacity(template.len());
     let mut inside = false;
@@ -58,10 +61,16 @@ fn openapi_path(template: &str) -> String {
             }
             '=' if inside => skipping = true,
             _ if skipping => {}
+            '.' if inside => out.push('_'),
             _ => out.push(character),
         }
     }
     out
+}
+
+/// The OpenAPI name of a path variable (see [`openapi_path`]).
+fn parameter_name(field_path: &str) -> String {
+    field_path.replace('.', "_")
 }
 
 fn operation(route: &RestRoute, schemas: &mut SchemaSet, ids: &mut BTreeSet<String>) -> Json {
@@ -82,7 +91,7 @@ fn operation(route: &RestRoute, schemas: &mut SchemaSet, ids: &mut BTreeSet<Stri
             .map(|field| schemas.field_schema(&field))
             .unwrap_or_else(|| json!({"type": "string"}));
         parameters
-            .push(json!({"name": variable, "in": "path", "required": true, "schema": schema}));
+            .push(json!({"name": parameter_name(variable), "in": "path", "required": true, "schema": schema}));
     }
     let body_field = match &route.body {
         BodyMapping::Field(field) => Some(field.name().to_owned()),

@@ -296,6 +296,12 @@ pub async fn serve(
         ));
     // Client addresses reach the handlers for rate limits and logs.
     let http_service = http_app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Live frames and small responses must not wait for Nagle's algorithm.
+    let http_listener = axum::serve::ListenerExt::tap_io(http_listener, |tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %error, "cannot set TCP_NODELAY on an HTTP connection");
+        }
+    });
     let http_server = axum::serve(http_listener, http_service)
         .with_graceful_shutdown(stopped(stop_receiver.clone()))
         .into_future();

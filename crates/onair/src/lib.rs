@@ -344,10 +344,13 @@ fn gateway_routes(
         gateway_settings,
     )
     .context("the contracts' HTTP rules are invalid")?;
-    Ok((
-        gateway.with_live(live.clone()).into_router().merge(iptv),
-        live,
-    ))
+    let gateway = gateway
+        .retain_services(|service| {
+            ServiceRole::of_grpc_service(service)
+                .is_some_and(|role| AVAILABLE_ROLES.contains(&role))
+        })
+        .with_live(live.clone());
+    Ok((gateway.into_router().merge(iptv), live))
 }
 
 /// The live sockets, fed from the bus; a channel must exist in the media

@@ -1,0 +1,406 @@
+//! Live-socket fan-out: many WebSocket viewers on one channel, events
+//! published at a fixed rate, every delivery checked and timed.
+//!
+//! `--target onair` starts `onair serve` with NATS as its bus and publishes the
+//! bus's own live events (comments) on NATS; `--target ws` starts the usual
+//! broadcast server of npm's `ws` package (bench/peer) and publishes the same
+//! JSON through its publisher socket. The viewers, the rate and the checks are
+//! the same for both.
+//!
+//! Each event carries its sequence and its send time (microseconds since the
+//! epoch) in its id, `b<seq>-<micros>`; viewers check that sequences arrive in
+//! order with no gap and record publish-to-receive latency on the same clock.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use futures::{SinkExt, StreamExt};
+use onair_bench::{ServerUnderTest, cpu_time_of, default_server_binary};
+use onair_kit::bus::{Bus, NatsBus};
+use onair_kit::live::{self, LiveKind};
+use onair_proto::comment::v1::Comment;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+#[derive(Parser)]
+struct Args {
+    /// `onair` or `ws` (npm's ws broadcast server).
+    #[arg(long, default_value = "onair")]
+    target: String,
+    /// WebSocket viewers on the channel.
+    #[arg(long, default_value_t = 10_000)]
+    clients: usize,
+    /// Events published per second.
+    #[arg(long, default_value_t = 100)]
+    rate: u64,
+    /// How long to publish.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// The core the server is pinned to.
+    #[arg(long, default_value_t = 0)]
+    server_cpu: usize,
+    /// onair's batch window (gateway.live_batch_window_ms).
+    #[arg(long, default_value_t = 50)]
+    batch_window_ms: u64,
+    /// Client source addresses, 127.0.0.1 up to 127.0.0.N.
+    #[arg(long, default_value_t = 50)]
+    addresses: u8,
+    /// New connections per second.
+    #[arg(long, default_value_t = 2000)]
+    connect_rate: u64,
+    /// Characters in each comment's body.
+    #[arg(long, default_value_t = 100)]
+    body: usize,
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    #[arg(long)]
+    server: Option<PathBuf>,
+}
+
+/// Latency buckets of 100 µs up to 10 s, counted without locks.
+struct Latencies {
+    buckets: Vec<AtomicU64>,
+}
+
+const BUCKET_MICROS: u64 = 100;
+
+impl Latencies {
+    fn new() -> Latencies {
+        Latencies {
+            buckets: (0..100_000).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn record(&self, micros: u64) {
+        let index = ((micros / BUCKET_MICROS) as usize).min(self.buckets.len() - 1);
+        self.buckets[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The latency below which `quantile` of the samples fall, in ms.
+    fn quantile_ms(&self, quantile: f64) -> f64 {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|bucket| bucket.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        let wanted = (total as f64 * quantile).ceil() as u64;
+        let mut seen = 0;
+        for (index, count) in counts.iter().enumerate() {
+            seen += count;
+            if seen >= wanted.max(1) {
+                return ((index as u64 + 1) * BUCKET_MICROS) as f64 / 1000.0;
+            }
+        }
+        0.0
+    }
+
+    fn max_ms(&self) -> f64 {
+        self.buckets
+            .iter()
+            .rposition(|bucket| bucket.load(Ordering::Relaxed) > 0)
+            .map_or(0.0, |index| {
+                ((index as u64 + 1) * BUCKET_MICROS) as f64 / 1000.0
+            })
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    deliveries: AtomicU64,
+    out_of_order: AtomicU64,
+    frames: AtomicU64,
+    closed: AtomicU64,
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_micros() as u64)
+}
+
+/// Reads every `"id":"b<seq>-<micros>"` of a frame.
+fn scan_ids(text: &str, mut found: impl FnMut(u64, u64)) {
+    const MARK: &str = "\"id\":\"b";
+    let mut rest = text;
+    while let Some(at) = rest.find(MARK) {
+        rest = &rest[at + MARK.len()..];
+        let Some((seq, tail)) = rest.split_once('-') else {
+            return;
+        };
+        let end = tail.find('"').unwrap_or(tail.len());
+        if let (Ok(seq), Ok(micros)) = (seq.parse(), tail[..end].parse()) {
+            found(seq, micros);
+        }
+        rest = &tail[end..];
+    }
+}
+
+/// The peer server: npm's ws broadcast example, pinned like onair.
+struct Peer {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_peer(cpu: usize) -> anyhow::Result<Peer> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peer");
+    if !dir.join("node_modules/ws").exists() {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .context("npm is needed for the ws peer (apt-get install npm)")?;
+        if !status.success() {
+            bail!("npm ci failed in {}", dir.display());
+        }
+    }
+    let mut child = Command::new("taskset")
+        .args(["-c", &cpu.to_string(), "node", "ws-fanout.js"])
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start node")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+    let port = line
+        .trim()
+        .strip_prefix("listening ")
+        .and_then(|port| port.parse().ok())
+        .with_context(|| format!("unexpected first line from the peer: {line:?}"))?;
+    Ok(Peer { child, port })
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let prefix = format!("fanout{}", std::process::id());
+    let data_dir = std::env::temp_dir().join(format!("onair-fanout-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+
+    // Start the server under test.
+    let mut onair = None;
+    let mut peer = None;
+    let (pid, live_url) = match args.target.as_str() {
+        "onair" => {
+            let binary = args.server.clone().unwrap_or_else(default_server_binary);
+            let window = args.batch_window_ms.to_string();
+            let server = ServerUnderTest::start_with_env(
+                &binary,
+                &data_dir,
+                Some(args.server_cpu),
+                &["--nats-url", &args.nats_url],
+                &[
+                    ("ONAIR_BUS_PREFIX", prefix.as_str()),
+                    ("ONAIR_GATEWAY_RATE_LIMIT_PER_IP", "0"),
+                    ("ONAIR_GATEWAY_LIVE_BATCH_WINDOW_MS", window.as_str()),
+                ],
+            )?;
+            let response = reqwest::Client::new()
+                .post(format!("http://{}/v1/channels", server.http))
+                .bearer_auth(server.operator_key()?)
+                .json(&serde_json::json!({"id": "bench", "number": 1, "name": "Bench"}))
+                .send()
+                .await?;
+            if !response.status().is_success() {
+                bail!("cannot create the channel: {}", response.text().await?);
+            }
+            let url = format!("ws://{}/v1/channels/bench/live", server.http);
+            let pid = server.pid();
+            onair = Some(server);
+            (pid, url)
+        }
+        "ws" => {
+            let started = start_peer(args.server_cpu)?;
+            let url = format!("ws://127.0.0.1:{}/live", started.port);
+            let pid = started.child.id();
+            peer = Some(started);
+            (pid, url)
+        }
+        other => bail!("--target is onair or ws, not {other:?}"),
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss = |pid: u32| -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let line = status
+            .lines()
+            .find(|line| line.starts_with("VmRSS:"))
+            .context("no VmRSS")?;
+        let kib: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .context("no value")?
+            .parse()?;
+        Ok(kib * 1024)
+    };
+    let rss_before = rss(pid)?;
+
+    // Connect the viewers at a bounded rate, spread over source addresses.
+    let counts = Arc::new(Counts::default());
+    let latencies = Arc::new(Latencies::new());
+    let host_port = live_url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let server_addr: std::net::SocketAddr = host_port.parse()?;
+    let mut pace = tokio::time::interval(Duration::from_secs_f64(1.0 / args.connect_rate as f64));
+    let connecting = Instant::now();
+    let mut readers = Vec::with_capacity(args.clients);
+    for index in 0..args.clients {
+        pace.tick().await;
+        let source =
+            std::net::Ipv4Addr::new(127, 0, 0, 1 + (index % args.addresses as usize) as u8);
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind((source, 0).into())?;
+        let stream = socket.connect(server_addr).await?;
+        stream.set_nodelay(true)?;
+        // A small read buffer: 10,000 of the default 128 KiB ones would cost
+        // the generator more than the frames themselves.
+        let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
+        let (mut ws, _) =
+            tokio_tungstenite::client_async_with_config(live_url.as_str(), stream, Some(config))
+                .await
+                .with_context(|| format!("viewer {index} cannot connect"))?;
+        let counts = counts.clone();
+        let latencies = latencies.clone();
+        readers.push(tokio::spawn(async move {
+            let mut next_seq: Option<u64> = None;
+            while let Some(Ok(message)) = ws.next().await {
+                let Message::Text(text) = message else {
+                    continue;
+                };
+                counts.frames.fetch_add(1, Ordering::Relaxed);
+                let now = now_micros();
+                let mut delivered = 0;
+                scan_ids(text.as_str(), |seq, sent| {
+                    delivered += 1;
+                    latencies.record(now.saturating_sub(sent));
+                    if next_seq.is_some_and(|expected| expected != seq) {
+                        counts.out_of_order.fetch_add(1, Ordering::Relaxed);
+                    }
+                    next_seq = Some(seq + 1);
+                });
+                counts.deliveries.fetch_add(delivered, Ordering::Relaxed);
+            }
+            counts.closed.fetch_add(1, Ordering::Relaxed);
+        }));
+    }
+    let connect_seconds = connecting.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_idle = rss(pid)?;
+    let per_connection = (rss_idle.saturating_sub(rss_before)) as f64 / args.clients as f64;
+
+    // Publish at the rate for the duration.
+    let body = "x".repeat(args.body);
+    let total = args.rate * args.seconds;
+    let bus = match args.target.as_str() {
+        "onair" => Some(Arc::new(NatsBus::connect(&args.nats_url, &prefix).await?) as Arc<dyn Bus>),
+        _ => None,
+    };
+    let mut publisher = match &peer {
+        Some(peer) => {
+            let url = format!("ws://127.0.0.1:{}/publish", peer.port);
+            Some(tokio_tungstenite::connect_async(url).await?.0)
+        }
+        None => None,
+    };
+    let cpu_before = cpu_time_of(pid)?;
+    let own_cpu_before = cpu_time_of(std::process::id())?;
+    let publishing = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate as f64));
+    for seq in 0..total {
+        tick.tick().await;
+        let id = format!("b{seq}-{}", now_micros());
+        if let Some(bus) = &bus {
+            let comment = Comment {
+                id,
+                channel_id: "bench".to_owned(),
+                body: body.clone(),
+                ..Comment::default()
+            };
+            live::publish(
+                bus,
+                "bench",
+                LiveKind::Comment,
+                "onair.comment.v1.Comment",
+                &comment,
+            )
+            .await?;
+        } else if let Some(publisher) = &mut publisher {
+            let event = serde_json::json!([{
+                "type": "comment",
+                "offset": seq + 1,
+                "data": {"id": id, "channelId": "bench", "body": body},
+            }]);
+            publisher.send(Message::text(event.to_string())).await?;
+        }
+    }
+    let published_for = publishing.elapsed();
+    // Let the last events arrive.
+    let expected = total * args.clients as u64;
+    let drain_until = Instant::now() + Duration::from_secs(10);
+    while counts.deliveries.load(Ordering::Relaxed) < expected && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cpu = cpu_time_of(pid)?.saturating_sub(cpu_before);
+    let own_cpu = cpu_time_of(std::process::id())?.saturating_sub(own_cpu_before);
+    let deliveries = counts.deliveries.load(Ordering::Relaxed);
+
+    println!(
+        "target {}: {} viewers (connected in {connect_seconds:.1} s), {} events at {} /s for {:.1} s{}",
+        args.target,
+        args.clients,
+        total,
+        args.rate,
+        published_for.as_secs_f64(),
+        if args.target == "onair" {
+            format!(", batch window {} ms", args.batch_window_ms)
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "deliveries {deliveries} of {expected} ({} missing), out of order {}, viewers closed {}",
+        expected.saturating_sub(deliveries),
+        counts.out_of_order.load(Ordering::Relaxed),
+        counts.closed.load(Ordering::Relaxed)
+    );
+    println!(
+        "frames received {}, load generator CPU {:.2} s, server CPU {:.2} s, {:.0} deliveries per CPU-second",
+        counts.frames.load(Ordering::Relaxed),
+        own_cpu.as_secs_f64(),
+        cpu.as_secs_f64(),
+        deliveries as f64 / cpu.as_secs_f64().max(0.001)
+    );
+    println!(
+        "publish-to-receive p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        latencies.quantile_ms(0.50),
+        latencies.quantile_ms(0.99),
+        latencies.max_ms()
+    );
+    println!(
+        "server RSS {:.1} MB before viewers, {:.1} MB with them idle: {:.1} KB per idle connection",
+        rss_before as f64 / 1e6,
+        rss_idle as f64 / 1e6,
+        per_connection / 1000.0
+    );
+    drop(readers);
+    drop(onair);
+    drop(peer);
+    let _ = std::fs::remove_dir_all(&data_dir);
+    Ok(())
+}
