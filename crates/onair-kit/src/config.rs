@@ -201,6 +201,11 @@ pub struct Settings {
     pub epg_days: u32,
     /// The domain part of XMLTV channel ids (`news-1.<domain>`).
     pub xmltv_domain: String,
+    /// The longest comment, in characters.
+    pub comment_max_chars: usize,
+    /// How long the comment service trusts what it read of a user (a ban
+    /// lands within this time even if the bus loses the news).
+    pub comment_user_cache: Duration,
 }
 
 /// One setting: its key and its default (None: unset unless given).
@@ -325,6 +330,14 @@ const KEYS: &[Key] = &[
     Key {
         name: "iptv.xmltv_domain",
         default: Some("onair"),
+    },
+    Key {
+        name: "comment.max_chars",
+        default: Some("200"),
+    },
+    Key {
+        name: "comment.user_cache_ms",
+        default: Some("1000"),
     },
     Key {
         name: "rpc.max_message_bytes",
@@ -642,6 +655,27 @@ impl Layers {
                                 .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
                     });
                     valid.then(|| value.to_owned())
+                },
+            )?,
+            comment_max_chars: self.required(
+                "comment.max_chars",
+                "a whole number of characters from 1 to 10000",
+                |value| {
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|chars| (1..=10_000).contains(chars))
+                },
+            )?,
+            comment_user_cache: self.required(
+                "comment.user_cache_ms",
+                "a whole number of milliseconds from 0 to 60000",
+                |value| {
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|millis| *millis <= 60_000)
+                        .map(Duration::from_millis)
                 },
             )?,
             max_message_bytes: self.required(

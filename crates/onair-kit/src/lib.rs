@@ -10,6 +10,7 @@ pub mod live;
 pub mod metrics;
 pub mod server;
 pub mod store;
+pub mod subjects;
 pub mod telemetry;
 pub mod testing;
 

@@ -17,7 +17,7 @@ use onair_proto::media::v1 as pb;
 
 /// The bus subject every media process publishes on after a write, and
 /// listens to for forgetting its cache. Its payload is empty.
-pub const CHANGED_SUBJECT: &str = "media.changed";
+pub const CHANGED_SUBJECT: &str = onair_kit::subjects::MEDIA_CHANGED;
 
 /// What a timetable is cached under: the channel (empty for all) and the
 /// range in unix milliseconds.

@@ -3,6 +3,7 @@
 //! client type reach a service in the same process or over the network.
 
 pub mod channel;
+pub mod codec;
 
 pub use channel::ServiceChannel;
 

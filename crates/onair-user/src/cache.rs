@@ -16,7 +16,7 @@ pub const USER_CACHE_TTL: Duration = Duration::from_secs(2);
 pub const USER_CACHE_CAPACITY: usize = 100_000;
 
 /// The bus subject on which a changed user's id is announced.
-pub const USER_CHANGED_SUBJECT: &str = "user.changed";
+pub const USER_CHANGED_SUBJECT: &str = onair_kit::subjects::USER_CHANGED;
 
 pub struct UserCache {
     entries: Mutex<HashMap<String, (UserRecord, Instant)>>,

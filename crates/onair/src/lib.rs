@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use onair_comment::{CommentServiceImpl, CommentServiceSettings, CommentStore};
 use onair_kit::bus::{Bus, InProcessBus, NatsBus};
 use onair_kit::clock::Clock;
 use onair_kit::config::{ServiceRole, Settings};
@@ -12,6 +13,7 @@ use onair_kit::metrics::Registry;
 use onair_kit::server::{LocalServices, ReadinessCheck, ServerParts, ServiceChannels};
 use onair_kit::store::{Db, redact_password};
 use onair_media::{MediaServiceImpl, MediaServiceSettings, MediaStore};
+use onair_proto::comment::v1::comment_service_server::CommentServiceServer;
 use onair_proto::media::v1::media_service_server::MediaServiceServer;
 use onair_proto::user::v1::user_service_server::UserServiceServer;
 use onair_user::{UserServiceImpl, UserServiceSettings, UserStore};
@@ -20,8 +22,12 @@ use tonic::service::Routes;
 
 /// The roles this version of onair can run. The other roles' contracts exist;
 /// their services come in later versions.
-pub const AVAILABLE_ROLES: &[ServiceRole] =
-    &[ServiceRole::User, ServiceRole::Media, ServiceRole::Gateway];
+pub const AVAILABLE_ROLES: &[ServiceRole] = &[
+    ServiceRole::User,
+    ServiceRole::Media,
+    ServiceRole::Comment,
+    ServiceRole::Gateway,
+];
 
 /// A running station (or part of one): its addresses and a way to stop it.
 pub struct Station {
@@ -127,7 +133,7 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
     }
     if settings.roles.is_empty() {
         anyhow::bail!(
-            "none of the requested roles can run in this version; available roles: user, media, gateway"
+            "none of the requested roles can run in this version; available roles: user, media, comment, gateway"
         );
     }
 
@@ -145,7 +151,9 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
     let metrics = Registry::new();
     let mut readiness = Vec::new();
 
-    let needs_database = settings.runs(ServiceRole::User) || settings.runs(ServiceRole::Media);
+    let needs_database = settings.runs(ServiceRole::User)
+        || settings.runs(ServiceRole::Media)
+        || settings.runs(ServiceRole::Comment);
     let db = if needs_database {
         let db = match &settings.database_url {
             Some(url) => Db::open_url(url).await?,
@@ -246,6 +254,36 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
             MediaServiceServer::new(service).max_decoding_message_size(settings.max_message_bytes),
         );
         service_names.push("onair.media.v1.MediaService");
+    }
+    if settings.runs(ServiceRole::Comment) {
+        let Some(db) = db.clone() else {
+            anyhow::bail!("the comment role needs a database");
+        };
+        let store = CommentStore::open(db).await?;
+        let comment_settings = CommentServiceSettings {
+            max_body_chars: settings.comment_max_chars,
+            user_cache_ttl: settings.comment_user_cache,
+            ..CommentServiceSettings::default()
+        };
+        let credentials = onair_kit::auth::UserServiceCredentials::new(channels.user());
+        let authenticator =
+            onair_kit::auth::Authenticator::new(Arc::new(credentials), clock.clone());
+        let service = CommentServiceImpl::start(
+            store,
+            comment_settings,
+            clock.clone(),
+            bus.clone(),
+            authenticator,
+            channels.user(),
+            onair_proto::clients::MediaClient::new(channels.channel(ServiceRole::Media)),
+        )
+        .await?;
+        background.extend(service.spawn_background());
+        routes = routes.add_service(
+            CommentServiceServer::new(service)
+                .max_decoding_message_size(settings.max_message_bytes),
+        );
+        service_names.push("onair.comment.v1.CommentService");
     }
     local.install(routes.clone(), &metrics);
 

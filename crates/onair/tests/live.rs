@@ -7,17 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Backend, EVENTUALLY, TestStation};
+use common::{Backend, EVENTUALLY, Socket, TestStation, connect, live_url, next_events, ready};
 use futures::{SinkExt, StreamExt};
 use onair_kit::live::{self, LiveKind};
 use onair_proto::comment::v1::Comment;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 async fn create_channel(station: &TestStation, id: &str) {
     let response = reqwest::Client::new()
@@ -30,21 +27,6 @@ async fn create_channel(station: &TestStation, id: &str) {
     assert_eq!(response.status().as_u16(), 201);
 }
 
-fn live_url(station: &TestStation, channel: &str, after: Option<u64>) -> String {
-    let mut url = format!("ws://{}/v1/channels/{channel}/live", station.http_addr);
-    if let Some(after) = after {
-        url.push_str(&format!("?after={after}"));
-    }
-    url
-}
-
-async fn connect(url: &str) -> Socket {
-    let (socket, _response) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("the live socket accepts the upgrade");
-    socket
-}
-
 /// A connection that reads slowly: a tiny receive buffer, so the server's
 /// writes back up as soon as it stops reading.
 async fn connect_small_window(station: &TestStation, url: &str) -> Socket {
@@ -55,31 +37,6 @@ async fn connect_small_window(station: &TestStation, url: &str) -> Socket {
         .await
         .expect("the live socket accepts the upgrade");
     socket
-}
-
-/// The events of the next text message (each is a JSON array); `None` once
-/// the server closed, with its close code.
-async fn next_events(socket: &mut Socket) -> Result<Vec<Value>, Option<CloseCode>> {
-    loop {
-        let message = tokio::time::timeout(EVENTUALLY, socket.next())
-            .await
-            .expect("the live socket says something");
-        match message {
-            Some(Ok(Message::Text(text))) => {
-                let events: Value = serde_json::from_str(text.as_str()).expect("JSON");
-                return Ok(events.as_array().expect("an array of events").clone());
-            }
-            Some(Ok(Message::Close(frame))) => return Err(frame.map(|frame| frame.code)),
-            Some(Ok(_)) => continue,
-            Some(Err(_)) | None => return Err(None),
-        }
-    }
-}
-
-async fn ready(socket: &mut Socket) -> u64 {
-    let events = next_events(socket).await.expect("a ready event");
-    assert_eq!(events[0]["type"], "ready", "{events:?}");
-    events[0]["offset"].as_u64().expect("an offset")
 }
 
 fn comment(index: usize, body_len: usize) -> Comment {

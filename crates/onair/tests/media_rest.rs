@@ -5,31 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, TestStation};
+use common::{Backend, TestStation, send};
 use serde_json::{Value, json};
-
-async fn send(
-    station: &TestStation,
-    method: reqwest::Method,
-    path: &str,
-    credential: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = reqwest::Client::new().request(method, station.http_url(path));
-    if let Some(credential) = credential {
-        request = request.bearer_auth(credential);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
 
 on_both_backends!(an_operator_builds_a_schedule_that_viewers_read);
 

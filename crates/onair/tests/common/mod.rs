@@ -179,3 +179,81 @@ pub async fn eventually_true(condition: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
+
+/// A REST call; returns the status and the JSON body (or the text as a JSON
+/// string when it is not JSON).
+pub async fn send(
+    station: &TestStation,
+    method: reqwest::Method,
+    path: &str,
+    credential: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new().request(method, station.http_url(path));
+    if let Some(credential) = credential {
+        request = request.bearer_auth(credential);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+/// A live socket's client end.
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// `ws://…/v1/channels/{channel}/live`, resuming after `after` if given.
+pub fn live_url(station: &TestStation, channel: &str, after: Option<u64>) -> String {
+    let mut url = format!("ws://{}/v1/channels/{channel}/live", station.http_addr);
+    if let Some(after) = after {
+        url.push_str(&format!("?after={after}"));
+    }
+    url
+}
+
+pub async fn connect(url: &str) -> Socket {
+    let (socket, _response) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("the live socket accepts the upgrade");
+    socket
+}
+
+/// The events of the next text message (each is a JSON array); `Err` once
+/// the server closed, with its close code.
+pub async fn next_events(
+    socket: &mut Socket,
+) -> Result<
+    Vec<serde_json::Value>,
+    Option<tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode>,
+> {
+    use futures::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let message = tokio::time::timeout(EVENTUALLY, socket.next())
+            .await
+            .expect("the live socket says something");
+        match message {
+            Some(Ok(Message::Text(text))) => {
+                let events: serde_json::Value = serde_json::from_str(text.as_str()).expect("JSON");
+                return Ok(events.as_array().expect("an array of events").clone());
+            }
+            Some(Ok(Message::Close(frame))) => return Err(frame.map(|frame| frame.code)),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return Err(None),
+        }
+    }
+}
+
+/// Reads the `ready` event every connection starts with; returns its offset.
+pub async fn ready(socket: &mut Socket) -> u64 {
+    let events = next_events(socket).await.expect("a ready event");
+    assert_eq!(events[0]["type"], "ready", "{events:?}");
+    events[0]["offset"].as_u64().expect("an offset")
+}

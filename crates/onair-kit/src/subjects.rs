@@ -1,0 +1,10 @@
+//! Bus subjects that one service publishes and others listen to. A service
+//! crate never depends on another, so the names they share live here.
+
+/// A user changed (role, ban, trust score, name); the payload is the user id.
+/// Whoever caches users forgets that one.
+pub const USER_CHANGED: &str = "user.changed";
+
+/// The schedule or a channel changed; the payload is empty. Whoever caches
+/// what is on air forgets it.
+pub const MEDIA_CHANGED: &str = "media.changed";
