@@ -338,9 +338,10 @@ mod tests {
             "/v1/users/{user_id}:ban"
         );
         assert_eq!(openapi_path("/v1/{name=projects/*/topics/*}"), "/v1/{name}");
+        // Dotted names become underscores, which every client can format.
         assert_eq!(
             openapi_path("/v1/channels/{channel.id}"),
-            "/v1/channels/{channel.id}"
+            "/v1/channels/{channel_id}"
         );
     }
 }

@@ -833,3 +833,42 @@ async fn invalid_utf8_over_grpc_is_refused_as_invalid() {
     );
     room.station.stop().await;
 }
+
+#[tokio::test]
+async fn a_busy_channel_shows_a_sample_live_and_keeps_everything() {
+    let room = newsroom(Backend::Sqlite).await;
+    room.chat_settings(json!({"displayRatePerSecond": 2})).await;
+    room.at(1_000);
+    let mut socket = connect(&live_url(&room.station, "news", None)).await;
+    ready(&mut socket).await;
+
+    let mut posted = Vec::new();
+    for index in 0..5 {
+        let (_, token) = room.viewer(&format!("Fan {index}")).await;
+        let (status, comment) = room.post(&token, &format!("goal {index}")).await;
+        assert_eq!(status, 201, "{comment}");
+        posted.push(comment["id"].as_str().unwrap().to_owned());
+    }
+    // The next second has a new allowance.
+    room.at(2_000);
+    let (_, token) = room.viewer("Late fan").await;
+    let (status, last) = room.post(&token, "goal again").await;
+    assert_eq!(status, 201, "{last}");
+    let last_id = last["id"].as_str().unwrap().to_owned();
+
+    let mut shown = Vec::new();
+    while !shown.contains(&last_id) {
+        let events = next_events(&mut socket)
+            .await
+            .expect("the socket stays open");
+        for event in events {
+            if event["type"] == "comment" {
+                shown.push(event["data"]["comment"]["id"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    assert_eq!(shown, vec![posted[0].clone(), posted[1].clone(), last_id]);
+    let replay = room.replay(&room.slots[0], "", None).await;
+    assert_eq!(replay["comments"].as_array().unwrap().len(), 6);
+    room.station.stop().await;
+}
