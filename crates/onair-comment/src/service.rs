@@ -62,7 +62,7 @@ struct Inner {
     pace: Pace,
     display: DisplayMeter,
     /// Chat settings as last read, per channel.
-    chat_rules: Mutex<HashMap<String, (ChatRules, std::time::Instant)>>,
+    chat_rules: Mutex<HashMap<String, (Arc<ChatRules>, std::time::Instant)>>,
     chat_changes: ChangeFeed,
 }
 
@@ -167,7 +167,7 @@ impl CommentServiceImpl {
     }
 
     /// A channel's chat settings: stored, or the defaults.
-    async fn rules(&self, channel_id: &str) -> Result<ChatRules, CommentError> {
+    async fn rules(&self, channel_id: &str) -> Result<Arc<ChatRules>, CommentError> {
         match self.inner.chat_changes.drain() {
             Changes::Everything => self.chat_rules().clear(),
             Changes::Keys(messages) => {
@@ -185,7 +185,9 @@ impl CommentServiceImpl {
             return Ok(rules.clone());
         }
         let stored = self.inner.store.chat_settings(channel_id).await?;
-        let rules = ChatRules::new(stored.unwrap_or_else(|| default_chat_settings(channel_id)));
+        let rules = Arc::new(ChatRules::new(
+            stored.unwrap_or_else(|| default_chat_settings(channel_id)),
+        ));
         if !ttl.is_zero() {
             let mut cached = self.chat_rules();
             if cached.len() >= 100_000 {
@@ -201,7 +203,7 @@ impl CommentServiceImpl {
 
     fn chat_rules(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, (ChatRules, std::time::Instant)>> {
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<ChatRules>, std::time::Instant)>> {
         self.inner
             .chat_rules
             .lock()
@@ -940,7 +942,7 @@ impl CommentService for CommentServiceImpl {
             .check_channel(&request.channel_id)
             .await?;
         let rules = self.rules(&request.channel_id).await?;
-        let mut settings = rules.settings;
+        let mut settings = rules.settings.clone();
         let moderator = caller.is_some_and(|caller| caller.require(Role::Moderator).is_ok());
         if !moderator {
             // The list would tell evaders what to spell differently.

@@ -232,6 +232,13 @@ async fn comments_follow_the_program_on_air(backend: Backend) {
     let (_ann, ann_token) = room.viewer("Ann").await;
     let mut socket = connect(&live_url(&room.station, "news", None)).await;
     ready(&mut socket).await;
+    // The same events as a server stream (WatchComments), as NDJSON.
+    let mut watch = reqwest::Client::new()
+        .get(room.station.http_url("/v1/channels/news/comments:watch"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(watch.status().as_u16(), 200);
 
     // Before the first program: nothing is on air.
     let (status, refused) = room.post(&ann_token, "too early").await;
@@ -258,6 +265,13 @@ async fn comments_follow_the_program_on_air(backend: Backend) {
     let event = next_of(&mut socket, &["comment"]).await;
     assert_eq!(event["data"]["comment"]["id"], comment["id"], "{event}");
     assert_eq!(event["data"]["comment"]["vposMs"], "1500");
+    let chunk = tokio::time::timeout(EVENTUALLY, watch.chunk())
+        .await
+        .expect("the watch streams")
+        .unwrap()
+        .expect("the watch stays open");
+    let line: Value = serde_json::from_slice(&chunk).expect("one NDJSON line");
+    assert_eq!(line["result"]["comment"]["id"], comment["id"], "{line}");
 
     // Across the boundary the next slot takes the comments, from its own start.
     room.at(SLOT_MS + 2_000);
