@@ -269,8 +269,8 @@ impl CommentStore {
             .map_err(|error| StoreError::Query(format!("a replay page does not parse: {error}")))?;
         let mut records: Vec<CommentRecord> =
             rows.into_iter().map(CommentRecord::from_page_row).collect();
-        // SQLite aggregates in the subquery's order in practice, but does
-        // not promise it.
+        // Both engines aggregate in the subquery's order in practice, but
+        // neither promises it.
         records.sort_by(|left, right| {
             (left.vpos_ms, left.id.as_str()).cmp(&(right.vpos_ms, right.id.as_str()))
         });
@@ -488,7 +488,7 @@ static REPLAY_SQLITE: LazyLock<String> = LazyLock::new(|| {
 });
 static REPLAY_POSTGRES: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT COALESCE(json_agg(json_build_array({COLUMNS}) ORDER BY vpos_ms, id)::text, '[]') AS page \
+        "SELECT COALESCE(json_agg(json_build_array({COLUMNS}))::text, '[]') AS page \
          FROM (SELECT {COLUMNS} {REPLAY_FILTER}) AS page_rows"
     )
 });

@@ -324,8 +324,7 @@ static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| {
 /// slot that starts before the range and may run into it (an index seek per
 /// channel). Scanning for `end > $1` instead would read the whole future of
 /// the schedule.
-fn overlapping_statement(one_channel: bool) -> String {
-    let columns = slot_select("s.");
+fn overlapping_statement(columns: &str, one_channel: bool) -> String {
     let (slot_filter, channel_filter) = if one_channel {
         (" AND s.channel_id = $3", " WHERE c.id = $3")
     } else {
@@ -343,8 +342,75 @@ fn overlapping_statement(one_channel: bool) -> String {
     )
 }
 
-static SLOTS_ALL: LazyLock<String> = LazyLock::new(|| overlapping_statement(false));
-static SLOTS_ONE: LazyLock<String> = LazyLock::new(|| overlapping_statement(true));
+/// The slot columns under names, for statements that select from a
+/// subquery of slots.
+const NAMED_SLOT_COLUMNS: &str = "s.id AS id, s.channel_id AS channel_id, \
+     s.program_id AS program_id, s.start_time_ms AS start_time_ms, \
+     s.end_time_ms AS end_time_ms, s.repeat_of_slot_id AS repeat_of_slot_id, \
+     s.live + 2 * s.cut + 4 * s.comments_enabled AS flags, \
+     s.create_time_ms AS create_time_ms, s.update_time_ms AS update_time_ms";
+const JSON_SLOT_COLUMNS: &str = "id, channel_id, program_id, start_time_ms, end_time_ms, \
+     repeat_of_slot_id, flags, create_time_ms, update_time_ms";
+
+/// The timetable statement answering with one JSON array of slots, each an
+/// array of [`JSON_SLOT_COLUMNS`]. A timetable is thousands of rows, and the
+/// drivers hand rows over one by one (SQLite's through a thread hand-off
+/// each), which cost several times the query itself.
+fn overlapping_json_statement(backend: Backend, one_channel: bool) -> String {
+    let inner = overlapping_statement(NAMED_SLOT_COLUMNS, one_channel);
+    match backend {
+        Backend::Sqlite => format!(
+            "SELECT json_group_array(json_array({JSON_SLOT_COLUMNS})) AS page FROM ({inner})"
+        ),
+        Backend::Postgres => format!(
+            "SELECT COALESCE(json_agg(json_build_array({JSON_SLOT_COLUMNS}))::text, '[]') AS page \
+             FROM ({inner}) AS page_slots"
+        ),
+    }
+}
+
+static SLOTS_JSON: LazyLock<[[String; 2]; 2]> = LazyLock::new(|| {
+    [
+        [
+            overlapping_json_statement(Backend::Sqlite, false),
+            overlapping_json_statement(Backend::Sqlite, true),
+        ],
+        [
+            overlapping_json_statement(Backend::Postgres, false),
+            overlapping_json_statement(Backend::Postgres, true),
+        ],
+    ]
+});
+
+/// A slot as [`JSON_SLOT_COLUMNS`] in a JSON page.
+type JsonSlot = (String, String, String, i64, i64, String, i64, i64, i64);
+
+fn slot_from_json(slot: JsonSlot) -> SlotRecord {
+    let (
+        id,
+        channel_id,
+        program_id,
+        start_time_ms,
+        end_time_ms,
+        repeat_of_slot_id,
+        flags,
+        create_time_ms,
+        update_time_ms,
+    ) = slot;
+    SlotRecord {
+        id,
+        channel_id,
+        program_id,
+        start_time_ms,
+        end_time_ms,
+        live: flags & LIVE_FLAG != 0,
+        repeat_of_slot_id,
+        cut: flags & CUT_FLAG != 0,
+        comments_enabled: flags & COMMENTS_FLAG != 0,
+        create_time_ms,
+        update_time_ms,
+    }
+}
 
 /// The now/next statement for every channel, or for channels `$2…`: per
 /// channel, the last slot starting at or before `$1` if it has not ended
@@ -571,20 +637,21 @@ impl MediaStore {
         start_time_ms: i64,
         end_time_ms: i64,
     ) -> Result<Vec<SlotRecord>, StoreError> {
-        let statement = match channel_id {
-            Some(_) => SLOTS_ONE.as_str(),
-            None => SLOTS_ALL.as_str(),
+        let backend_index = match self.db.backend() {
+            Backend::Sqlite => 0,
+            Backend::Postgres => 1,
         };
+        let statement = SLOTS_JSON[backend_index][usize::from(channel_id.is_some())].as_str();
         let mut query = sqlx::query(statement).bind(start_time_ms).bind(end_time_ms);
         if let Some(channel_id) = channel_id {
             query = query.bind(channel_id);
         }
-        let rows = query.fetch_all(self.db.pool()).await?;
-        let mut slots = Vec::with_capacity(rows.len());
-        for row in &rows {
-            slots.push(slot_at(row, 0)?);
-        }
-        Ok(slots)
+        let row = query.fetch_one(self.db.pool()).await?;
+        let page: String = row.try_get("page")?;
+        let slots: Vec<JsonSlot> = serde_json::from_str(&page).map_err(|error| {
+            StoreError::Query(format!("a timetable page does not parse: {error}"))
+        })?;
+        Ok(slots.into_iter().map(slot_from_json).collect())
     }
 
     /// Now and next at `now_ms` for the given channels (all when `None`), in
