@@ -172,14 +172,15 @@ impl Lookups {
         }
     }
 
-    /// The user service's word on a user, asked with the user's own
-    /// credentials (`authorization`): a user may read their own ban and
-    /// trust score.
-    pub async fn author(
-        &self,
-        user_id: &str,
-        authorization: Option<&tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
-    ) -> Result<Author, CommentError> {
+    /// Applies the change announcements that have arrived. Lookups do this
+    /// themselves; calling it now and then as well keeps the subscriptions'
+    /// queues short while nobody posts.
+    pub fn apply_changes(&self) {
+        self.forget_changed_users();
+        self.forget_changed_schedules();
+    }
+
+    fn forget_changed_users(&self) {
         match self.user_changes.drain() {
             Changes::Everything => self.authors.clear(),
             Changes::Keys(messages) => {
@@ -190,6 +191,24 @@ impl Lookups {
                 }
             }
         }
+    }
+
+    fn forget_changed_schedules(&self) {
+        match self.schedule_changes.drain() {
+            Changes::Keys(messages) if messages.is_empty() => {}
+            _ => self.on_air.clear(),
+        }
+    }
+
+    /// The user service's word on a user, asked with the user's own
+    /// credentials (`authorization`): a user may read their own ban and
+    /// trust score.
+    pub async fn author(
+        &self,
+        user_id: &str,
+        authorization: Option<&tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    ) -> Result<Author, CommentError> {
+        self.forget_changed_users();
         if let Some(author) = self.authors.get(user_id) {
             return Ok(author);
         }
@@ -220,10 +239,7 @@ impl Lookups {
 
     /// The slot on air on a channel at `now_ms`.
     pub async fn on_air(&self, channel_id: &str, now_ms: i64) -> Result<OnAir, CommentError> {
-        match self.schedule_changes.drain() {
-            Changes::Keys(messages) if messages.is_empty() => {}
-            _ => self.on_air.clear(),
-        }
+        self.forget_changed_schedules();
         if let Some(on_air) = self.on_air.get(channel_id)
             && now_ms < on_air.valid_until_ms
             && on_air

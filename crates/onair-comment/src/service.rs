@@ -127,7 +127,9 @@ impl CommentServiceImpl {
     }
 
     /// Forgets idle posters now and then, so the pace table holds only
-    /// active users. The task runs until aborted.
+    /// active users, and applies change announcements every second, so
+    /// their queues stay short while nobody posts. The tasks run until
+    /// aborted.
     pub fn spawn_background(&self) -> Vec<tokio::task::JoinHandle<()>> {
         let service = self.clone();
         let sweeper = tokio::spawn(async move {
@@ -140,7 +142,16 @@ impl CommentServiceImpl {
                 }
             }
         });
-        vec![sweeper]
+        let service = self.clone();
+        let changes = tokio::spawn(async move {
+            let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                interval.tick().await;
+                service.inner.lookups.apply_changes();
+                service.apply_chat_changes();
+            }
+        });
+        vec![sweeper, changes]
     }
 
     fn now_ms(&self) -> i64 {
@@ -166,8 +177,8 @@ impl CommentServiceImpl {
         self.caller(request).await.map(Some)
     }
 
-    /// A channel's chat settings: stored, or the defaults.
-    async fn rules(&self, channel_id: &str) -> Result<Arc<ChatRules>, CommentError> {
+    /// Forgets chat settings that another process changed.
+    fn apply_chat_changes(&self) {
         match self.inner.chat_changes.drain() {
             Changes::Everything => self.chat_rules().clear(),
             Changes::Keys(messages) => {
@@ -178,6 +189,11 @@ impl CommentServiceImpl {
                 }
             }
         }
+    }
+
+    /// A channel's chat settings: stored, or the defaults.
+    async fn rules(&self, channel_id: &str) -> Result<Arc<ChatRules>, CommentError> {
+        self.apply_chat_changes();
         let ttl = self.inner.settings.channel_cache_ttl;
         if let Some((rules, read_at)) = self.chat_rules().get(channel_id)
             && read_at.elapsed() < ttl

@@ -151,6 +151,12 @@ pub fn check_chat_settings(settings: &pb::ChatSettings) -> Result<(), CommentErr
         0,
         100_000,
     )?;
+    if settings.report_threshold == 0 {
+        return Err(CommentError::InvalidArgument(
+            "reportThreshold is missing or 0: a PUT replaces every chat setting, so send them all (GET returns the current ones)"
+                .to_owned(),
+        ));
+    }
     in_range("reportThreshold", settings.report_threshold, 1, 1000)?;
     if settings.blocked_terms.len() > MAX_BLOCKED_TERMS {
         return Err(CommentError::InvalidArgument(format!(
