@@ -1,0 +1,335 @@
+//! Live ingest: an encoder pushes HLS over HTTP PUT
+//! (`ffmpeg … -f hls -method PUT http://host/ingest/KEY/index.m3u8`).
+//!
+//! - The stream key names one live slot; the operator issues it
+//!   (`IssueStreamKey`). An unknown key is refused with 403.
+//! - A segment (`*.ts`) is kept aside until the encoder's playlist lists it;
+//!   the playlist gives its duration and its order. It is then numbered in
+//!   the slot's sequence (0, 1, 2…) and stored under that number, so an
+//!   encoder that restarts and reuses its file names overwrites nothing.
+//! - A segment longer than the station's target duration is dropped (it
+//!   would break the channel's constant target duration), with a warning.
+//! - Segments are kept after the slot: they are its replay. An encoder's
+//!   DELETE is answered but ignored.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use onair_kit::clock::Clock;
+
+use crate::error::PlayoutError;
+use crate::linear::Linear;
+use crate::storage::SegmentStorage;
+use crate::store::{LiveSegment, PlayoutStore, StreamKeyGrant};
+use crate::transcode::playlist_durations;
+
+/// Why an ingest request is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{0}")]
+    BadPath(String),
+    #[error("unknown stream key")]
+    UnknownKey,
+    #[error(transparent)]
+    Playout(#[from] PlayoutError),
+}
+
+/// The received live segments of every live slot, read from the store once
+/// per slot and kept.
+#[derive(Clone)]
+pub struct LiveSegments {
+    store: PlayoutStore,
+    slots: Arc<RwLock<HashMap<String, Arc<Vec<LiveSegment>>>>>,
+}
+
+impl LiveSegments {
+    pub fn new(store: PlayoutStore) -> LiveSegments {
+        LiveSegments {
+            store,
+            slots: Arc::default(),
+        }
+    }
+
+    /// A slot's segments, in order.
+    pub async fn segments(&self, slot_id: &str) -> Result<Arc<Vec<LiveSegment>>, PlayoutError> {
+        if let Ok(slots) = self.slots.read()
+            && let Some(segments) = slots.get(slot_id)
+        {
+            return Ok(segments.clone());
+        }
+        let segments = Arc::new(self.store.live_segments(slot_id).await?);
+        if let Ok(mut slots) = self.slots.write() {
+            slots
+                .entry(slot_id.to_owned())
+                .or_insert_with(|| segments.clone());
+        }
+        Ok(segments)
+    }
+
+    /// Records newly numbered segments of a slot.
+    async fn append(&self, slot_id: &str, new: Vec<LiveSegment>) -> Result<(), PlayoutError> {
+        self.store.append_live_segments(&new).await?;
+        let current = self.segments(slot_id).await?;
+        let mut all = Vec::with_capacity(current.len() + new.len());
+        all.extend(current.iter().cloned());
+        all.extend(new);
+        if let Ok(mut slots) = self.slots.write() {
+            slots.insert(slot_id.to_owned(), Arc::new(all));
+        }
+        Ok(())
+    }
+}
+
+/// Takes what encoders push.
+#[derive(Clone)]
+pub struct Ingest {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: PlayoutStore,
+    storage: Arc<dyn SegmentStorage>,
+    live: LiveSegments,
+    linear: Linear,
+    clock: Clock,
+    /// The target duration, in ms: longer segments are dropped.
+    max_segment_ms: i64,
+    /// Files received but not yet listed by a playlist, per slot.
+    pending: Mutex<HashMap<String, HashSet<String>>>,
+    /// Numbering is one step per slot at a time.
+    numbering: tokio::sync::Mutex<()>,
+}
+
+/// Whether a file name an encoder sends is one we store: no path, no dot
+/// files, a known extension.
+fn checked_file(file: &str) -> Result<(), IngestError> {
+    let plain = !file.is_empty()
+        && file.len() <= 128
+        && !file.starts_with('.')
+        && !file.contains("..")
+        && file.bytes().all(|byte| {
+            byte.is_ascii_alphanumeric() || byte == b'.' || byte == b'-' || byte == b'_'
+        });
+    if !plain {
+        return Err(IngestError::BadPath(format!(
+            "file name {file:?} must be letters, digits, '.', '-' or '_', with no path"
+        )));
+    }
+    if !(file.ends_with(".ts") || file.ends_with(".m3u8")) {
+        return Err(IngestError::BadPath(format!(
+            "file {file:?} is neither an MPEG-TS segment (.ts) nor a playlist (.m3u8)"
+        )));
+    }
+    Ok(())
+}
+
+fn checked_key(key: &str) -> Result<(), IngestError> {
+    let plain = !key.is_empty()
+        && key.len() <= 128
+        && key
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
+    if plain {
+        Ok(())
+    } else {
+        Err(IngestError::BadPath(format!(
+            "stream key {key:?} must be letters, digits, '-' or '_'"
+        )))
+    }
+}
+
+/// Where a numbered live segment is stored.
+pub fn live_segment_key(slot_id: &str, sequence: i64) -> String {
+    format!("live/{slot_id}/{sequence}.ts")
+}
+
+impl Ingest {
+    pub fn new(
+        store: PlayoutStore,
+        storage: Arc<dyn SegmentStorage>,
+        live: LiveSegments,
+        linear: Linear,
+        clock: Clock,
+        segment_seconds: u32,
+    ) -> Ingest {
+        Ingest {
+            inner: Arc::new(Inner {
+                store,
+                storage,
+                live,
+                linear,
+                clock,
+                // EXTINF rounded to the nearest second must not exceed the
+                // target duration.
+                max_segment_ms: i64::from(segment_seconds) * 1000 + 499,
+                pending: Mutex::new(HashMap::new()),
+                numbering: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    async fn grant(&self, key: &str) -> Result<StreamKeyGrant, IngestError> {
+        checked_key(key)?;
+        self.inner
+            .store
+            .stream_key(key)
+            .await?
+            .ok_or(IngestError::UnknownKey)
+    }
+
+    /// Checks a DELETE: the key and the name must be valid; nothing is
+    /// deleted (the segments are the slot's replay).
+    pub async fn delete(&self, key: &str, file: &str) -> Result<(), IngestError> {
+        checked_file(file)?;
+        self.grant(key).await.map(|_| ())
+    }
+
+    /// Takes one file an encoder pushed.
+    pub async fn put(&self, key: &str, file: &str, body: Bytes) -> Result<(), IngestError> {
+        checked_file(file)?;
+        let grant = self.grant(key).await?;
+        if file.ends_with(".ts") {
+            let incoming = format!("incoming/{}/{file}", grant.slot_id);
+            self.inner
+                .storage
+                .put(&incoming, body)
+                .await
+                .map_err(PlayoutError::from)?;
+            if let Ok(mut pending) = self.inner.pending.lock() {
+                pending
+                    .entry(grant.slot_id.clone())
+                    .or_default()
+                    .insert(file.to_owned());
+            }
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&body);
+        if !text.starts_with("#EXTM3U") {
+            return Err(IngestError::BadPath(format!(
+                "{file} is not an HLS playlist (no #EXTM3U)"
+            )));
+        }
+        // A master playlist (an encoder pushing a ladder) says nothing about
+        // segments.
+        if text.contains("#EXT-X-STREAM-INF") {
+            return Ok(());
+        }
+        self.number_listed(&grant, &text).await?;
+        Ok(())
+    }
+
+    /// Numbers the pending segments that a pushed playlist lists, in its
+    /// order.
+    async fn number_listed(
+        &self,
+        grant: &StreamKeyGrant,
+        playlist: &str,
+    ) -> Result<(), IngestError> {
+        let listed = listed_segments(playlist);
+        let _numbering = self.inner.numbering.lock().await;
+        let mut to_number = Vec::new();
+        if let Ok(mut pending) = self.inner.pending.lock()
+            && let Some(files) = pending.get_mut(&grant.slot_id)
+        {
+            for (file, duration_ms) in listed {
+                if files.remove(&file) {
+                    to_number.push((file, duration_ms));
+                }
+            }
+        }
+        if to_number.is_empty() {
+            return Ok(());
+        }
+        let existing = self.inner.live.segments(&grant.slot_id).await?;
+        let mut next_sequence = existing.last().map_or(0, |segment| segment.sequence + 1);
+        let now_ms = self.inner.clock.now_ms();
+        let mut numbered = Vec::new();
+        for (file, duration_ms) in to_number {
+            if duration_ms > self.inner.max_segment_ms || duration_ms <= 0 {
+                tracing::warn!(slot = %grant.slot_id, file, duration_ms, "dropped a live segment longer than the target duration: set the encoder's -hls_time and keyframe interval to the station's segment length");
+                continue;
+            }
+            let incoming = format!("incoming/{}/{file}", grant.slot_id);
+            let Some(data) = self
+                .inner
+                .storage
+                .get(&incoming)
+                .await
+                .map_err(PlayoutError::from)?
+            else {
+                continue;
+            };
+            self.inner
+                .storage
+                .put(&live_segment_key(&grant.slot_id, next_sequence), data)
+                .await
+                .map_err(PlayoutError::from)?;
+            numbered.push(LiveSegment {
+                slot_id: grant.slot_id.clone(),
+                sequence: next_sequence,
+                file,
+                duration_ms,
+                received_ms: now_ms,
+            });
+            next_sequence += 1;
+        }
+        if numbered.is_empty() {
+            return Ok(());
+        }
+        self.inner.live.append(&grant.slot_id, numbered).await?;
+        self.inner.linear.live_segment_arrived(&grant.channel_id);
+        Ok(())
+    }
+}
+
+/// The (file name, duration) of each segment a media playlist lists; the
+/// URI may be a bare name or a URL ending in it.
+fn listed_segments(playlist: &str) -> Vec<(String, i64)> {
+    let durations = playlist_durations(playlist);
+    let uris = playlist
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'));
+    let mut listed = Vec::new();
+    for (uri, duration_ms) in uris.zip(durations) {
+        let without_query = uri.split(['?', '#']).next().unwrap_or(uri);
+        let name = without_query.rsplit('/').next().unwrap_or(without_query);
+        listed.push((name.to_owned(), duration_ms));
+    }
+    listed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_paths_and_odd_names() {
+        for bad in [
+            "..",
+            "../x.ts",
+            "a/b.ts",
+            ".hidden.ts",
+            "x.mp4",
+            "",
+            "x..ts",
+        ] {
+            assert!(checked_file(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(checked_file("index12.ts").is_ok());
+        assert!(checked_file("index.m3u8").is_ok());
+    }
+
+    #[test]
+    fn reads_what_a_pushed_playlist_lists() {
+        let playlist = "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.000000,\nhttp://h/ingest/k/index0.ts\n#EXTINF:0.960000,\nindex1.ts\n";
+        assert_eq!(
+            listed_segments(playlist),
+            vec![
+                ("index0.ts".to_owned(), 1000),
+                ("index1.ts".to_owned(), 960)
+            ]
+        );
+    }
+}
