@@ -39,7 +39,8 @@ pub fn router(playout: Playout) -> Router {
             "/ingest/{key}/{file}",
             axum::routing::put(put_ingest).delete(delete_ingest),
         )
-        .layer(DefaultBodyLimit::max(ingest_limit));
+        .layer(DefaultBodyLimit::max(ingest_limit))
+        .layer(axum::middleware::from_fn(detached));
     Router::new()
         .route("/hls/{channel}/master.m3u8", get(live_master))
         .route("/hls/{channel}/{rendition}/index.m3u8", get(live_media))
@@ -63,6 +64,24 @@ pub fn router(playout: Playout) -> Router {
         )
         .merge(ingest)
         .with_state(playout)
+}
+
+/// Runs an ingest request to its end even if the encoder hangs up first.
+/// ffmpeg closes its connection right after the last chunk of a PUT without
+/// waiting for the answer, and the HTTP server then drops the request's
+/// future: the segment would be lost half-stored.
+async fn detached(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::spawn(next.run(request)).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::error!(error = %error, "an ingest request failed");
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                tonic::Code::Internal,
+                "internal error",
+            )
+        }
+    }
 }
 
 /// A `google.rpc.Status`-shaped JSON error with the HTTP status of its code.

@@ -12,7 +12,7 @@
 //! - Segments are kept after the slot: they are its replay. An encoder's
 //!   DELETE is answered but ignored.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -95,10 +95,57 @@ struct Inner {
     clock: Clock,
     /// The target duration, in ms: longer segments are dropped.
     max_segment_ms: i64,
-    /// Files received but not yet listed by a playlist, per slot.
-    pending: Mutex<HashMap<String, HashSet<String>>>,
+    /// What each slot's encoder sent that is not numbered yet.
+    pending: Mutex<HashMap<String, Pending>>,
     /// Numbering is one step per slot at a time.
     numbering: tokio::sync::Mutex<()>,
+}
+
+/// An encoder's segments and playlist entries on their way to being
+/// numbered. An encoder does not wait for answers (ffmpeg hangs up after each
+/// PUT), so a playlist may arrive before a segment it lists, or after.
+#[derive(Default)]
+struct Pending {
+    /// Segment files stored in `incoming/` and not numbered yet.
+    received: HashSet<String>,
+    /// Segments a playlist listed and that are not numbered yet, in order,
+    /// with their durations.
+    announced: VecDeque<(String, i64)>,
+    /// Files numbered since they were last sent: a playlist lists a segment
+    /// several times, and an encoder that restarts sends the names again.
+    numbered: HashSet<String>,
+}
+
+/// How many later segments may arrive while the first announced one is
+/// missing before it is given up for lost.
+const MISSING_SEGMENT_PATIENCE: usize = 2;
+
+impl Pending {
+    /// The announced segments that can be numbered now, in order.
+    fn take_ready(&mut self) -> Vec<(String, i64)> {
+        let mut ready = Vec::new();
+        while let Some((front, _)) = self.announced.front() {
+            if self.received.contains(front) {
+                let (file, duration_ms) = self.announced.pop_front().unwrap_or_default();
+                self.received.remove(&file);
+                self.numbered.insert(file.clone());
+                ready.push((file, duration_ms));
+                continue;
+            }
+            let later_received = self
+                .announced
+                .iter()
+                .skip(1)
+                .filter(|(file, _)| self.received.contains(file))
+                .count();
+            if later_received >= MISSING_SEGMENT_PATIENCE {
+                self.announced.pop_front();
+                continue;
+            }
+            break;
+        }
+        ready
+    }
 }
 
 /// Whether a file name an encoder sends is one we store: no path, no dot
@@ -196,13 +243,18 @@ impl Ingest {
                 .put(&incoming, body)
                 .await
                 .map_err(PlayoutError::from)?;
-            if let Ok(mut pending) = self.inner.pending.lock() {
-                pending
-                    .entry(grant.slot_id.clone())
-                    .or_default()
-                    .insert(file.to_owned());
-            }
-            return Ok(());
+            // Taking and numbering under one lock keeps the playlist's order.
+            let _numbering = self.inner.numbering.lock().await;
+            let ready = match self.inner.pending.lock() {
+                Ok(mut pending) => {
+                    let slot = pending.entry(grant.slot_id.clone()).or_default();
+                    slot.numbered.remove(file);
+                    slot.received.insert(file.to_owned());
+                    slot.take_ready()
+                }
+                Err(_) => Vec::new(),
+            };
+            return self.number(&grant, ready).await;
         }
         let text = String::from_utf8_lossy(&body);
         if !text.starts_with("#EXTM3U") {
@@ -215,29 +267,35 @@ impl Ingest {
         if text.contains("#EXT-X-STREAM-INF") {
             return Ok(());
         }
-        self.number_listed(&grant, &text).await?;
-        Ok(())
+        let listed = listed_segments(&text);
+        let _numbering = self.inner.numbering.lock().await;
+        let ready = match self.inner.pending.lock() {
+            Ok(mut pending) => {
+                let slot = pending.entry(grant.slot_id.clone()).or_default();
+                for (file, duration_ms) in listed {
+                    let known = slot.numbered.contains(&file)
+                        || slot
+                            .announced
+                            .iter()
+                            .any(|(announced, _)| *announced == file);
+                    if !known {
+                        slot.announced.push_back((file, duration_ms));
+                    }
+                }
+                slot.take_ready()
+            }
+            Err(_) => Vec::new(),
+        };
+        self.number(&grant, ready).await
     }
 
-    /// Numbers the pending segments that a pushed playlist lists, in its
-    /// order.
-    async fn number_listed(
+    /// Numbers segments in the slot's sequence and stores them under their
+    /// numbers. The caller holds the numbering lock.
+    async fn number(
         &self,
         grant: &StreamKeyGrant,
-        playlist: &str,
+        to_number: Vec<(String, i64)>,
     ) -> Result<(), IngestError> {
-        let listed = listed_segments(playlist);
-        let _numbering = self.inner.numbering.lock().await;
-        let mut to_number = Vec::new();
-        if let Ok(mut pending) = self.inner.pending.lock()
-            && let Some(files) = pending.get_mut(&grant.slot_id)
-        {
-            for (file, duration_ms) in listed {
-                if files.remove(&file) {
-                    to_number.push((file, duration_ms));
-                }
-            }
-        }
         if to_number.is_empty() {
             return Ok(());
         }
@@ -319,6 +377,35 @@ mod tests {
         }
         assert!(checked_file("index12.ts").is_ok());
         assert!(checked_file("index.m3u8").is_ok());
+    }
+
+    #[test]
+    fn numbers_in_playlist_order_whichever_arrives_first() {
+        let mut pending = Pending::default();
+        // The playlist lists two segments before either has arrived.
+        pending.announced.push_back(("index0.ts".to_owned(), 1000));
+        pending.announced.push_back(("index1.ts".to_owned(), 1000));
+        pending.received.insert("index1.ts".to_owned());
+        assert!(pending.take_ready().is_empty(), "index0 comes first");
+        pending.received.insert("index0.ts".to_owned());
+        let ready: Vec<String> = pending
+            .take_ready()
+            .into_iter()
+            .map(|(file, _)| file)
+            .collect();
+        assert_eq!(ready, vec!["index0.ts", "index1.ts"]);
+        // A segment lost on the way is given up once later ones are in.
+        for file in ["index2.ts", "index3.ts", "index4.ts"] {
+            pending.announced.push_back((file.to_owned(), 1000));
+        }
+        pending.received.insert("index3.ts".to_owned());
+        pending.received.insert("index4.ts".to_owned());
+        let ready: Vec<String> = pending
+            .take_ready()
+            .into_iter()
+            .map(|(file, _)| file)
+            .collect();
+        assert_eq!(ready, vec!["index3.ts", "index4.ts"]);
     }
 
     #[test]

@@ -265,7 +265,11 @@ impl Playout {
         {
             return Ok(());
         }
-        let seconds = settings.encode.segment_seconds * 2;
+        // One segment long, so that a gap of any length is whole slates: an
+        // asset cut between two segments leaves a few milliseconds of audio
+        // (AAC frames do not end on segment boundaries) overlapping the
+        // next item's.
+        let seconds = settings.encode.segment_seconds;
         transcode::generate_slate_source(
             &settings.ffmpeg,
             &settings.slate_source,

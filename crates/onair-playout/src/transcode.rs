@@ -33,6 +33,10 @@ use crate::ladder::Ladder;
 use crate::storage::SegmentStorage;
 use crate::store::{AssetRecord, PlayoutStore};
 
+/// The audio sample rate of every rendition.
+const AUDIO_RATE: i64 = 48_000;
+/// Samples in one AAC frame.
+const AAC_FRAME: i64 = 1024;
 /// How much of ffmpeg's error output a failed job keeps as its error.
 const ERROR_TAIL_BYTES: usize = 2000;
 
@@ -150,8 +154,15 @@ pub fn ffmpeg_args(
         ));
     }
     let audio_input = if probe.has_audio { "0:a" } else { "1:a" };
+    // Audio ends on a whole AAC frame (1024 samples) at least one frame
+    // before the video's end: the encoder's priming frame puts the next
+    // item's audio one frame ahead of its video, and a few milliseconds of
+    // silence at a boundary are better than audio that overlaps the next
+    // item's (players and ffmpeg see timestamps go back).
+    let audio_samples = (padded_ms * AUDIO_RATE / 1000 / AAC_FRAME - 1) * AAC_FRAME;
     graph.push_str(&format!(
-        ";[{audio_input}]aresample=48000,aformat=channel_layouts=stereo,apad,asplit={count}"
+        ";[{audio_input}]aresample={AUDIO_RATE},aformat=channel_layouts=stereo,apad,\
+         atrim=end_sample={audio_samples},asplit={count}"
     ));
     for index in 0..count {
         graph.push_str(&format!("[a{index}]"));
