@@ -154,6 +154,12 @@ impl Linear {
             .read()
             .map_err(|_| PlayoutError::Internal("playlist lock poisoned".to_owned()))?
             .clone();
+        if playlist.is_empty() {
+            // Only before the station's first slate is transcoded.
+            return Err(PlayoutError::Unavailable(format!(
+                "channel {channel_id} has nothing to air yet: its slate is being prepared"
+            )));
+        }
         Ok(playlist)
     }
 
@@ -296,6 +302,12 @@ impl Linear {
             state.entries.pop_front();
         }
         let entries: Vec<&Entry> = state.entries.iter().collect();
+        if entries.is_empty() {
+            channel
+                .next_due_ms
+                .store(now_ms + LIVE_RETRY_MS, Ordering::SeqCst);
+            return Ok(());
+        }
         let playlist = media_playlist(
             &entries,
             self.inner.settings.encode.segment_seconds,
