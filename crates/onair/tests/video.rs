@@ -934,3 +934,47 @@ async fn raw_put(address: SocketAddr, path: &str, body: &[u8]) -> u16 {
         .and_then(|code| code.parse().ok())
         .expect("an HTTP status line")
 }
+
+#[tokio::test]
+async fn onair_asset_add_shows_progress_and_prints_the_id() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sources = tempfile::tempdir().expect("temp dir");
+    let clock = Clock::manual(SystemTime::now());
+    let station = VideoStation::start(dir, clock, &[]).await;
+    let clip = make_clip(sources.path(), "clip", 2.0);
+    let grpc = station.grpc.to_string();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args([
+            "asset",
+            "add",
+            "--id",
+            "from-cli",
+            "--grpc",
+            &grpc,
+            "--token",
+            &station.key,
+        ])
+        .arg(&clip)
+        .output()
+        .await
+        .expect("onair runs");
+    let progress = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{progress}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "from-cli");
+    assert!(progress.contains("100% ready"), "{progress}");
+    assert!(progress.contains("ready in 180p, 90p"), "{progress}");
+
+    // A file that is not video: a clear error and a failing exit code.
+    let notes = sources.path().join("notes.txt");
+    std::fs::write(&notes, "not a video").expect("write");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args(["asset", "add", "--grpc", &grpc, "--token", &station.key])
+        .arg(&notes)
+        .output()
+        .await
+        .expect("onair runs");
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("ffmpeg cannot read"), "{error}");
+    station.stop().await;
+}
