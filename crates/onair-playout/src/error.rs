@@ -34,6 +34,15 @@ pub enum PlayoutError {
     /// The media service or the segment storage does not answer.
     #[error("{0}")]
     Unavailable(String),
+    /// The media service refused a call made for the request (a malformed
+    /// slot id, a slot that does not exist): its code and message pass
+    /// through.
+    #[error("{message}")]
+    Media {
+        /// The media service's code.
+        code: ErrorCode,
+        message: String,
+    },
     /// A bug or an unexpected failure; the caller sees only "internal error".
     #[error("{0}")]
     Internal(String),
@@ -63,16 +72,18 @@ impl From<std::io::Error> for PlayoutError {
 
 impl From<tonic::Status> for PlayoutError {
     fn from(status: tonic::Status) -> Self {
-        match status.code() {
-            tonic::Code::NotFound => PlayoutError::NotFound {
-                kind: "channel",
-                id: status.message().to_owned(),
+        match ErrorCode::from_grpc(status.code()) {
+            ErrorCode::Internal | ErrorCode::Unavailable | ErrorCode::DeadlineExceeded => {
+                PlayoutError::Unavailable(format!(
+                    "the media service answered {:?}: {}",
+                    status.code(),
+                    status.message()
+                ))
+            }
+            code => PlayoutError::Media {
+                code,
+                message: status.message().to_owned(),
             },
-            _ => PlayoutError::Unavailable(format!(
-                "the media service answered {:?}: {}",
-                status.code(),
-                status.message()
-            )),
         }
     }
 }
@@ -87,6 +98,7 @@ impl ServiceError for PlayoutError {
             PlayoutError::Auth(error) => error.error_code(),
             PlayoutError::Store(error) => error.error_code(),
             PlayoutError::Unavailable(_) => ErrorCode::Unavailable,
+            PlayoutError::Media { code, .. } => *code,
             PlayoutError::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -50,9 +50,19 @@ struct VideoStation {
 
 impl VideoStation {
     async fn start(dir: tempfile::TempDir, clock: Clock, extra: &[(&str, &str)]) -> VideoStation {
+        VideoStation::start_on(dir, clock, extra, None).await
+    }
+
+    /// A station on a given database (PostgreSQL), else SQLite in `dir`.
+    async fn start_on(
+        dir: tempfile::TempDir,
+        clock: Clock,
+        extra: &[(&str, &str)],
+        database_url: Option<&str>,
+    ) -> VideoStation {
         let mut keys: Vec<(&str, &str)> = VIDEO_SETTINGS.to_vec();
         keys.extend_from_slice(extra);
-        let settings = test_settings_with(dir.path(), None, &keys);
+        let settings = test_settings_with(dir.path(), database_url, &keys);
         let station = Station::start(settings, clock.clone())
             .await
             .expect("station starts");
@@ -608,10 +618,20 @@ async fn the_live_playlist_follows_the_schedule_across_boundaries_and_a_gap() {
 
 #[tokio::test]
 async fn sequences_survive_a_restart() {
+    sequences_survive_a_restart_on(None).await;
+}
+
+#[tokio::test]
+async fn sequences_survive_a_restart_on_postgresql() {
+    let database = onair_kit::testing::TestDatabase::create().await;
+    sequences_survive_a_restart_on(Some(&database.url)).await;
+}
+
+async fn sequences_survive_a_restart_on(database_url: Option<&str>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let sources = tempfile::tempdir().expect("temp dir");
     let clock = Clock::manual(SystemTime::now());
-    let station = VideoStation::start(dir, clock.clone(), &[]).await;
+    let station = VideoStation::start_on(dir, clock.clone(), &[], database_url).await;
     let origin = seed_boundaries(&station, sources.path()).await;
     let mut viewers = [Viewer::default(), Viewer::default()];
     watch(&station, &mut viewers, origin - 3_000, origin + 4_000).await;
@@ -619,7 +639,7 @@ async fn sequences_survive_a_restart() {
     // The station stops for two seconds, in the middle of clip-b.
     let dir = station.stop().await;
     clock.advance(Duration::from_secs(2));
-    let station = VideoStation::start(dir, clock.clone(), &[]).await;
+    let station = VideoStation::start_on(dir, clock.clone(), &[], database_url).await;
     watch(&station, &mut viewers, origin + 6_000, origin + 14_000).await;
     check_schedule_followed(&viewers, origin);
     station.stop().await;
