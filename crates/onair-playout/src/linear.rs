@@ -288,11 +288,16 @@ impl Linear {
         };
         let appended =
             timeline::advance(state.entries.back(), &sources, &self.inner.timeline, now_ms);
-        if !appended.is_empty() {
-            self.inner
-                .store
-                .append_entries(&channel.id, &appended)
-                .await?;
+        if !appended.is_empty()
+            && let Err(error) = self.inner.store.append_entries(&channel.id, &appended).await
+        {
+            // What is stored is the truth (another process may have aired
+            // these sequence numbers): start again from it.
+            let window = i64::from(self.inner.settings.window_segments);
+            if let Ok(stored) = self.inner.store.last_entries(&channel.id, window).await {
+                state.entries = stored.into();
+            }
+            return Err(error);
         }
         let window = self.inner.settings.window_segments as usize;
         for entry in appended {
