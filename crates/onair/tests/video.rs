@@ -984,6 +984,21 @@ async fn onair_asset_add_shows_progress_and_prints_the_id() {
     assert!(progress.contains("100% ready"), "{progress}");
     assert!(progress.contains("ready in 180p, 90p"), "{progress}");
 
+    // The API tells the same: the job's last word is 100 % and ready.
+    let response = station
+        .client
+        .get(station.url("/v1/assets/from-cli/job:watch"))
+        .bearer_auth(&station.key)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.expect("NDJSON");
+    let last: serde_json::Value =
+        serde_json::from_str(body.lines().last().expect("a line")).expect("JSON");
+    assert_eq!(last["result"]["percent"], 100.0, "{body}");
+    assert_eq!(last["result"]["state"], "READY", "{body}");
+
     // A file that is not video: a clear error and a failing exit code.
     let notes = sources.path().join("notes.txt");
     std::fs::write(&notes, "not a video").expect("write");
