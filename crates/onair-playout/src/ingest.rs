@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use onair_kit::clock::Clock;
+use onair_kit::metrics::Registry;
 
 use crate::error::PlayoutError;
 use crate::linear::Linear;
@@ -93,6 +94,7 @@ struct Inner {
     live: LiveSegments,
     linear: Linear,
     clock: Clock,
+    metrics: Registry,
     /// The target duration, in ms: longer segments are dropped.
     max_segment_ms: i64,
     /// What each slot's encoder sent that is not numbered yet.
@@ -199,6 +201,7 @@ impl Ingest {
         linear: Linear,
         clock: Clock,
         segment_seconds: u32,
+        metrics: Registry,
     ) -> Ingest {
         Ingest {
             inner: Arc::new(Inner {
@@ -207,6 +210,7 @@ impl Ingest {
                 live,
                 linear,
                 clock,
+                metrics,
                 // EXTINF rounded to the nearest second must not exceed the
                 // target duration.
                 max_segment_ms: i64::from(segment_seconds) * 1000 + 499,
@@ -335,7 +339,14 @@ impl Ingest {
         if numbered.is_empty() {
             return Ok(());
         }
+        let count = numbered.len() as u64;
         self.inner.live.append(&grant.slot_id, numbered).await?;
+        self.inner.metrics.counter_add(
+            "onair_playout_live_segments_received_total",
+            "Live segments received from encoders and numbered.",
+            &[],
+            count,
+        );
         self.inner.linear.live_segment_arrived(&grant.channel_id);
         Ok(())
     }

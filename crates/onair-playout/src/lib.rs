@@ -18,6 +18,11 @@
 //!   can implement.
 //! - [`http`]: `/hls`, `/vod` and `/ingest`.
 //!
+//! Metrics: `onair_playout_transcode_jobs` (queued or running),
+//! `onair_playout_transcodes_total{outcome}`,
+//! `onair_playout_segments_aired_total{kind}` (program, slate, live) and
+//! `onair_playout_live_segments_received_total`.
+//!
 //! The service talks to the media service only through its contract
 //! (`GetChannel`, `GetTimetable`, `GetSlot`, `WatchSchedule`,
 //! `ListChannels`).
@@ -40,6 +45,7 @@ use std::time::Duration;
 
 use onair_kit::auth::Authenticator;
 use onair_kit::clock::Clock;
+use onair_kit::metrics::Registry;
 use onair_proto::ServiceChannel;
 use onair_proto::playout::v1 as pb;
 
@@ -188,6 +194,7 @@ impl Playout {
         clock: Clock,
         authenticator: Authenticator,
         settings: PlayoutSettings,
+        metrics: Registry,
     ) -> Result<Playout, PlayoutError> {
         settings.check().map_err(PlayoutError::InvalidArgument)?;
         let assets = AssetIndex::new(settings.encode.ladder.names());
@@ -199,6 +206,7 @@ impl Playout {
             assets.clone(),
             clock.clone(),
             settings.clone(),
+            metrics.clone(),
         );
         let linear = Linear::new(
             store.clone(),
@@ -207,6 +215,7 @@ impl Playout {
             assets.clone(),
             live.clone(),
             settings.clone(),
+            metrics.clone(),
         );
         let ingest = Ingest::new(
             store.clone(),
@@ -215,6 +224,7 @@ impl Playout {
             linear.clone(),
             clock.clone(),
             settings.encode.segment_seconds,
+            metrics,
         );
         tracing::info!(
             ladder = %settings.encode.ladder,

@@ -23,6 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use onair_kit::clock::{Clock, timestamp_from_millis};
+use onair_kit::metrics::Registry;
 use onair_proto::ServiceChannel;
 use onair_proto::clients::MediaClient;
 use onair_proto::media::v1 as media;
@@ -41,6 +42,9 @@ const SCHEDULE_LOOKAHEAD_MS: i64 = 3_600_000;
 /// While a live slot waits for its encoder, how often the timeline is tried
 /// again (an arriving segment also wakes it).
 const LIVE_RETRY_MS: i64 = 100;
+const AIRED: &str = "onair_playout_segments_aired_total";
+const AIRED_HELP: &str =
+    "Segments appended to the channels' live playlists, by kind (program, slate, live).";
 /// How many channels one `ListChannels` page asks for.
 const CHANNEL_PAGE_SIZE: i32 = 1000;
 
@@ -87,6 +91,7 @@ struct Inner {
     live: LiveSegments,
     settings: PlayoutSettings,
     timeline: TimelineSettings,
+    metrics: Registry,
     master: Bytes,
     channels: RwLock<HashMap<String, Arc<ChannelPlayout>>>,
 }
@@ -99,6 +104,7 @@ impl Linear {
         assets: AssetIndex,
         live: LiveSegments,
         settings: PlayoutSettings,
+        metrics: Registry,
     ) -> Linear {
         let segment_ms = i64::from(settings.encode.segment_seconds) * 1000;
         let timeline = TimelineSettings {
@@ -117,6 +123,7 @@ impl Linear {
                 live,
                 settings,
                 timeline,
+                metrics,
                 master,
                 channels: RwLock::new(HashMap::new()),
             }),
@@ -289,7 +296,11 @@ impl Linear {
         let appended =
             timeline::advance(state.entries.back(), &sources, &self.inner.timeline, now_ms);
         if !appended.is_empty()
-            && let Err(error) = self.inner.store.append_entries(&channel.id, &appended).await
+            && let Err(error) = self
+                .inner
+                .store
+                .append_entries(&channel.id, &appended)
+                .await
         {
             // What is stored is the truth (another process may have aired
             // these sequence numbers): start again from it.
@@ -300,6 +311,16 @@ impl Linear {
             return Err(error);
         }
         let window = self.inner.settings.window_segments as usize;
+        for entry in &appended {
+            let kind = match entry.kind {
+                EntryKind::Program => "program",
+                EntryKind::Slate => "slate",
+                EntryKind::Live => "live",
+            };
+            self.inner
+                .metrics
+                .counter_add(AIRED, AIRED_HELP, &[("kind", kind)], 1);
+        }
         for entry in appended {
             state.entries.push_back(entry);
         }

@@ -21,6 +21,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use onair_kit::clock::Clock;
+use onair_kit::metrics::Registry;
 use onair_proto::playout::v1 as pb;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
@@ -32,6 +33,11 @@ use crate::error::PlayoutError;
 use crate::ladder::Ladder;
 use crate::storage::SegmentStorage;
 use crate::store::{AssetRecord, PlayoutStore};
+
+const JOBS: &str = "onair_playout_transcode_jobs";
+const JOBS_HELP: &str = "Transcode jobs queued or running.";
+const TRANSCODES: &str = "onair_playout_transcodes_total";
+const TRANSCODES_HELP: &str = "Transcode jobs finished, by outcome (ready, failed).";
 
 /// The audio sample rate of every rendition.
 const AUDIO_RATE: i64 = 48_000;
@@ -263,6 +269,7 @@ struct Inner {
     assets: AssetIndex,
     clock: Clock,
     settings: PlayoutSettings,
+    metrics: Registry,
     /// Each queued or running job's latest progress, for watchers.
     jobs: Mutex<HashMap<String, watch::Sender<pb::TranscodeJob>>>,
     queue: mpsc::UnboundedSender<String>,
@@ -277,6 +284,7 @@ impl Transcoder {
         assets: AssetIndex,
         clock: Clock,
         settings: PlayoutSettings,
+        metrics: Registry,
     ) -> Transcoder {
         // Unbounded in memory, but only operators enqueue and each entry is
         // an id: the durable queue is the assets table.
@@ -288,6 +296,7 @@ impl Transcoder {
                 assets,
                 clock,
                 settings,
+                metrics,
                 jobs: Mutex::new(HashMap::new()),
                 queue,
                 receiver: Mutex::new(Some(receiver)),
@@ -307,6 +316,9 @@ impl Transcoder {
         let (sender, _) = watch::channel(job);
         if let Ok(mut jobs) = self.inner.jobs.lock() {
             jobs.insert(asset.id.clone(), sender);
+            self.inner
+                .metrics
+                .gauge_set(JOBS, JOBS_HELP, &[], jobs.len() as i64);
         }
         if self.inner.queue.send(asset.id.clone()).is_err() {
             tracing::error!(asset = %asset.id, "the transcode queue is closed");
@@ -358,10 +370,16 @@ impl Transcoder {
         }
     }
 
-    fn finish(&self, asset_id: &str) {
+    fn finish(&self, asset_id: &str, outcome: &str) {
         if let Ok(mut jobs) = self.inner.jobs.lock() {
             jobs.remove(asset_id);
+            self.inner
+                .metrics
+                .gauge_set(JOBS, JOBS_HELP, &[], jobs.len() as i64);
         }
+        self.inner
+            .metrics
+            .counter_add(TRANSCODES, TRANSCODES_HELP, &[("outcome", outcome)], 1);
     }
 
     /// Runs one asset's job to its end, with retries.
@@ -369,12 +387,12 @@ impl Transcoder {
         let asset = match self.inner.store.asset(asset_id).await {
             Ok(Some(asset)) => asset,
             Ok(None) => {
-                self.finish(asset_id);
+                self.finish(asset_id, "gone");
                 return;
             }
             Err(error) => {
                 tracing::error!(asset = asset_id, error = %error, "cannot read an asset to transcode");
-                self.finish(asset_id);
+                self.finish(asset_id, "failed");
                 return;
             }
         };
@@ -420,7 +438,7 @@ impl Transcoder {
                         attempt: attempt as i32,
                         error: String::new(),
                     });
-                    self.finish(&record.id);
+                    self.finish(&record.id, "ready");
                     return;
                 }
                 Err(error) => {
@@ -449,7 +467,7 @@ impl Transcoder {
             attempt: attempts as i32,
             error: last_error,
         });
-        self.finish(&record.id);
+        self.finish(&record.id, "failed");
     }
 
     /// One ffmpeg run, then the segments moved into the storage.

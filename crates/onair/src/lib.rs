@@ -261,7 +261,8 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         let Some(db) = db.clone() else {
             anyhow::bail!("the playout role needs a database");
         };
-        let playout = start_playout(db, &settings, http_addr, &channels, clock.clone()).await?;
+        let playout =
+            start_playout(db, &settings, http_addr, &channels, clock.clone(), &metrics).await?;
         background.extend(playout.spawn_background().await?);
         routes = routes.add_service(
             PlayoutServiceServer::new(playout.service())
@@ -340,6 +341,7 @@ async fn start_playout(
     http_addr: SocketAddr,
     channels: &ServiceChannels,
     clock: Clock,
+    metrics: &Registry,
 ) -> anyhow::Result<Playout> {
     let config = &settings.playout;
     let mut playout_settings = PlayoutSettings::new(
@@ -376,6 +378,7 @@ async fn start_playout(
         clock,
         authenticator,
         playout_settings,
+        metrics.clone(),
     )
     .await?;
     Ok(playout)

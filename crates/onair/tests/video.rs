@@ -613,6 +613,15 @@ async fn the_live_playlist_follows_the_schedule_across_boundaries_and_a_gap() {
         .expect("playout state")
         .into_inner();
     assert_eq!(state.media_sequence, viewers[0].last_media_sequence);
+
+    let (_, metrics) = station.get_text("/metrics").await;
+    // clip-a, clip-b and the station's slate.
+    assert!(
+        metrics.contains("onair_playout_transcodes_total{outcome=\"ready\"} 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("onair_playout_segments_aired_total{kind=\"program\"}"));
+    assert!(metrics.contains("onair_playout_transcode_jobs 0"));
     station.stop().await;
 }
 
