@@ -1,7 +1,8 @@
 //! Each channel's live HLS stream, computed from the schedule.
 //!
 //! A channel's newest entries (its playlist window) are kept in memory with
-//! the playlists already written, one per rendition, so that serving a
+//! the media playlist already written (every rendition has the same text, as
+//! segment URIs are relative to the rendition's folder), so that serving a
 //! playlist is a map lookup and a clone of shared bytes whether one viewer
 //! watches or a million do. When the time reaches the next entry's start, the
 //! first request (or the background ticker) takes the channel's lock, asks
