@@ -243,6 +243,11 @@ fn ingest_error(error: IngestError) -> Response {
             tonic::Code::PermissionDenied,
             "unknown stream key: issue one for the live slot with POST /v1/slots/{slotId}:issueStreamKey",
         ),
+        IngestError::SlotOver(message) => error_response(
+            StatusCode::BAD_REQUEST,
+            tonic::Code::FailedPrecondition,
+            &message,
+        ),
         IngestError::Playout(error) => playout_error(error),
     }
 }

@@ -32,6 +32,9 @@ pub enum IngestError {
     BadPath(String),
     #[error("unknown stream key")]
     UnknownKey,
+    /// The key's slot has ended or was deleted: nothing pushed would air.
+    #[error("{0}")]
+    SlotOver(String),
     #[error(transparent)]
     Playout(#[from] PlayoutError),
 }
@@ -229,6 +232,23 @@ impl Ingest {
             .ok_or(IngestError::UnknownKey)
     }
 
+    /// Refuses a push for a slot that is over: it would never air. An
+    /// encoder may start before its slot (a rehearsal airs nothing either,
+    /// but its last segments are where the slot joins).
+    async fn check_slot_open(&self, grant: &StreamKeyGrant) -> Result<(), IngestError> {
+        match self.inner.linear.slot_end_ms(&grant.slot_id).await? {
+            Some(end_ms) if self.inner.clock.now_ms() < end_ms => Ok(()),
+            Some(_) => Err(IngestError::SlotOver(format!(
+                "the live slot {} has ended: issue a key for another live slot",
+                grant.slot_id
+            ))),
+            None => Err(IngestError::SlotOver(format!(
+                "the live slot {} no longer exists",
+                grant.slot_id
+            ))),
+        }
+    }
+
     /// Checks a DELETE: the key and the name must be valid; nothing is
     /// deleted (the segments are the slot's replay).
     pub async fn delete(&self, key: &str, file: &str) -> Result<(), IngestError> {
@@ -240,6 +260,7 @@ impl Ingest {
     pub async fn put(&self, key: &str, file: &str, body: Bytes) -> Result<(), IngestError> {
         checked_file(file)?;
         let grant = self.grant(key).await?;
+        self.check_slot_open(&grant).await?;
         if file.ends_with(".ts") {
             let incoming = format!("incoming/{}/{file}", grant.slot_id);
             self.inner

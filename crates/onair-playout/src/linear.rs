@@ -464,6 +464,19 @@ impl Linear {
         )))
     }
 
+    /// When a slot ends (unix ms), or `None` if it no longer exists.
+    pub async fn slot_end_ms(&self, slot_id: &str) -> Result<Option<i64>, PlayoutError> {
+        let mut media = MediaClient::new(self.inner.media.clone());
+        let request = media::GetSlotRequest {
+            slot_id: slot_id.to_owned(),
+        };
+        match media.get_slot(request).await {
+            Ok(slot) => Ok(Some(millis_of(slot.into_inner().end_time.as_ref()))),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            Err(status) => Err(status.into()),
+        }
+    }
+
     /// Keeps every channel's timeline current even when nobody watches, so
     /// replay has every slot and a first viewer gets a full window. Runs
     /// until aborted.

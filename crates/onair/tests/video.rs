@@ -915,6 +915,25 @@ async fn bad_input_gets_a_clear_error() {
         .expect("answers");
     assert_eq!(response.status(), 413);
 
+    // A push once the slot has ended: it would never air.
+    station.move_clock_to(origin + 60_000);
+    let response = station
+        .client
+        .put(station.url(&format!("/ingest/{key}/index0.ts")))
+        .body(vec![0x47u8; 188])
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("has ended"),
+        "{body}"
+    );
+
     // A stream key for a slot that is not live.
     station.create_program("film", "", 60, false).await;
     station
