@@ -721,48 +721,7 @@ async fn live_ingest_airs_during_its_slot_then_the_slate() {
     );
 
     // The encoder pushes 4 s of video with HTTP PUT, as fast as it can.
-    let status = tokio::process::Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-nostdin",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=160x90:rate=10",
-        ])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=220:sample_rate=48000",
-            "-t",
-            "4",
-        ])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "10",
-            "-keyint_min",
-            "10",
-        ])
-        .args(["-sc_threshold", "0", "-pix_fmt", "yuv420p", "-c:a", "aac"])
-        .args([
-            "-f",
-            "hls",
-            "-hls_time",
-            "1",
-            "-method",
-            "PUT",
-            &key.ingest_url,
-        ])
-        .status()
-        .await
-        .expect("ffmpeg runs");
-    assert!(status.success(), "the encoder pushed");
+    push_live(&key.ingest_url).await;
 
     let mut viewer = Viewer::default();
     let mut at = origin + 1_000;
@@ -806,6 +765,32 @@ async fn live_ingest_airs_during_its_slot_then_the_slate() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.bytes().await.expect("body")[0], 0x47);
 
+    // The encoder comes back (and starts its file names over): the live
+    // feed airs again, after a discontinuity.
+    push_live(&key.ingest_url).await;
+    while at <= origin + 16_000 {
+        station.move_clock_to(at);
+        let (status, text) = station.get_text("/hls/one/180p/index.m3u8").await;
+        assert_eq!(status, 200, "{text}");
+        viewer.reload(&text, 1, 6);
+        at += 1_000;
+    }
+    let timeline = viewer.timeline();
+    let back = timeline
+        .iter()
+        .find(|segment| segment.uri == "l/live-1/4.ts")
+        .expect("the second push airs");
+    assert!(back.discontinuity);
+    let previous = timeline
+        .iter()
+        .find(|segment| segment.sequence == back.sequence - 1)
+        .expect("a segment before it");
+    assert!(
+        previous
+            .uri
+            .starts_with(&format!("a/{}/", onair_playout::DEFAULT_SLATE_ID))
+    );
+
     // The live slot is on demand as it airs (an event playlist).
     let (status, text) = station.get_text("/vod/live-1/180p/index.m3u8").await;
     assert_eq!(status, 200);
@@ -818,6 +803,45 @@ async fn live_ingest_airs_during_its_slot_then_the_slate() {
             .any(|segment| segment.uri == live[0].uri)
     );
     station.stop().await;
+}
+
+/// An encoder pushing 4 s of test pattern (1 s segments) with HTTP PUT, as
+/// fast as it can.
+async fn push_live(ingest_url: &str) {
+    let status = tokio::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-nostdin",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x90:rate=10",
+        ])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=220:sample_rate=48000",
+            "-t",
+            "4",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "10",
+            "-keyint_min",
+            "10",
+        ])
+        .args(["-sc_threshold", "0", "-pix_fmt", "yuv420p", "-c:a", "aac"])
+        .args(["-f", "hls", "-hls_time", "1", "-method", "PUT", ingest_url])
+        .status()
+        .await
+        .expect("ffmpeg runs");
+    assert!(status.success(), "the encoder pushed");
 }
 
 #[tokio::test]
