@@ -235,6 +235,8 @@ pub struct PlayoutConfig {
     pub transcode_timeout: Duration,
     /// The largest file an encoder may push, in bytes.
     pub ingest_max_bytes: usize,
+    /// The largest file `onair asset add --upload` may send, in bytes.
+    pub max_upload_bytes: u64,
     /// The base URL encoders are told to push to; by default the HTTP address.
     pub public_url: Option<String>,
 }
@@ -413,6 +415,10 @@ const KEYS: &[Key] = &[
     Key {
         name: "playout.ingest_max_bytes",
         default: Some("33554432"),
+    },
+    Key {
+        name: "playout.max_upload_bytes",
+        default: Some("4294967296"),
     },
     Key {
         name: "playout.public_url",
@@ -831,6 +837,11 @@ impl Layers {
                 "playout.ingest_max_bytes",
                 "a number of bytes",
                 |value| positive(value).and_then(|bytes| usize::try_from(bytes).ok()),
+            )?,
+            max_upload_bytes: self.required(
+                "playout.max_upload_bytes",
+                "a number of bytes",
+                positive,
             )?,
             public_url: self.parse("playout.public_url", "an http:// or https:// URL", |value| {
                 url_with_scheme(value, &["http", "https"])

@@ -25,6 +25,9 @@ pub enum PlayoutError {
     /// The request cannot be served as things stand (a slot that is not live).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A request over a configured bound (an upload too large).
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// Who is calling, or whether they may.
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -95,6 +98,7 @@ impl ServiceError for PlayoutError {
             PlayoutError::NotFound { .. } => ErrorCode::NotFound,
             PlayoutError::AlreadyExists(_) => ErrorCode::AlreadyExists,
             PlayoutError::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
+            PlayoutError::ResourceExhausted(_) => ErrorCode::ResourceExhausted,
             PlayoutError::Auth(error) => error.error_code(),
             PlayoutError::Store(error) => error.error_code(),
             PlayoutError::Unavailable(_) => ErrorCode::Unavailable,

@@ -97,6 +97,10 @@ pub struct PlayoutSettings {
     pub ffmpeg: String,
     /// See `ffmpeg`.
     pub ffprobe: String,
+    /// The largest file `UploadAsset` takes, in bytes.
+    pub max_upload_bytes: u64,
+    /// Where uploaded files are kept (they are the assets' sources).
+    pub upload_dir: PathBuf,
     /// Where transcodes write before their segments are stored.
     pub work_dir: PathBuf,
     /// Where the station's slate source is generated.
@@ -141,6 +145,8 @@ impl PlayoutSettings {
             max_replay_segments: 20_000,
             ffmpeg: "ffmpeg".to_owned(),
             ffprobe: "ffprobe".to_owned(),
+            max_upload_bytes: 4 * 1024 * 1024 * 1024,
+            upload_dir: data_dir.join("playout").join("uploads"),
             work_dir: data_dir.join("playout").join("work"),
             slate_source: data_dir.join("playout").join("slate.mp4"),
             default_slate_id: DEFAULT_SLATE_ID.to_owned(),

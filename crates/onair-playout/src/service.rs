@@ -12,7 +12,7 @@ use onair_proto::playout::v1 as pb;
 use onair_proto::playout::v1::playout_service_server::PlayoutService;
 use onair_proto::user::v1::Role;
 use rand::Rng;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::Playout;
 use crate::error::PlayoutError;
@@ -53,6 +53,49 @@ fn validate_asset_id(id: &str) -> Result<(), PlayoutError> {
             "asset.id {id:?} is invalid: use 1 to 64 lowercase letters, digits and hyphens, e.g. \"news-1\""
         )))
     }
+}
+
+/// An asset id: the caller's, checked, or a new one.
+fn asset_id_or_new(id: &str) -> Result<String, PlayoutError> {
+    if id.is_empty() {
+        return Ok(uuid::Uuid::now_v7().simple().to_string());
+    }
+    validate_asset_id(id)?;
+    Ok(id.to_owned())
+}
+
+/// Writes an upload's bytes to `path`, refusing more than `limit`.
+async fn receive(
+    parts: &mut Streaming<pb::UploadAssetRequest>,
+    first: Vec<u8>,
+    path: &Path,
+    limit: u64,
+) -> Result<(), PlayoutError> {
+    use tokio::io::AsyncWriteExt;
+    let mut file = tokio::fs::File::create(path).await?;
+    let mut written = 0u64;
+    let mut chunk = first;
+    loop {
+        written += chunk.len() as u64;
+        if written > limit {
+            return Err(PlayoutError::ResourceExhausted(format!(
+                "the upload is larger than playout.max_upload_bytes ({limit} bytes)"
+            )));
+        }
+        file.write_all(&chunk).await?;
+        match parts.message().await {
+            Ok(Some(next)) => chunk = next.data,
+            Ok(None) => break,
+            Err(status) => {
+                return Err(PlayoutError::InvalidArgument(format!(
+                    "the upload broke off: {}",
+                    status.message()
+                )));
+            }
+        }
+    }
+    file.flush().await?;
+    Ok(())
 }
 
 impl PlayoutServiceImpl {
@@ -126,12 +169,7 @@ impl PlayoutServiceImpl {
                 "asset is required: {\"sourcePath\": \"/path/to/file.mp4\"}".to_owned(),
             ));
         };
-        let id = if asset.id.is_empty() {
-            uuid::Uuid::now_v7().simple().to_string()
-        } else {
-            validate_asset_id(&asset.id)?;
-            asset.id.clone()
-        };
+        let id = asset_id_or_new(&asset.id)?;
         let path = Path::new(&asset.source_path);
         if asset.source_path.is_empty() || !path.is_absolute() {
             return Err(PlayoutError::InvalidArgument(format!(
@@ -149,12 +187,23 @@ impl PlayoutServiceImpl {
                 asset.source_path
             )));
         }
+        self.register(id, path).await
+    }
+
+    /// Probes a file the station can read, stores its asset and queues its
+    /// transcode.
+    async fn register(&self, id: String, path: &Path) -> Result<pb::Asset, PlayoutError> {
+        if self.playout.store().asset(&id).await?.is_some() {
+            return Err(PlayoutError::AlreadyExists(format!(
+                "an asset with id {id:?} exists"
+            )));
+        }
         let probe = transcode::probe(&self.playout.settings().ffprobe, path)
             .await
             .map_err(PlayoutError::InvalidArgument)?;
         let record = AssetRecord {
             id,
-            source_path: asset.source_path.clone(),
+            source_path: path.display().to_string(),
             state: pb::asset::State::Queued,
             duration_ms: probe.duration_ms,
             segment_durations_ms: Vec::new(),
@@ -167,6 +216,44 @@ impl PlayoutServiceImpl {
         self.playout.transcoder().enqueue(&record);
         tracing::info!(asset = %record.id, source = %record.source_path, duration_ms = record.duration_ms, "asset queued");
         Ok(self.to_proto(&record))
+    }
+
+    /// Receives an uploaded file into the upload folder, then registers it.
+    async fn upload(
+        &self,
+        request: Request<Streaming<pb::UploadAssetRequest>>,
+    ) -> Result<pb::Asset, PlayoutError> {
+        self.operator(&request).await?;
+        let mut parts = request.into_inner();
+        let first = parts
+            .message()
+            .await
+            .map_err(|status| PlayoutError::InvalidArgument(status.message().to_owned()))?
+            .ok_or_else(|| PlayoutError::InvalidArgument("the upload is empty".to_owned()))?;
+        let id = asset_id_or_new(&first.asset.map(|asset| asset.id).unwrap_or_default())?;
+        let extension = Path::new(&first.file_name)
+            .extension()
+            .and_then(|extension| extension.to_str())
+            .filter(|extension| {
+                extension.len() <= 8 && extension.bytes().all(|byte| byte.is_ascii_alphanumeric())
+            })
+            .unwrap_or("bin")
+            .to_ascii_lowercase();
+        let settings = self.playout.settings();
+        tokio::fs::create_dir_all(&settings.upload_dir).await?;
+        let path = settings.upload_dir.join(format!("{id}.{extension}"));
+        let partial = settings.upload_dir.join(format!("{id}.part"));
+        let received = receive(&mut parts, first.data, &partial, settings.max_upload_bytes).await;
+        if let Err(error) = received {
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(error);
+        }
+        tokio::fs::rename(&partial, &path).await?;
+        let registered = self.register(id, &path).await;
+        if registered.is_err() {
+            let _ = tokio::fs::remove_file(&path).await;
+        }
+        registered
     }
 
     async fn existing(&self, id: &str) -> Result<AssetRecord, PlayoutError> {
@@ -185,6 +272,13 @@ impl PlayoutService for PlayoutServiceImpl {
         request: Request<pb::CreateAssetRequest>,
     ) -> Result<Response<pb::Asset>, Status> {
         Ok(Response::new(self.create(request).await?))
+    }
+
+    async fn upload_asset(
+        &self,
+        request: Request<Streaming<pb::UploadAssetRequest>>,
+    ) -> Result<Response<pb::Asset>, Status> {
+        Ok(Response::new(self.upload(request).await?))
     }
 
     async fn get_asset(

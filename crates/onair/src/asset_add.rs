@@ -2,11 +2,12 @@
 //! playout, which transcodes it into the station's ladder, and shows the
 //! transcode's progress until the asset is ready or has failed.
 //!
-//! The file must be readable by the playout node at the same path (the
-//! station runs on this machine, or shares the file system).
+//! By default the station reads the file at its path (it runs on this
+//! machine, or shares the file system); with `--upload` the file is sent to
+//! it over the connection (`UploadAsset`).
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -14,9 +15,13 @@ use clap::Args;
 use futures::StreamExt;
 use onair_proto::playout::v1 as pb;
 use onair_proto::playout::v1::playout_service_client::PlayoutServiceClient;
+use tokio::io::AsyncReadExt;
 
 use crate::schedule_import::{self, Environment, Target};
 
+/// How many bytes one upload message carries (under the station's message
+/// size limit).
+const UPLOAD_CHUNK_BYTES: usize = 1024 * 1024;
 /// The width of the progress bar, in characters.
 const BAR_WIDTH: usize = 30;
 
@@ -30,6 +35,10 @@ pub struct AddArgs {
     /// station makes one
     #[arg(long)]
     id: Option<String>,
+    /// Send the file to the station rather than have it read the file at
+    /// its path (for a station on another machine)
+    #[arg(long)]
+    upload: bool,
     /// The station's gRPC address [env: ONAIR_GRPC] [default: 127.0.0.1:50051]
     #[arg(long, value_name = "ADDR")]
     grpc: Option<String>,
@@ -77,16 +86,25 @@ async fn add(args: &AddArgs, environment: &dyn Environment) -> anyhow::Result<pb
         environment,
     )?;
     let mut client = PlayoutServiceClient::new(schedule_import::connect(&target).await?);
-    let request = pb::CreateAssetRequest {
-        asset: Some(pb::Asset {
-            id: args.id.clone().unwrap_or_default(),
-            source_path: path.display().to_string(),
-            ..Default::default()
-        }),
+    let id = args.id.clone().unwrap_or_default();
+    let answer = if args.upload {
+        let parts = upload_parts(&path, id).await?;
+        client
+            .upload_asset(schedule_import::authorized(&target, parts)?)
+            .await
+    } else {
+        let request = pb::CreateAssetRequest {
+            asset: Some(pb::Asset {
+                id,
+                source_path: path.display().to_string(),
+                ..Default::default()
+            }),
+        };
+        client
+            .create_asset(schedule_import::authorized(&target, request)?)
+            .await
     };
-    let asset = client
-        .create_asset(schedule_import::authorized(&target, request)?)
-        .await
+    let asset = answer
         .map_err(|status| {
             anyhow::anyhow!(
                 "the station refused {}: {}",
@@ -112,6 +130,50 @@ async fn add(args: &AddArgs, environment: &dyn Environment) -> anyhow::Result<pb
         .collect();
     eprintln!("{}: ready in {}", asset.id, names.join(", "));
     Ok(asset)
+}
+
+/// The messages of an upload: the asset's id and the file's name first, then
+/// the file in chunks read as they are sent.
+async fn upload_parts(
+    path: &Path,
+    id: String,
+) -> anyhow::Result<impl futures::Stream<Item = pb::UploadAssetRequest> + Send + 'static> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let file_name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let first = pb::UploadAssetRequest {
+        asset: Some(pb::Asset {
+            id,
+            ..Default::default()
+        }),
+        file_name,
+        data: Vec::new(),
+    };
+    let chunks = futures::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut chunk = vec![0u8; UPLOAD_CHUNK_BYTES];
+        match file.read(&mut chunk).await {
+            Ok(0) => None,
+            Ok(read) => {
+                chunk.truncate(read);
+                let part = pb::UploadAssetRequest {
+                    data: chunk,
+                    ..Default::default()
+                };
+                Some((part, Some(file)))
+            }
+            Err(error) => {
+                // The station sees a short file and says ffmpeg cannot read it.
+                eprintln!("onair: reading the file failed: {error}");
+                None
+            }
+        }
+    });
+    Ok(futures::stream::iter([first]).chain(chunks))
 }
 
 /// Draws the job's progress until it ends; an error if it failed.

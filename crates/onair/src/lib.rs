@@ -363,6 +363,7 @@ async fn start_playout(
     playout_settings.transcode_attempts = config.transcode_attempts;
     playout_settings.transcode_timeout = config.transcode_timeout;
     playout_settings.ingest_max_bytes = config.ingest_max_bytes;
+    playout_settings.max_upload_bytes = config.max_upload_bytes;
     playout_settings.public_url = config
         .public_url
         .clone()

@@ -33,6 +33,7 @@ const VIDEO_SETTINGS: &[(&str, &str)] = &[
     ("playout.window_segments", "6"),
     ("playout.live_wait_ms", "2000"),
     ("playout.ingest_max_bytes", "400000"),
+    ("playout.max_upload_bytes", "2000000"),
 ];
 
 /// How long a test waits for ffmpeg to finish a transcode.
@@ -1051,11 +1052,61 @@ async fn onair_asset_add_shows_progress_and_prints_the_id() {
     assert_eq!(last["result"]["percent"], 100.0, "{body}");
     assert_eq!(last["result"]["state"], "READY", "{body}");
 
+    // The same file sent over the connection, for a station elsewhere.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args(["asset", "add", "--upload", "--id", "uploaded"])
+        .args(["--grpc", &grpc, "--token", &station.key])
+        .arg(&clip)
+        .output()
+        .await
+        .expect("onair runs");
+    let progress = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{progress}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "uploaded");
+
+    // An upload over playout.max_upload_bytes.
+    let big = sources.path().join("big.ts");
+    std::fs::write(&big, vec![0x47u8; 3_000_000]).expect("write");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args([
+            "asset",
+            "add",
+            "--upload",
+            "--grpc",
+            &grpc,
+            "--token",
+            &station.key,
+        ])
+        .arg(&big)
+        .output()
+        .await
+        .expect("onair runs");
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("playout.max_upload_bytes"), "{error}");
+
     // A file that is not video: a clear error and a failing exit code.
     let notes = sources.path().join("notes.txt");
     std::fs::write(&notes, "not a video").expect("write");
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_onair"))
         .args(["asset", "add", "--grpc", &grpc, "--token", &station.key])
+        .arg(&notes)
+        .output()
+        .await
+        .expect("onair runs");
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("ffmpeg cannot read"), "{error}");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args([
+            "asset",
+            "add",
+            "--upload",
+            "--grpc",
+            &grpc,
+            "--token",
+            &station.key,
+        ])
         .arg(&notes)
         .output()
         .await
