@@ -109,16 +109,23 @@ struct Inner {
 /// An encoder's segments and playlist entries on their way to being
 /// numbered. An encoder does not wait for answers (ffmpeg hangs up after each
 /// PUT), so a playlist may arrive before a segment it lists, or after.
+///
+/// A segment is known by the encoder's media sequence number for it, not by
+/// its file name: an encoder that restarts sends the same names again, with
+/// its sequence starting over.
 #[derive(Default)]
 struct Pending {
     /// Segment files stored in `incoming/` and not numbered yet.
     received: HashSet<String>,
-    /// Segments a playlist listed and that are not numbered yet, in order,
-    /// with their durations.
-    announced: VecDeque<(String, i64)>,
-    /// Files numbered since they were last sent: a playlist lists a segment
-    /// several times, and an encoder that restarts sends the names again.
-    numbered: HashSet<String>,
+    /// Segments a playlist listed and that are not numbered yet, in order:
+    /// the encoder's sequence number, the file, the duration.
+    announced: VecDeque<(i64, String, i64)>,
+    /// The encoder's sequence number of the last segment numbered.
+    numbered_up_to: Option<i64>,
+    /// The encoder's sequence number of the last segment its last playlist
+    /// listed: a live playlist only grows at its end, so when the end goes
+    /// back, the encoder has restarted.
+    last_listed: Option<i64>,
 }
 
 /// How many later segments may arrive while the first announced one is
@@ -126,14 +133,36 @@ struct Pending {
 const MISSING_SEGMENT_PATIENCE: usize = 2;
 
 impl Pending {
+    /// Takes what a playlist of the encoder lists.
+    fn announce(&mut self, media_sequence: i64, listed: Vec<(String, i64)>) {
+        let end = media_sequence + listed.len() as i64 - 1;
+        if self.last_listed.is_some_and(|last| end < last) {
+            // The encoder started over.
+            self.numbered_up_to = None;
+            self.announced.clear();
+        }
+        self.last_listed = Some(end);
+        for (offset, (file, duration_ms)) in listed.into_iter().enumerate() {
+            let sequence = media_sequence + offset as i64;
+            let numbered = self.numbered_up_to.is_some_and(|last| sequence <= last);
+            let announced = self
+                .announced
+                .iter()
+                .any(|(known, _, _)| *known == sequence);
+            if !numbered && !announced {
+                self.announced.push_back((sequence, file, duration_ms));
+            }
+        }
+    }
+
     /// The announced segments that can be numbered now, in order.
     fn take_ready(&mut self) -> Vec<(String, i64)> {
         let mut ready = Vec::new();
-        while let Some((front, _)) = self.announced.front() {
+        while let Some((_, front, _)) = self.announced.front() {
             if self.received.contains(front) {
-                let (file, duration_ms) = self.announced.pop_front().unwrap_or_default();
+                let (sequence, file, duration_ms) = self.announced.pop_front().unwrap_or_default();
                 self.received.remove(&file);
-                self.numbered.insert(file.clone());
+                self.numbered_up_to = Some(sequence);
                 ready.push((file, duration_ms));
                 continue;
             }
@@ -141,7 +170,7 @@ impl Pending {
                 .announced
                 .iter()
                 .skip(1)
-                .filter(|(file, _)| self.received.contains(file))
+                .filter(|(_, file, _)| self.received.contains(file))
                 .count();
             if later_received >= MISSING_SEGMENT_PATIENCE {
                 self.announced.pop_front();
@@ -273,7 +302,6 @@ impl Ingest {
             let ready = match self.inner.pending.lock() {
                 Ok(mut pending) => {
                     let slot = pending.entry(grant.slot_id.clone()).or_default();
-                    slot.numbered.remove(file);
                     slot.received.insert(file.to_owned());
                     slot.take_ready()
                 }
@@ -292,21 +320,17 @@ impl Ingest {
         if text.contains("#EXT-X-STREAM-INF") {
             return Ok(());
         }
+        let media_sequence = text
+            .lines()
+            .find_map(|line| line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+            .and_then(|value| value.trim().parse::<i64>().ok())
+            .unwrap_or(0);
         let listed = listed_segments(&text);
         let _numbering = self.inner.numbering.lock().await;
         let ready = match self.inner.pending.lock() {
             Ok(mut pending) => {
                 let slot = pending.entry(grant.slot_id.clone()).or_default();
-                for (file, duration_ms) in listed {
-                    let known = slot.numbered.contains(&file)
-                        || slot
-                            .announced
-                            .iter()
-                            .any(|(announced, _)| *announced == file);
-                    if !known {
-                        slot.announced.push_back((file, duration_ms));
-                    }
-                }
+                slot.announce(media_sequence, listed);
                 slot.take_ready()
             }
             Err(_) => Vec::new(),
@@ -329,11 +353,12 @@ impl Ingest {
         let now_ms = self.inner.clock.now_ms();
         let mut numbered = Vec::new();
         for (file, duration_ms) in to_number {
+            let incoming = format!("incoming/{}/{file}", grant.slot_id);
             if duration_ms > self.inner.max_segment_ms || duration_ms <= 0 {
                 tracing::warn!(slot = %grant.slot_id, file, duration_ms, "dropped a live segment longer than the target duration: set the encoder's -hls_time and keyframe interval to the station's segment length");
+                let _ = self.inner.storage.delete(&incoming).await;
                 continue;
             }
-            let incoming = format!("incoming/{}/{file}", grant.slot_id);
             let Some(data) = self
                 .inner
                 .storage
@@ -348,6 +373,11 @@ impl Ingest {
                 .put(&live_segment_key(&grant.slot_id, next_sequence), data)
                 .await
                 .map_err(PlayoutError::from)?;
+            // The numbered copy is the one kept; an encoder that reuses the
+            // name later sends a new file.
+            if let Err(error) = self.inner.storage.delete(&incoming).await {
+                tracing::warn!(key = %incoming, error = %error, "cannot delete a numbered live segment's incoming copy");
+            }
             numbered.push(LiveSegment {
                 slot_id: grant.slot_id.clone(),
                 sequence: next_sequence,
@@ -413,31 +443,41 @@ mod tests {
 
     #[test]
     fn numbers_in_playlist_order_whichever_arrives_first() {
+        let listed = |files: &[&str]| -> Vec<(String, i64)> {
+            files
+                .iter()
+                .map(|file| ((*file).to_owned(), 1000))
+                .collect()
+        };
+        let ready = |pending: &mut Pending| -> Vec<String> {
+            pending
+                .take_ready()
+                .into_iter()
+                .map(|(file, _)| file)
+                .collect()
+        };
         let mut pending = Pending::default();
         // The playlist lists two segments before either has arrived.
-        pending.announced.push_back(("index0.ts".to_owned(), 1000));
-        pending.announced.push_back(("index1.ts".to_owned(), 1000));
+        pending.announce(0, listed(&["index0.ts", "index1.ts"]));
         pending.received.insert("index1.ts".to_owned());
-        assert!(pending.take_ready().is_empty(), "index0 comes first");
+        assert!(ready(&mut pending).is_empty(), "index0 comes first");
         pending.received.insert("index0.ts".to_owned());
-        let ready: Vec<String> = pending
-            .take_ready()
-            .into_iter()
-            .map(|(file, _)| file)
-            .collect();
-        assert_eq!(ready, vec!["index0.ts", "index1.ts"]);
+        assert_eq!(ready(&mut pending), vec!["index0.ts", "index1.ts"]);
+        // A later playlist lists them again with a new one.
+        pending.announce(0, listed(&["index0.ts", "index1.ts", "index2.ts"]));
+        pending.received.insert("index2.ts".to_owned());
+        assert_eq!(ready(&mut pending), vec!["index2.ts"]);
+        // The encoder restarts: the same names are new segments, even when
+        // the playlist comes before the file.
+        pending.announce(0, listed(&["index0.ts"]));
+        assert!(ready(&mut pending).is_empty());
+        pending.received.insert("index0.ts".to_owned());
+        assert_eq!(ready(&mut pending), vec!["index0.ts"]);
         // A segment lost on the way is given up once later ones are in.
-        for file in ["index2.ts", "index3.ts", "index4.ts"] {
-            pending.announced.push_back((file.to_owned(), 1000));
-        }
+        pending.announce(1, listed(&["index1.ts", "index2.ts", "index3.ts"]));
+        pending.received.insert("index2.ts".to_owned());
         pending.received.insert("index3.ts".to_owned());
-        pending.received.insert("index4.ts".to_owned());
-        let ready: Vec<String> = pending
-            .take_ready()
-            .into_iter()
-            .map(|(file, _)| file)
-            .collect();
-        assert_eq!(ready, vec!["index3.ts", "index4.ts"]);
+        assert_eq!(ready(&mut pending), vec!["index2.ts", "index3.ts"]);
     }
 
     #[test]

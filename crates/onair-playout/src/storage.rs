@@ -19,6 +19,8 @@ pub trait SegmentStorage: Send + Sync + 'static {
     async fn put_file(&self, key: &str, file: &Path) -> std::io::Result<()>;
     /// The file under `key`, or `None` if there is none.
     async fn get(&self, key: &str) -> std::io::Result<Option<Bytes>>;
+    /// Deletes the file under `key`, if there is one.
+    async fn delete(&self, key: &str) -> std::io::Result<()>;
     /// Deletes every file under the key prefix `prefix/` (an asset's output
     /// before a retry).
     async fn delete_prefix(&self, prefix: &str) -> std::io::Result<()>;
@@ -91,6 +93,14 @@ impl SegmentStorage for LocalDiskStorage {
         }
     }
 
+    async fn delete(&self, key: &str) -> std::io::Result<()> {
+        let path = self.path(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        }
+    }
+
     async fn delete_prefix(&self, prefix: &str) -> std::io::Result<()> {
         let path = self.path(prefix)?;
         match tokio::fs::remove_dir_all(&path).await {
@@ -114,6 +124,12 @@ mod tests {
             .unwrap();
         let read = storage.get("assets/a/360p/0.ts").await.unwrap();
         assert_eq!(read.as_deref(), Some(&b"ts"[..]));
+        assert!(storage.get("assets/a/360p/1.ts").await.unwrap().is_none());
+        storage
+            .put("assets/a/360p/1.ts", Bytes::from_static(b"ts"))
+            .await
+            .unwrap();
+        storage.delete("assets/a/360p/1.ts").await.unwrap();
         assert!(storage.get("assets/a/360p/1.ts").await.unwrap().is_none());
         for key in ["../x", "/etc/passwd", "a/../../x", ""] {
             assert!(storage.get(key).await.is_err(), "{key:?} was read");

@@ -236,6 +236,22 @@ impl VideoStation {
             .expect("slot created");
     }
 
+    /// Waits until `/metrics` has a line.
+    async fn wait_for_metric(&self, line: &str) {
+        let deadline = tokio::time::Instant::now() + common::EVENTUALLY;
+        loop {
+            let (_, metrics) = self.get_text("/metrics").await;
+            if metrics.lines().any(|candidate| candidate == line) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "/metrics never showed {line}:\n{metrics}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Moves the clock to `target_ms` (forward only).
     fn move_clock_to(&self, target_ms: i64) {
         let now = self.clock.now_ms();
@@ -723,6 +739,11 @@ async fn live_ingest_airs_during_its_slot_then_the_slate() {
 
     // The encoder pushes 4 s of video with HTTP PUT, as fast as it can.
     push_live(&key.ingest_url).await;
+    // ffmpeg does not wait for the answers to its PUTs: the station may
+    // still be storing the last ones.
+    station
+        .wait_for_metric("onair_playout_live_segments_received_total 4")
+        .await;
 
     let mut viewer = Viewer::default();
     let mut at = origin + 1_000;
@@ -769,6 +790,9 @@ async fn live_ingest_airs_during_its_slot_then_the_slate() {
     // The encoder comes back (and starts its file names over): the live
     // feed airs again, after a discontinuity.
     push_live(&key.ingest_url).await;
+    station
+        .wait_for_metric("onair_playout_live_segments_received_total 8")
+        .await;
     while at <= origin + 16_000 {
         station.move_clock_to(at);
         let (status, text) = station.get_text("/hls/one/180p/index.m3u8").await;
