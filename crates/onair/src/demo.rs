@@ -322,13 +322,13 @@ async fn seed(channels: &ServiceChannels, data_dir: &Path, segment_ms: i64) -> a
     Ok(())
 }
 
+/// A request with the operator's key, as the station's commands send it.
 fn authorized<T>(key: &str, message: T) -> anyhow::Result<tonic::Request<T>> {
-    let mut request = tonic::Request::new(message);
-    let value = format!("Bearer {key}")
-        .parse()
-        .context("the operator key is not printable ASCII")?;
-    request.metadata_mut().insert("authorization", value);
-    Ok(request)
+    let target = crate::schedule_import::Target {
+        endpoint: String::new(),
+        credential: key.to_owned(),
+    };
+    crate::schedule_import::authorized(&target, message)
 }
 
 fn ignore_existing<T>(result: Result<tonic::Response<T>, tonic::Status>) -> anyhow::Result<()> {
