@@ -141,11 +141,15 @@ pub fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send) -> Exi
         let data_dir = prepared.data_dir.clone();
         let http_addr = prepared.http_addr;
         let seeding = tokio::spawn(async move {
-            match seed(&channels, &data_dir, segment_ms).await {
-                Ok(()) => {
-                    tracing::info!("the demo station is seeded");
-                    print_welcome(http_addr);
-                }
+            let result = async {
+                let key = seed_schedule(&channels, &data_dir, segment_ms).await?;
+                // The channels air (the slate) from here on; the programs
+                // air as their clips become ready.
+                print_welcome(http_addr);
+                seed_clips(&channels, &data_dir, &key).await
+            };
+            match result.await {
+                Ok(()) => tracing::info!("the demo station is seeded"),
                 Err(error) => {
                     tracing::error!(error = format!("{error:#}"), "cannot seed the demo station")
                 }
@@ -246,20 +250,21 @@ fn has_ffmpeg() -> bool {
         .is_ok_and(|status| status.success())
 }
 
-/// Seeds the station through its services: clips, assets, channels,
-/// programs and a schedule from a little before now to three hours ahead.
-/// Run again on the same data dir, it extends the schedule.
-async fn seed(channels: &ServiceChannels, data_dir: &Path, segment_ms: i64) -> anyhow::Result<()> {
+/// Seeds the station through its services: channels, programs and a
+/// schedule from a little before now to three hours ahead. Run again on the
+/// same data dir, it extends the schedule. Returns the operator's key.
+async fn seed_schedule(
+    channels: &ServiceChannels,
+    data_dir: &Path,
+    segment_ms: i64,
+) -> anyhow::Result<String> {
     let key_path = data_dir.join("operator.key");
     let key = tokio::fs::read_to_string(&key_path)
         .await
         .with_context(|| format!("cannot read {}", key_path.display()))?;
     let key = key.trim().to_owned();
-    let mut playout = PlayoutClient::new(channels.channel(ServiceRole::Playout));
     let mut media = MediaClient::new(channels.channel(ServiceRole::Media));
 
-    // The schedule first, so the channels air (the slate) at once; the
-    // programs air as their clips become ready.
     for channel in CHANNELS {
         let request = media::CreateChannelRequest {
             channel: Some(media::Channel {
@@ -292,7 +297,14 @@ async fn seed(channels: &ServiceChannels, data_dir: &Path, segment_ms: i64) -> a
     for channel in CHANNELS {
         extend_schedule(&mut media, &key, channel, now_ms, segment_ms).await?;
     }
+    Ok(key)
+}
 
+/// Makes the programs' clips with ffmpeg and registers them as assets, one
+/// after the other (the transcoder starts on the first while the next is
+/// made).
+async fn seed_clips(channels: &ServiceChannels, data_dir: &Path, key: &str) -> anyhow::Result<()> {
+    let mut playout = PlayoutClient::new(channels.channel(ServiceRole::Playout));
     let clips = data_dir.join("demo-clips");
     tokio::fs::create_dir_all(&clips)
         .await
@@ -305,7 +317,7 @@ async fn seed(channels: &ServiceChannels, data_dir: &Path, segment_ms: i64) -> a
         let request = pb::GetAssetRequest {
             asset_id: program.id.to_owned(),
         };
-        if playout.get_asset(authorized(&key, request)?).await.is_ok() {
+        if playout.get_asset(authorized(key, request)?).await.is_ok() {
             continue;
         }
         let clip = make_clip(&clips, program).await?;
@@ -316,7 +328,7 @@ async fn seed(channels: &ServiceChannels, data_dir: &Path, segment_ms: i64) -> a
                 ..Default::default()
             }),
         };
-        ignore_existing(playout.create_asset(authorized(&key, request)?).await)?;
+        ignore_existing(playout.create_asset(authorized(key, request)?).await)?;
         tracing::info!(asset = program.id, "demo clip queued for transcoding");
     }
     Ok(())
