@@ -1140,3 +1140,104 @@ async fn onair_asset_add_shows_progress_and_prints_the_id() {
     assert!(error.contains("ffmpeg cannot read"), "{error}");
     station.stop().await;
 }
+
+/// `onair demo` run as a newcomer runs it: three channels that play at once,
+/// a schedule around now with gaps.
+#[tokio::test]
+async fn onair_demo_serves_three_channels_with_gaps() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("demo");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args([
+            "demo",
+            "--http",
+            "127.0.0.1:0",
+            "--grpc",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&data_dir)
+        .env("ONAIR_LOG_FORMAT", "json")
+        .env("ONAIR_LOG_LEVEL", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("onair demo starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if value["message"] == "listening" {
+                let http = value["http"].as_str().unwrap_or_default().to_owned();
+                let _ = sender.send(http);
+            }
+        }
+    });
+    let http = receiver
+        .recv_timeout(common::EVENTUALLY)
+        .expect("the demo logs its address");
+    let client = reqwest::Client::new();
+
+    // Every channel plays (the slate at first) within the wait.
+    for channel in ["news", "anime", "sports"] {
+        let url = format!("http://{http}/hls/{channel}/360p/index.m3u8");
+        let deadline = tokio::time::Instant::now() + common::EVENTUALLY;
+        loop {
+            let response = client.get(&url).send().await.expect("answers");
+            if response.status() == 200 {
+                let playlist = parse_media_playlist(&response.text().await.expect("text"));
+                assert!(playlist.segments.len() >= 6);
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{channel} did not air"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // The schedule runs from before now to hours ahead, with gaps.
+    let now = jiff::Timestamp::now();
+    let later = now + jiff::SignedDuration::from_hours(2);
+    let gaps: serde_json::Value = client
+        .get(format!(
+            "http://{http}/v1/channels/news/gaps?startTime={now}&endTime={later}"
+        ))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+    let count = gaps["gaps"].as_array().map_or(0, Vec::len);
+    assert!(count >= 10, "the demo schedule has gaps: {gaps}");
+    let now_next: serde_json::Value = client
+        .get(format!("http://{http}/v1/channels/anime/now"))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        now_next["next"]["program"]["title"].is_string(),
+        "{now_next}"
+    );
+
+    // SIGTERM, so the station stops its ffmpeg children as it shuts down.
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    let exit = child.wait().expect("the demo exits");
+    assert!(exit.success(), "the demo stops cleanly: {exit}");
+}
