@@ -528,27 +528,32 @@ impl Transcoder {
             }
             text
         });
-        if let Some(stdout) = stdout {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let Some(micros) = line.strip_prefix("out_time_us=") else {
-                    continue;
-                };
-                let Ok(micros) = micros.trim().parse::<i64>() else {
-                    continue;
-                };
-                // 100 only once the segments are stored.
-                let percent = (micros as f64 / 10.0 / padded_ms.max(1) as f64).clamp(0.0, 99.0);
-                self.report(pb::TranscodeJob {
-                    asset_id: asset.id.clone(),
-                    state: pb::asset::State::Transcoding as i32,
-                    percent,
-                    attempt: attempt as i32,
-                    error: String::new(),
-                });
+        // The progress is read and the exit awaited under one deadline, so
+        // an ffmpeg that hangs with its output open is stopped too.
+        let finished = async {
+            if let Some(stdout) = stdout {
+                let mut lines = BufReader::new(stdout).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let Some(micros) = line.strip_prefix("out_time_us=") else {
+                        continue;
+                    };
+                    let Ok(micros) = micros.trim().parse::<i64>() else {
+                        continue;
+                    };
+                    // 100 only once the segments are stored.
+                    let percent = (micros as f64 / 10.0 / padded_ms.max(1) as f64).clamp(0.0, 99.0);
+                    self.report(pb::TranscodeJob {
+                        asset_id: asset.id.clone(),
+                        state: pb::asset::State::Transcoding as i32,
+                        percent,
+                        attempt: attempt as i32,
+                        error: String::new(),
+                    });
+                }
             }
-        }
-        let waited = tokio::time::timeout(settings.transcode_timeout, child.wait()).await;
+            child.wait().await
+        };
+        let waited = tokio::time::timeout(settings.transcode_timeout, finished).await;
         let status = match waited {
             Ok(Ok(status)) => status,
             Ok(Err(error)) => return Err(format!("ffmpeg did not finish: {error}")),
