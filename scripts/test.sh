@@ -13,10 +13,12 @@ as_root() {
 }
 
 # System packages: promtool (from Debian's prometheus) checks /metrics;
-# tv_validate_file (from xmltv-util) checks /iptv/epg.xml.
+# tv_validate_file (from xmltv-util) checks /iptv/epg.xml; ffmpeg transcodes,
+# encodes the live pushes and decodes the channels in the video tests.
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v tv_validate_file >/dev/null 2>&1 || missing+=(xmltv-util)
+command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   as_root apt-get update -qq

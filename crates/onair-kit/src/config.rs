@@ -206,6 +206,44 @@ pub struct Settings {
     /// How long the comment service trusts what it read of a user (a ban
     /// lands within this time even if the bus loses the news).
     pub comment_user_cache: Duration,
+    /// The playout's settings (`playout.*` keys).
+    pub playout: PlayoutConfig,
+}
+
+/// The `playout.*` settings, as given; the playout checks the ladder.
+#[derive(Debug, Clone)]
+pub struct PlayoutConfig {
+    /// The ABR ladder, `NAME:WIDTHxHEIGHT:KBPS,…` (video kbit/s).
+    pub ladder: String,
+    /// The audio bit rate of every rendition, in kbit/s.
+    pub audio_kbps: u32,
+    /// The length of every segment, in whole seconds.
+    pub segment_seconds: u32,
+    /// The frame rate every asset is converted to.
+    pub frame_rate: u32,
+    /// The x264 preset of transcodes.
+    pub x264_preset: String,
+    /// How many segments a live playlist lists (at least 6).
+    pub window_segments: u32,
+    /// The longest stop after which a channel airs the missed time rather
+    /// than jumping to the present.
+    pub max_catch_up: Duration,
+    /// How long a live slot waits for its encoder before airing the slate.
+    pub live_wait: Duration,
+    /// How long a channel's schedule is trusted without a change event.
+    pub schedule_refresh: Duration,
+    /// How many transcodes run at once.
+    pub transcode_workers: u32,
+    /// How many times a transcode is tried before its asset fails.
+    pub transcode_attempts: u32,
+    /// How long one transcode may take.
+    pub transcode_timeout: Duration,
+    /// The largest file an encoder may push, in bytes.
+    pub ingest_max_bytes: usize,
+    /// The largest file `onair asset add --upload` may send, in bytes.
+    pub max_upload_bytes: u64,
+    /// The base URL encoders are told to push to; by default the HTTP address.
+    pub public_url: Option<String>,
 }
 
 /// One setting: its key and its default (None: unset unless given).
@@ -338,6 +376,66 @@ const KEYS: &[Key] = &[
     Key {
         name: "comment.user_cache_ms",
         default: Some("1000"),
+    },
+    Key {
+        name: "playout.ladder",
+        default: Some("720p:1280x720:2800,360p:640x360:800"),
+    },
+    Key {
+        name: "playout.audio_kbps",
+        default: Some("128"),
+    },
+    Key {
+        name: "playout.segment_seconds",
+        default: Some("4"),
+    },
+    Key {
+        name: "playout.frame_rate",
+        default: Some("25"),
+    },
+    Key {
+        name: "playout.x264_preset",
+        default: Some("veryfast"),
+    },
+    Key {
+        name: "playout.window_segments",
+        default: Some("10"),
+    },
+    Key {
+        name: "playout.max_catch_up_seconds",
+        default: Some("120"),
+    },
+    Key {
+        name: "playout.live_wait_ms",
+        default: Some("8000"),
+    },
+    Key {
+        name: "playout.schedule_refresh_seconds",
+        default: Some("10"),
+    },
+    Key {
+        name: "playout.transcode_workers",
+        default: Some("1"),
+    },
+    Key {
+        name: "playout.transcode_attempts",
+        default: Some("3"),
+    },
+    Key {
+        name: "playout.transcode_timeout_seconds",
+        default: Some("3600"),
+    },
+    Key {
+        name: "playout.ingest_max_bytes",
+        default: Some("33554432"),
+    },
+    Key {
+        name: "playout.max_upload_bytes",
+        default: Some("4294967296"),
+    },
+    Key {
+        name: "playout.public_url",
+        default: None,
     },
     Key {
         name: "rpc.max_message_bytes",
@@ -678,6 +776,7 @@ impl Layers {
                         .map(Duration::from_millis)
                 },
             )?,
+            playout: self.playout()?,
             max_message_bytes: self.required(
                 "rpc.max_message_bytes",
                 "a number of bytes",
@@ -685,6 +784,101 @@ impl Layers {
             )?,
             shutdown_grace: self.required("shutdown.grace_seconds", seconds, |value| {
                 value.parse().ok().map(Duration::from_secs)
+            })?,
+        })
+    }
+}
+
+impl Layers {
+    fn playout(&self) -> Result<PlayoutConfig, ConfigError> {
+        let count = |low: u64, high: u64| {
+            move |value: &str| {
+                value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|number| (low..=high).contains(number))
+                    .and_then(|number| u32::try_from(number).ok())
+            }
+        };
+        Ok(PlayoutConfig {
+            ladder: self.required(
+                "playout.ladder",
+                "NAME:WIDTHxHEIGHT:KBPS renditions separated by commas, e.g. 720p:1280x720:2800,360p:640x360:800",
+                |value| Some(value.to_owned()).filter(|value| !value.trim().is_empty()),
+            )?,
+            audio_kbps: self.required(
+                "playout.audio_kbps",
+                "kbit/s from 32 to 512",
+                count(32, 512),
+            )?,
+            segment_seconds: self.required(
+                "playout.segment_seconds",
+                "a whole number of seconds from 1 to 60",
+                count(1, 60),
+            )?,
+            frame_rate: self.required(
+                "playout.frame_rate",
+                "frames a second from 1 to 120",
+                count(1, 120),
+            )?,
+            x264_preset: self.required(
+                "playout.x264_preset",
+                "an x264 preset: ultrafast, superfast, veryfast, faster, fast, medium, slow, slower, veryslow",
+                |value| {
+                    let presets = [
+                        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                        "slower", "veryslow",
+                    ];
+                    presets.contains(&value).then(|| value.to_owned())
+                },
+            )?,
+            window_segments: self.required(
+                "playout.window_segments",
+                "a number of segments from 6 to 1000 (players need at least 6)",
+                count(6, 1000),
+            )?,
+            max_catch_up: self.required(
+                "playout.max_catch_up_seconds",
+                "a whole number of seconds",
+                |value| positive(value).map(Duration::from_secs),
+            )?,
+            live_wait: self.required(
+                "playout.live_wait_ms",
+                "a whole number of milliseconds",
+                |value| positive(value).map(Duration::from_millis),
+            )?,
+            schedule_refresh: self.required(
+                "playout.schedule_refresh_seconds",
+                "a whole number of seconds",
+                |value| positive(value).map(Duration::from_secs),
+            )?,
+            transcode_workers: self.required(
+                "playout.transcode_workers",
+                "a number of workers from 1 to 64",
+                count(1, 64),
+            )?,
+            transcode_attempts: self.required(
+                "playout.transcode_attempts",
+                "a number of attempts from 1 to 10",
+                count(1, 10),
+            )?,
+            transcode_timeout: self.required(
+                "playout.transcode_timeout_seconds",
+                "a whole number of seconds",
+                |value| positive(value).map(Duration::from_secs),
+            )?,
+            ingest_max_bytes: self.required(
+                "playout.ingest_max_bytes",
+                "a number of bytes",
+                |value| positive(value).and_then(|bytes| usize::try_from(bytes).ok()),
+            )?,
+            max_upload_bytes: self.required(
+                "playout.max_upload_bytes",
+                "a number of bytes",
+                positive,
+            )?,
+            public_url: self.parse("playout.public_url", "an http:// or https:// URL", |value| {
+                url_with_scheme(value, &["http", "https"])
             })?,
         })
     }

@@ -13,8 +13,11 @@ use onair_kit::metrics::Registry;
 use onair_kit::server::{LocalServices, ReadinessCheck, ServerParts, ServiceChannels};
 use onair_kit::store::{Db, redact_password};
 use onair_media::{MediaServiceImpl, MediaServiceSettings, MediaStore};
+use onair_playout::storage::LocalDiskStorage;
+use onair_playout::{Playout, PlayoutSettings, PlayoutStore};
 use onair_proto::comment::v1::comment_service_server::CommentServiceServer;
 use onair_proto::media::v1::media_service_server::MediaServiceServer;
+use onair_proto::playout::v1::playout_service_server::PlayoutServiceServer;
 use onair_proto::user::v1::user_service_server::UserServiceServer;
 use onair_user::{UserServiceImpl, UserServiceSettings, UserStore};
 use tokio::net::TcpListener;
@@ -25,6 +28,7 @@ use tonic::service::Routes;
 pub const AVAILABLE_ROLES: &[ServiceRole] = &[
     ServiceRole::User,
     ServiceRole::Media,
+    ServiceRole::Playout,
     ServiceRole::Comment,
     ServiceRole::Gateway,
 ];
@@ -133,7 +137,7 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
     }
     if settings.roles.is_empty() {
         anyhow::bail!(
-            "none of the requested roles can run in this version; available roles: user, media, comment, gateway"
+            "none of the requested roles can run in this version; available roles: user, media, playout, comment, gateway"
         );
     }
 
@@ -153,7 +157,8 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
 
     let needs_database = settings.runs(ServiceRole::User)
         || settings.runs(ServiceRole::Media)
-        || settings.runs(ServiceRole::Comment);
+        || settings.runs(ServiceRole::Comment)
+        || settings.runs(ServiceRole::Playout);
     let db = if needs_database {
         let db = match &settings.database_url {
             Some(url) => Db::open_url(url).await?,
@@ -285,6 +290,21 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         );
         service_names.push("onair.comment.v1.CommentService");
     }
+    let mut playout_routes = None;
+    if settings.runs(ServiceRole::Playout) {
+        let Some(db) = db.clone() else {
+            anyhow::bail!("the playout role needs a database");
+        };
+        let playout =
+            start_playout(db, &settings, http_addr, &channels, clock.clone(), &metrics).await?;
+        background.extend(playout.spawn_background().await?);
+        routes = routes.add_service(
+            PlayoutServiceServer::new(playout.service())
+                .max_decoding_message_size(settings.max_message_bytes),
+        );
+        service_names.push("onair.playout.v1.PlayoutService");
+        playout_routes = Some(playout.router());
+    }
     local.install(routes.clone(), &metrics);
 
     let mut forwarded = Vec::new();
@@ -302,6 +322,11 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         let (routes, live) = gateway_routes(&channels, &settings, &bus, clock.clone(), &metrics)?;
         http_routes = routes;
         on_stop.push(live.shutdown());
+    }
+    // Players and encoders reach the playout's files on the HTTP port of
+    // the process that runs it.
+    if let Some(playout_routes) = playout_routes {
+        http_routes = http_routes.merge(playout_routes);
     }
 
     let storage = match &settings.database_url {
@@ -341,6 +366,57 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         background,
         db,
     })
+}
+
+/// The playout service on its store, with segments in `<data dir>/segments`.
+async fn start_playout(
+    db: Db,
+    settings: &Settings,
+    http_addr: SocketAddr,
+    channels: &ServiceChannels,
+    clock: Clock,
+    metrics: &Registry,
+) -> anyhow::Result<Playout> {
+    let config = &settings.playout;
+    let mut playout_settings = PlayoutSettings::new(
+        &settings.data_dir,
+        &config.ladder,
+        config.audio_kbps,
+        config.segment_seconds,
+    )
+    .map_err(|reason| {
+        anyhow::anyhow!("invalid playout.ladder or playout.segment_seconds: {reason}")
+    })?;
+    playout_settings.encode.frame_rate = config.frame_rate;
+    playout_settings.encode.preset = config.x264_preset.clone();
+    playout_settings.window_segments = config.window_segments;
+    playout_settings.max_catch_up = config.max_catch_up;
+    playout_settings.live_wait = config.live_wait;
+    playout_settings.schedule_refresh = config.schedule_refresh;
+    playout_settings.transcode_workers = config.transcode_workers;
+    playout_settings.transcode_attempts = config.transcode_attempts;
+    playout_settings.transcode_timeout = config.transcode_timeout;
+    playout_settings.ingest_max_bytes = config.ingest_max_bytes;
+    playout_settings.max_upload_bytes = config.max_upload_bytes;
+    playout_settings.public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{http_addr}"));
+    let store = PlayoutStore::open(db).await?;
+    let storage = Arc::new(LocalDiskStorage::new(settings.data_dir.join("segments")));
+    let credentials = onair_kit::auth::UserServiceCredentials::new(channels.user());
+    let authenticator = onair_kit::auth::Authenticator::new(Arc::new(credentials), clock.clone());
+    let playout = Playout::start(
+        store,
+        storage,
+        channels.channel(ServiceRole::Media),
+        clock,
+        authenticator,
+        playout_settings,
+        metrics.clone(),
+    )
+    .await?;
+    Ok(playout)
 }
 
 /// The REST/JSON routes of every annotated RPC, each reaching its service

@@ -1,5 +1,8 @@
 //! The `onair` command.
 
+mod asset_add;
+mod demo;
+mod demo_audience;
 mod schedule_import;
 
 use std::path::PathBuf;
@@ -28,9 +31,24 @@ enum Command {
     /// Runs the station's services: all of them in one process by default, or
     /// the roles given with --roles, reaching the others through --peers.
     Serve(ServeArgs),
+    /// Serves a ready demo station: three channels with a schedule around
+    /// now, programs made with ffmpeg (installed if missing and possible),
+    /// gaps filled with a slate. Data in ./onair-demo unless --data-dir.
+    Demo(ServeArgs),
+    /// Works on a running station's assets (video files).
+    #[command(subcommand)]
+    Asset(AssetCommand),
     /// Works on a running station's schedule.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+}
+
+#[derive(Subcommand)]
+enum AssetCommand {
+    /// Registers a video file with the station, which transcodes it into its
+    /// ladder of HLS renditions; shows the progress and prints the asset id
+    /// once it is ready. Exits 0 only when the asset is ready.
+    Add(asset_add::AddArgs),
 }
 
 #[derive(Subcommand)]
@@ -101,6 +119,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Demo(args) => demo(args),
+        Command::Asset(AssetCommand::Add(args)) => {
+            asset_add::run(args, &schedule_import::ProcessEnvironment)
+        }
         Command::Schedule(ScheduleCommand::Import(args)) => {
             schedule_import::run(args, &schedule_import::ProcessEnvironment)
         }
@@ -136,6 +158,20 @@ fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn demo(args: ServeArgs) -> ExitCode {
+    let mut flags = args.flags();
+    demo::demo_flags(&mut flags, args.data_dir.is_some(), args.config.is_some());
+    let settings = match Settings::resolve(&flags, &ProcessEnvironment, args.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("onair: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    onair_kit::telemetry::init_logging(settings.log_format, &settings.log_level);
+    demo::run(settings, shutdown_signal())
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -50,9 +50,9 @@ enum Format {
 
 /// Where to reach the station and as whom, once flags and environment are
 /// read.
-struct Target {
-    endpoint: String,
-    credential: String,
+pub(crate) struct Target {
+    pub(crate) endpoint: String,
+    pub(crate) credential: String,
 }
 
 /// The environment variables the command reads, so tests need not touch
@@ -154,9 +154,23 @@ fn read_items(
 /// The endpoint from `--grpc` or `ONAIR_GRPC`, and the credential from
 /// `--token`, `ONAIR_TOKEN`, or the data dir's operator key.
 fn target(args: &ImportArgs, environment: &dyn Environment) -> anyhow::Result<Target> {
-    let address = args
-        .grpc
-        .clone()
+    station_target(
+        args.grpc.as_deref(),
+        args.token.as_deref(),
+        args.data_dir.as_deref(),
+        environment,
+    )
+}
+
+/// The same for any command that works on a running station.
+pub(crate) fn station_target(
+    grpc: Option<&str>,
+    token: Option<&str>,
+    data_dir: Option<&Path>,
+    environment: &dyn Environment,
+) -> anyhow::Result<Target> {
+    let address = grpc
+        .map(str::to_owned)
         .or_else(|| environment.var("ONAIR_GRPC"))
         .unwrap_or_else(|| "127.0.0.1:50051".to_owned());
     let endpoint = if address.contains("://") {
@@ -164,16 +178,14 @@ fn target(args: &ImportArgs, environment: &dyn Environment) -> anyhow::Result<Ta
     } else {
         format!("http://{address}")
     };
-    let token = args
-        .token
-        .clone()
+    let token = token
+        .map(str::to_owned)
         .or_else(|| environment.var("ONAIR_TOKEN"));
     let credential = match token {
         Some(token) => token,
         None => {
-            let data_dir = args
-                .data_dir
-                .clone()
+            let data_dir = data_dir
+                .map(Path::to_path_buf)
                 .or_else(|| environment.var("ONAIR_DATA_DIR").map(PathBuf::from))
                 .unwrap_or_else(|| PathBuf::from("./onair-data"));
             operator_key(&data_dir)?
@@ -199,27 +211,38 @@ fn operator_key(data_dir: &Path) -> anyhow::Result<String> {
     })
 }
 
-/// Streams the items to `ImportSchedule`.
-async fn send(
-    target: &Target,
-    items: Vec<pb::ImportScheduleItem>,
-) -> anyhow::Result<pb::ImportScheduleResponse> {
+/// A connection to the station.
+pub(crate) async fn connect(target: &Target) -> anyhow::Result<tonic::transport::Channel> {
     let endpoint = tonic::transport::Endpoint::from_shared(target.endpoint.clone())
         .with_context(|| format!("{} is not a gRPC address", target.endpoint))?
         .connect_timeout(CONNECT_TIMEOUT);
-    let channel = endpoint
+    endpoint
         .connect()
         .await
-        .with_context(|| format!("cannot reach the station at {}", target.endpoint))?;
-    // Schedules can be large; the station bounds what it accepts.
-    let mut client = MediaServiceClient::new(channel).max_decoding_message_size(usize::MAX);
-    let mut request = tonic::Request::new(futures::stream::iter(items));
+        .with_context(|| format!("cannot reach the station at {}", target.endpoint))
+}
+
+/// `request` with the target's credential.
+pub(crate) fn authorized<T>(target: &Target, message: T) -> anyhow::Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
     let authorization = format!("Bearer {}", target.credential)
         .parse()
         .context("the credential is not printable ASCII")?;
     request
         .metadata_mut()
         .insert("authorization", authorization);
+    Ok(request)
+}
+
+/// Streams the items to `ImportSchedule`.
+async fn send(
+    target: &Target,
+    items: Vec<pb::ImportScheduleItem>,
+) -> anyhow::Result<pb::ImportScheduleResponse> {
+    let channel = connect(target).await?;
+    // Schedules can be large; the station bounds what it accepts.
+    let mut client = MediaServiceClient::new(channel).max_decoding_message_size(usize::MAX);
+    let request = authorized(target, futures::stream::iter(items))?;
     let response = client.import_schedule(request).await.map_err(|status| {
         anyhow::anyhow!(
             "the station refused the import ({:?}): {}",
