@@ -279,10 +279,9 @@ impl DisplayMeter {
         }
         meter.published_this_second += 1;
         let past: u32 = meter.history.iter().sum();
-        // The average of the last seconds, or this second's count so far when
-        // a burst has just begun.
+        // The average over the last few seconds, this one included.
         let comments_per_second =
-            (f64::from(past) / RATE_SECONDS as f64).max(f64::from(meter.published_this_second));
+            f64::from(past + meter.published_this_second) / RATE_SECONDS as f64;
         let show = cap == 0 || meter.shown_this_second < cap;
         if show {
             meter.shown_this_second += 1;
