@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use onair_bench::{ServerUnderTest, closed_loop, default_server_binary, summary};
+use onair_bench::{ServerUnderTest, authorized, closed_loop, default_server_binary, summary};
 use onair_comment::moderation::{self, Pace, PaceLimits};
 use onair_comment::settings::{ChatRules, default_chat_settings};
 use onair_comment::text;
@@ -54,14 +54,6 @@ struct Args {
     /// Extra arguments for `onair serve`.
     #[arg(last = true)]
     serve_args: Vec<String>,
-}
-
-fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Ok(value) = format!("Bearer {token}").parse() {
-        request.metadata_mut().insert("authorization", value);
-    }
-    request
 }
 
 fn timestamp(millis: i64) -> prost_types::Timestamp {

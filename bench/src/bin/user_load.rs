@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use onair_bench::{LoopResult, ServerUnderTest, closed_loop, default_server_binary, summary};
+use onair_bench::{
+    LoopResult, ServerUnderTest, authorized, closed_loop, default_server_binary, summary,
+};
 use onair_proto::user::v1 as pb;
 use onair_proto::user::v1::user_service_client::UserServiceClient;
 use tonic::transport::Channel;
@@ -49,14 +51,6 @@ struct Args {
 struct Viewer {
     id: String,
     token: String,
-}
-
-fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Ok(value) = format!("Bearer {token}").parse() {
-        request.metadata_mut().insert("authorization", value);
-    }
-    request
 }
 
 /// A small xorshift generator: each worker picks users without sharing state.

@@ -166,6 +166,17 @@ impl CommentServiceImpl {
             .await?)
     }
 
+    /// The caller, who must have `role` or a higher one.
+    async fn caller_with<T>(
+        &self,
+        request: &Request<T>,
+        role: Role,
+    ) -> Result<Caller, CommentError> {
+        let caller = self.caller(request).await?;
+        caller.require(role)?;
+        Ok(caller)
+    }
+
     /// The caller if the request carries credentials, else nobody.
     async fn optional_caller<T>(
         &self,
@@ -429,8 +440,7 @@ impl CommentServiceImpl {
         request: Request<pb::ModerateCommentRequest>,
         action: Action,
     ) -> Result<pb::Comment, CommentError> {
-        let caller = self.caller(&request).await?;
-        caller.require(Role::Moderator)?;
+        let caller = self.caller_with(&request, Role::Moderator).await?;
         let authorization = request.metadata().get("authorization").cloned();
         let request = request.into_inner();
         require_id("comment_id", &request.comment_id)?;
@@ -658,8 +668,7 @@ impl CommentService for CommentServiceImpl {
         &self,
         request: Request<pb::PostCommentRequest>,
     ) -> Result<Response<pb::Comment>, Status> {
-        let caller = self.caller(&request).await?;
-        caller.require(Role::Viewer).map_err(CommentError::from)?;
+        let caller = self.caller_with(&request, Role::Viewer).await?;
         let authorization = request.metadata().get("authorization").cloned();
         let record = self
             .post(&caller, authorization.as_ref(), request.into_inner())
@@ -798,8 +807,7 @@ impl CommentService for CommentServiceImpl {
         &self,
         request: Request<pb::ReportCommentRequest>,
     ) -> Result<Response<pb::ReportCommentResponse>, Status> {
-        let caller = self.caller(&request).await?;
-        caller.require(Role::Viewer).map_err(CommentError::from)?;
+        let caller = self.caller_with(&request, Role::Viewer).await?;
         let request = request.into_inner();
         require_id("comment_id", &request.comment_id)?;
         check_reason(&request.reason)?;
@@ -869,10 +877,7 @@ impl CommentService for CommentServiceImpl {
         &self,
         request: Request<pb::WatchModerationQueueRequest>,
     ) -> Result<Response<Self::WatchModerationQueueStream>, Status> {
-        let caller = self.caller(&request).await?;
-        caller
-            .require(Role::Moderator)
-            .map_err(CommentError::from)?;
+        self.caller_with(&request, Role::Moderator).await?;
         let request = request.into_inner();
         let channel_id = (!request.channel_id.is_empty()).then_some(request.channel_id);
         if let Some(channel_id) = &channel_id {
@@ -971,10 +976,7 @@ impl CommentService for CommentServiceImpl {
         &self,
         request: Request<pb::UpdateChatSettingsRequest>,
     ) -> Result<Response<pb::ChatSettings>, Status> {
-        let caller = self.caller(&request).await?;
-        caller
-            .require(Role::Moderator)
-            .map_err(CommentError::from)?;
+        let caller = self.caller_with(&request, Role::Moderator).await?;
         let request = request.into_inner();
         require_id("channel_id", &request.channel_id)?;
         let Some(mut settings) = request.chat_settings else {

@@ -145,22 +145,21 @@ impl CommentRecord {
     }
 
     fn from_row(row: &AnyRow) -> Result<CommentRecord, sqlx::Error> {
-        let status: i64 = row.try_get("status")?;
-        Ok(CommentRecord {
-            id: row.try_get("id")?,
-            channel_id: row.try_get("channel_id")?,
-            slot_id: row.try_get("slot_id")?,
-            user_id: row.try_get("user_id")?,
-            display_name: row.try_get("display_name")?,
-            body: row.try_get("body")?,
-            vpos_ms: row.try_get("vpos_ms")?,
-            create_time_ms: row.try_get("create_time_ms")?,
-            status: status_of(status),
-            reason: row.try_get("reason")?,
-            report_count: row.try_get("report_count")?,
-            in_queue: row.try_get::<i64, _>("in_queue")? != 0,
-            update_time_ms: row.try_get("update_time_ms")?,
-        })
+        Ok(CommentRecord::from_page_row((
+            row.try_get("id")?,
+            row.try_get("channel_id")?,
+            row.try_get("slot_id")?,
+            row.try_get("user_id")?,
+            row.try_get("display_name")?,
+            row.try_get("body")?,
+            row.try_get("vpos_ms")?,
+            row.try_get("create_time_ms")?,
+            row.try_get("status")?,
+            row.try_get("reason")?,
+            row.try_get("report_count")?,
+            row.try_get("in_queue")?,
+            row.try_get("update_time_ms")?,
+        )))
     }
 }
 
