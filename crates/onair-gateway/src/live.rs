@@ -180,6 +180,9 @@ enum Frame {
     Ping,
 }
 
+/// The most frames a lagging WebSocket connection merges into one message.
+const MAX_COALESCED_FRAMES: usize = 16;
+
 /// A batch of events, encoded once per transport.
 struct EventFrame {
     first: u64,
@@ -694,13 +697,47 @@ impl Live {
                     Some(Ok(_)) => {}
                 },
                 frame = frames.recv() => match frame {
-                    Ok(frame) => match frame.as_ref() {
-                        Frame::Events(batch) => {
-                            if connection.deliver(batch).await.is_err() {
-                                break Outcome::Gone;
+                    Ok(frame) => {
+                        // A connection that fell behind has more frames
+                        // waiting: they go out as one message, one write
+                        // instead of one per frame, which is what lets a
+                        // saturated server catch up.
+                        let mut batches = vec![frame];
+                        let mut then = None;
+                        while matches!(batches.last().map(|frame| frame.as_ref()), Some(Frame::Events(_)))
+                            && batches.len() < MAX_COALESCED_FRAMES
+                        {
+                            match frames.try_recv() {
+                                Ok(next) => batches.push(next),
+                                Err(broadcast::error::TryRecvError::Empty) => break,
+                                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                                    then = Some(Outcome::Lagged(missed));
+                                    break;
+                                }
+                                Err(broadcast::error::TryRecvError::Closed) => {
+                                    then = Some(Outcome::Closing);
+                                    break;
+                                }
                             }
                         }
-                        Frame::Ping => {
+                        let ping = matches!(batches.last().map(|frame| frame.as_ref()), Some(Frame::Ping));
+                        if ping {
+                            batches.pop();
+                        }
+                        let events: Vec<&EventFrame> = batches
+                            .iter()
+                            .filter_map(|frame| match frame.as_ref() {
+                                Frame::Events(batch) => Some(batch),
+                                Frame::Ping => None,
+                            })
+                            .collect();
+                        if connection.deliver_all(&events).await.is_err() {
+                            break Outcome::Gone;
+                        }
+                        if let Some(outcome) = then {
+                            break outcome;
+                        }
+                        if ping {
                             if !connection.answered_ping {
                                 break Outcome::Unresponsive;
                             }
@@ -709,7 +746,7 @@ impl Live {
                                 break Outcome::Gone;
                             }
                         }
-                    },
+                    }
                     Err(broadcast::error::RecvError::Lagged(missed)) => break Outcome::Lagged(missed),
                     Err(broadcast::error::RecvError::Closed) => break Outcome::Closing,
                 },
@@ -816,6 +853,29 @@ impl WebSocketConnection {
         }
         self.sent = batch.last;
         Ok(())
+    }
+
+    /// Sends what the connection has not seen of several frames: one frame
+    /// as its shared bytes, several as one message of their unseen events.
+    async fn deliver_all(&mut self, batches: &[&EventFrame]) -> Result<(), Stalled> {
+        match batches {
+            [] => Ok(()),
+            [batch] => self.deliver(batch).await,
+            _ => {
+                let unseen: Vec<Event> = batches
+                    .iter()
+                    .flat_map(|batch| batch.events.iter())
+                    .filter(|event| event.offset > self.sent)
+                    .cloned()
+                    .collect();
+                let Some(last) = unseen.last().map(|event| event.offset) else {
+                    return Ok(());
+                };
+                self.send_text(json_array(&unseen), unseen.len()).await?;
+                self.sent = last;
+                Ok(())
+            }
+        }
     }
 
     async fn finish(mut self, outcome: Outcome, channel_id: &str) {
