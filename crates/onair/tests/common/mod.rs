@@ -257,3 +257,67 @@ pub async fn ready(socket: &mut Socket) -> u64 {
     assert_eq!(events[0]["type"], "ready", "{events:?}");
     events[0]["offset"].as_u64().expect("an offset")
 }
+
+/// Creates a channel as the operator.
+pub async fn create_channel(station: &TestStation, id: &str) {
+    let response = reqwest::Client::new()
+        .post(station.http_url("/v1/channels"))
+        .bearer_auth(&station.operator_key)
+        .json(&serde_json::json!({"id": id, "number": 1, "name": id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+}
+
+/// A connection that reads slowly: a tiny receive buffer, so the server's
+/// writes back up as soon as it stops reading.
+pub async fn connect_small_window(station: &TestStation, url: &str) -> Socket {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(station.http_addr).await.unwrap();
+    let (socket, _response) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .expect("the live socket accepts the upgrade");
+    socket
+}
+
+/// A comment for the bus's live events.
+pub fn comment(index: usize, body_len: usize) -> onair_proto::comment::v1::Comment {
+    onair_proto::comment::v1::Comment {
+        id: format!("c{index}"),
+        channel_id: "news".to_owned(),
+        body: "x".repeat(body_len),
+        ..onair_proto::comment::v1::Comment::default()
+    }
+}
+
+/// Publishes a comment on channel `news` as the comment service would.
+pub async fn publish_comment(station: &TestStation, index: usize, body_len: usize) -> u64 {
+    let bus = station.station.as_ref().expect("running").bus();
+    onair_kit::live::publish(
+        bus,
+        "news",
+        onair_kit::live::LiveKind::Comment,
+        "onair.comment.v1.Comment",
+        &comment(index, body_len),
+    )
+    .await
+    .expect("publish a live event")
+}
+
+/// This process's resident memory.
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .expect("VmRSS");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|value| value.parse().ok())
+        .expect("a number");
+    kib * 1024
+}
