@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt as _, StreamExt as _};
 use onair_kit::bus::{Message, Subscription};
+use onair_kit::clock::millis_from_timestamp as millis_of;
 
 use onair_proto::clients::{MediaClient, UserClient};
 use onair_proto::media::v1 as media;
@@ -119,10 +120,7 @@ impl Author {
     pub fn ban_at(&self, now_ms: i64) -> Option<&user::Ban> {
         let ban = self.user.ban.as_ref()?;
         match &ban.expire_time {
-            Some(expire) => {
-                let expire_ms = expire.seconds * 1000 + i64::from(expire.nanos / 1_000_000);
-                (expire_ms > now_ms).then_some(ban)
-            }
+            Some(expire) => (millis_of(Some(expire)) > now_ms).then_some(ban),
             None => Some(ban),
         }
     }
@@ -329,11 +327,4 @@ impl Lookups {
             }
         }
     }
-}
-
-/// Unix milliseconds of an optional timestamp (0 when absent).
-pub fn millis_of(timestamp: Option<&prost_types::Timestamp>) -> i64 {
-    timestamp.map_or(0, |timestamp| {
-        timestamp.seconds * 1000 + i64::from(timestamp.nanos / 1_000_000)
-    })
 }

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::{Stream, StreamExt as _};
 use onair_kit::auth::{Authenticator, Caller};
 use onair_kit::bus::SharedBus;
-use onair_kit::clock::Clock;
+use onair_kit::clock::{Clock, millis_from_timestamp as millis_of};
 use onair_kit::events::{self, OpsEvent};
 use onair_kit::live::{self, LiveKind};
 use onair_proto::comment::v1 as pb;
@@ -19,7 +19,7 @@ use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use crate::error::CommentError;
-use crate::lookup::{ChangeFeed, Changes, Lookups, millis_of};
+use crate::lookup::{ChangeFeed, Changes, Lookups};
 use crate::moderation::{self, DisplayMeter, Pace, PaceLimits, Verdict};
 use crate::settings::{
     ChatRules, CommentServiceSettings, check_chat_settings, default_chat_settings,

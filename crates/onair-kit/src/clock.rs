@@ -61,6 +61,13 @@ impl std::fmt::Debug for Clock {
     }
 }
 
+/// Unix milliseconds of a protobuf timestamp; an absent one is the epoch.
+pub fn millis_from_timestamp(timestamp: Option<&prost_types::Timestamp>) -> i64 {
+    timestamp.map_or(0, |timestamp| {
+        timestamp.seconds * 1000 + i64::from(timestamp.nanos / 1_000_000)
+    })
+}
+
 /// A protobuf timestamp from unix milliseconds.
 pub fn timestamp_from_millis(millis: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use onair_kit::clock::{Clock, timestamp_from_millis};
+use onair_kit::clock::{Clock, millis_from_timestamp as millis_of, timestamp_from_millis};
 use onair_kit::metrics::Registry;
 use onair_proto::ServiceChannel;
 use onair_proto::clients::MediaClient;
@@ -562,12 +562,6 @@ impl Linear {
             }
         })
     }
-}
-
-fn millis_of(timestamp: Option<&prost_types::Timestamp>) -> i64 {
-    timestamp.map_or(0, |timestamp| {
-        timestamp.seconds * 1000 + i64::from(timestamp.nanos) / 1_000_000
-    })
 }
 
 /// Which playlist is written.

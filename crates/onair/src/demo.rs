@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 
 use anyhow::Context as _;
-use onair_kit::clock::{Clock, timestamp_from_millis};
+use onair_kit::clock::{Clock, millis_from_timestamp, timestamp_from_millis};
 use onair_kit::config::{ProcessEnvironment, ServiceRole, Settings};
 use onair_kit::server::ServiceChannels;
 use onair_proto::clients::{MediaClient, PlayoutClient};
@@ -394,7 +394,7 @@ async fn extend_schedule(
         .flat_map(|channel| channel.entries.iter())
         .filter_map(|entry| entry.slot.as_ref())
         .filter_map(|slot| slot.end_time.as_ref())
-        .map(|end| end.seconds * 1000 + i64::from(end.nanos) / 1_000_000)
+        .map(|end| millis_from_timestamp(Some(end)))
         .max();
     // On the segment grid, so programs start exactly on time.
     let start = now_ms - SCHEDULE_LOOKBACK_MS;
