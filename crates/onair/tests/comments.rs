@@ -205,6 +205,36 @@ async fn next_of(socket: &mut Socket, types: &[&str]) -> Value {
     }
 }
 
+/// The lines of a streaming NDJSON answer, each as JSON.
+struct Lines {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+}
+
+impl Lines {
+    fn new(response: reqwest::Response) -> Lines {
+        Lines {
+            response,
+            buffer: Vec::new(),
+        }
+    }
+
+    async fn next(&mut self) -> Value {
+        loop {
+            if let Some(end) = self.buffer.iter().position(|byte| *byte == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                return serde_json::from_slice(&line).expect("an NDJSON line");
+            }
+            let chunk = tokio::time::timeout(EVENTUALLY, self.response.chunk())
+                .await
+                .expect("the stream says something")
+                .unwrap()
+                .expect("the stream stays open");
+            self.buffer.extend_from_slice(&chunk);
+        }
+    }
+}
+
 fn bodies(page: &Value) -> Vec<String> {
     page["comments"]
         .as_array()
@@ -233,12 +263,13 @@ async fn comments_follow_the_program_on_air(backend: Backend) {
     let mut socket = connect(&live_url(&room.station, "news", None)).await;
     ready(&mut socket).await;
     // The same events as a server stream (WatchComments), as NDJSON.
-    let mut watch = reqwest::Client::new()
+    let watch = reqwest::Client::new()
         .get(room.station.http_url("/v1/channels/news/comments:watch"))
         .send()
         .await
         .unwrap();
     assert_eq!(watch.status().as_u16(), 200);
+    let mut watch = Lines::new(watch);
 
     // Before the first program: nothing is on air.
     let (status, refused) = room.post(&ann_token, "too early").await;
@@ -265,12 +296,7 @@ async fn comments_follow_the_program_on_air(backend: Backend) {
     let event = next_of(&mut socket, &["comment"]).await;
     assert_eq!(event["data"]["comment"]["id"], comment["id"], "{event}");
     assert_eq!(event["data"]["comment"]["vposMs"], "1500");
-    let chunk = tokio::time::timeout(EVENTUALLY, watch.chunk())
-        .await
-        .expect("the watch streams")
-        .unwrap()
-        .expect("the watch stays open");
-    let line: Value = serde_json::from_slice(&chunk).expect("one NDJSON line");
+    let line = watch.next().await;
     assert_eq!(line["result"]["comment"]["id"], comment["id"], "{line}");
 
     // Across the boundary the next slot takes the comments, from its own start.
@@ -515,13 +541,14 @@ async fn held_comments_go_live_when_approved(backend: Backend) {
     assert_eq!(room.adjust_trust(&ann, -40).await, 10);
     room.at(3_000);
 
-    let mut queue = reqwest::Client::new()
+    let queue = reqwest::Client::new()
         .get(room.station.http_url("/v1/moderation/queue"))
         .bearer_auth(&room.station.operator_key)
         .send()
         .await
         .unwrap();
     assert_eq!(queue.status().as_u16(), 200);
+    let mut queue = Lines::new(queue);
     let mut socket = connect(&live_url(&room.station, "news", None)).await;
     ready(&mut socket).await;
 
@@ -535,16 +562,12 @@ async fn held_comments_go_live_when_approved(backend: Backend) {
     assert!(bodies(&room.replay(&room.slots[0], "", None).await).is_empty());
 
     // The moderator's queue shows it.
-    let mut text = String::new();
-    while !text.contains(held["id"].as_str().unwrap()) {
-        let chunk = tokio::time::timeout(EVENTUALLY, queue.chunk())
-            .await
-            .expect("the queue streams")
-            .unwrap()
-            .expect("the queue stays open");
-        text.push_str(std::str::from_utf8(&chunk).unwrap());
-    }
-    let item: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let item = loop {
+        let item = queue.next().await;
+        if item["result"]["comment"]["id"] == held["id"] {
+            break item;
+        }
+    };
     assert!(
         item["result"]["comment"]["status"]
             .as_str()
@@ -673,19 +696,7 @@ async fn reported_and_hidden_comments_leave_live_and_replay(backend: Backend) {
         .send()
         .await
         .unwrap();
-    let mut response = response;
-    let chunk = tokio::time::timeout(EVENTUALLY, response.chunk())
-        .await
-        .expect("the queue streams")
-        .unwrap()
-        .expect("the queue stays open");
-    let first_line = std::str::from_utf8(&chunk)
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .to_owned();
-    let item: Value = serde_json::from_str(&first_line).unwrap();
+    let item = Lines::new(response).next().await;
     assert_eq!(item["result"]["comment"]["id"], comment_id.as_str());
     assert_eq!(item["result"]["reportCount"], 3);
     assert!(
