@@ -47,6 +47,9 @@ const CHANNEL_PAGE_SIZE: i32 = 1000;
 /// The most broadcast days a guide may cover; the media service answers a
 /// timetable of at most 31 days.
 pub const MAX_EPG_DAYS: u32 = 31;
+/// The most broadcast days one timetable call of the guide covers: a week is
+/// one call, and no call nears the media service's longest range.
+const GUIDE_DAYS_PER_CALL: u32 = 7;
 
 const EPG_PROGRAMMES: &str = "onair_iptv_epg_programmes";
 const EPG_PROGRAMMES_HELP: &str = "Programmes in the last XMLTV guide built.";
@@ -76,8 +79,6 @@ pub struct IptvSettings {
     /// The station's time zone: the guide starts at the beginning of the
     /// broadcast day on air now, counted in it.
     pub time_zone: TimeZone,
-    /// The zone's IANA name, sent with timetable queries.
-    pub time_zone_name: String,
     /// When a broadcast day starts, after local midnight.
     pub broadcast_day_start: Duration,
     /// How many broadcast days the guide covers.
@@ -89,8 +90,8 @@ pub struct IptvSettings {
     pub max_age: Duration,
     /// How long one call to the media service may take.
     pub request_timeout: Duration,
-    /// The largest timetable (one broadcast day of the whole station) read
-    /// from the media service, in bytes.
+    /// The largest timetable (up to a week of the whole station) read from
+    /// the media service, in bytes.
     pub max_timetable_bytes: usize,
 }
 
@@ -123,7 +124,6 @@ impl IptvSettings {
         }
         Ok(IptvSettings {
             time_zone: zone,
-            time_zone_name: time_zone.to_owned(),
             broadcast_day_start: Duration::from_secs(day_start_seconds),
             epg_days,
             xmltv_domain: xmltv_domain.to_owned(),
@@ -307,8 +307,8 @@ impl Iptv {
     }
 
     async fn guide(&self, headers: HeaderMap) -> Response {
-        let days = match self.guide_days() {
-            Ok(days) => days,
+        let ranges = match self.guide_ranges() {
+            Ok(ranges) => ranges,
             Err(reason) => {
                 return crate::status_response(
                     tonic::Code::Internal,
@@ -317,7 +317,9 @@ impl Iptv {
                 );
             }
         };
-        let calls = days.iter().map(|day| self.timetable(&headers, day));
+        let calls = ranges
+            .iter()
+            .map(|&(start, end)| self.timetable(&headers, start, end));
         let timetables = match futures::future::try_join_all(calls).await {
             Ok(timetables) => timetables,
             Err(status) => return error_response(&status),
@@ -373,25 +375,32 @@ impl Iptv {
         Ok(written)
     }
 
-    /// The broadcast days the guide covers: the one on air now and the next
-    /// ones, as YYYY-MM-DD in the station's time zone.
-    fn guide_days(&self) -> Result<Vec<String>, String> {
+    /// The time ranges the guide reads: from the start of the broadcast day on
+    /// air now to the end of the guide's last day, cut into ranges of at most
+    /// [`GUIDE_DAYS_PER_CALL`] broadcast days. Days are counted in the
+    /// station's time zone, so a day across a clock change is 23 or 25 hours.
+    fn guide_ranges(&self) -> Result<Vec<(jiff::Timestamp, jiff::Timestamp)>, String> {
         let now = jiff::Timestamp::from_millisecond(self.clock.now_ms())
             .map_err(|error| format!("the clock is out of range: {error}"))?;
-        let first = broadcast_day_of(
-            now,
-            &self.settings.time_zone,
-            self.settings.broadcast_day_start,
-        )?;
-        let mut days = Vec::new();
+        let day_start = self.settings.broadcast_day_start;
+        let zone = &self.settings.time_zone;
+        let first = broadcast_day_of(now, zone, day_start)?;
+        let mut ranges = Vec::new();
         let mut day = first;
-        for _ in 0..self.settings.epg_days {
-            days.push(day.to_string());
-            day = day
-                .tomorrow()
+        let mut left = self.settings.epg_days;
+        while left > 0 {
+            let days = left.min(GUIDE_DAYS_PER_CALL);
+            let next = day
+                .checked_add(jiff::Span::new().days(i64::from(days)))
                 .map_err(|error| format!("the guide runs past the calendar: {error}"))?;
+            ranges.push((
+                day_start_instant(day, zone, day_start)?,
+                day_start_instant(next, zone, day_start)?,
+            ));
+            day = next;
+            left -= days;
         }
-        Ok(days)
+        Ok(ranges)
     }
 
     /// Every channel, by number, following the list's pages.
@@ -418,18 +427,23 @@ impl Iptv {
         }
     }
 
-    /// The whole station's timetable of one broadcast day, undecoded.
+    /// The whole station's timetable from `start` to `end`, undecoded.
     async fn timetable(
         &self,
         headers: &HeaderMap,
-        broadcast_day: &str,
+        start: jiff::Timestamp,
+        end: jiff::Timestamp,
     ) -> Result<Bytes, tonic::Status> {
+        let timestamp = |time: jiff::Timestamp| prost_types::Timestamp {
+            seconds: time.as_second(),
+            nanos: time.subsec_nanosecond(),
+        };
         let message = pb::GetTimetableRequest {
             channel_id: String::new(),
-            start_time: None,
-            end_time: None,
-            time_zone: self.settings.time_zone_name.clone(),
-            broadcast_day: broadcast_day.to_owned(),
+            start_time: Some(timestamp(start)),
+            end_time: Some(timestamp(end)),
+            time_zone: String::new(),
+            broadcast_day: String::new(),
         };
         let request = self.request(headers, message);
         let mut grpc = tonic::client::Grpc::new(self.media_channel.clone())
@@ -518,6 +532,25 @@ fn broadcast_day_of(
         .checked_sub(day_start)
         .map_err(|error| format!("the broadcast day is out of range: {error}"))?;
     Ok(shifted.date())
+}
+
+/// When broadcast day `day` starts: its date at the day start, in `zone`
+/// (the earlier of two such instants when clocks go back, the first after a
+/// gap when they go forward).
+fn day_start_instant(
+    day: Date,
+    zone: &TimeZone,
+    day_start: Duration,
+) -> Result<jiff::Timestamp, String> {
+    let day_start = jiff::SignedDuration::try_from(day_start)
+        .map_err(|error| format!("the broadcast day start is out of range: {error}"))?;
+    let local = day
+        .to_datetime(jiff::civil::Time::midnight())
+        .checked_add(day_start)
+        .map_err(|error| format!("broadcast day {day} is out of range: {error}"))?;
+    zone.to_ambiguous_timestamp(local)
+        .compatible()
+        .map_err(|error| format!("broadcast day {day} has no start in the time zone: {error}"))
 }
 
 fn error_response(status: &tonic::Status) -> Response {

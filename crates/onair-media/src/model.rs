@@ -409,14 +409,19 @@ impl ProgramRecord {
 impl SlotRecord {
     /// The slot as the API shows it.
     pub fn to_proto(&self) -> pb::Slot {
+        self.clone().into_proto()
+    }
+
+    /// As [`SlotRecord::to_proto`], taking the record.
+    pub fn into_proto(self) -> pb::Slot {
         pb::Slot {
-            id: self.id.clone(),
-            channel_id: self.channel_id.clone(),
-            program_id: self.program_id.clone(),
+            id: self.id,
+            channel_id: self.channel_id,
+            program_id: self.program_id,
             start_time: Some(timestamp_from_millis(self.start_time_ms)),
             end_time: Some(timestamp_from_millis(self.end_time_ms)),
             live: self.live,
-            repeat_of_slot_id: self.repeat_of_slot_id.clone(),
+            repeat_of_slot_id: self.repeat_of_slot_id,
             cut: self.cut,
             comments_enabled: Some(self.comments_enabled),
         }

@@ -953,15 +953,16 @@ fn assemble_timetable(
         .map(|(id, program)| (id, program.to_proto()))
         .collect();
     let mut by_channel: HashMap<String, Vec<pb::TimetableEntry>> = HashMap::new();
-    for slot in &slots {
+    for slot in slots {
         let program = programs.get(&slot.program_id).cloned();
-        by_channel
-            .entry(slot.channel_id.clone())
-            .or_default()
-            .push(pb::TimetableEntry {
-                slot: Some(slot.to_proto()),
-                program,
-            });
+        let entries = match by_channel.get_mut(&slot.channel_id) {
+            Some(entries) => entries,
+            None => by_channel.entry(slot.channel_id.clone()).or_default(),
+        };
+        entries.push(pb::TimetableEntry {
+            slot: Some(slot.into_proto()),
+            program,
+        });
     }
     let mut timetable = pb::Timetable {
         channels: Vec::with_capacity(channels.len()),

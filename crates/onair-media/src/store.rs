@@ -369,6 +369,84 @@ fn overlapping_json_statement(backend: Backend, one_channel: bool) -> String {
     }
 }
 
+/// The timetable statement: the slots overlapping [$1, $2) (of channel $3)
+/// as [`overlapping_json_statement`] gives them (`page`), and the programs
+/// they play as one JSON array of [`PROGRAM_COLUMNS`] (`programs`), in one
+/// row.
+fn timetable_json_statement(backend: Backend, one_channel: bool) -> String {
+    let slots = overlapping_json_statement(backend, one_channel);
+    let played = overlapping_statement("s.program_id AS program_id", one_channel);
+    let columns = PROGRAM_COLUMNS.join(", ");
+    let programs = match backend {
+        Backend::Sqlite => format!(
+            "SELECT json_group_array(json_array({columns})) FROM media_programs \
+             WHERE id IN (SELECT program_id FROM ({played}))"
+        ),
+        Backend::Postgres => format!(
+            "SELECT COALESCE(json_agg(json_build_array({columns}))::text, '[]') \
+             FROM media_programs WHERE id IN (SELECT program_id FROM ({played}) AS played)"
+        ),
+    };
+    format!("SELECT ({slots}) AS page, ({programs}) AS programs")
+}
+
+static TIMETABLE_JSON: LazyLock<[[String; 2]; 2]> = LazyLock::new(|| {
+    [
+        [
+            timetable_json_statement(Backend::Sqlite, false),
+            timetable_json_statement(Backend::Sqlite, true),
+        ],
+        [
+            timetable_json_statement(Backend::Postgres, false),
+            timetable_json_statement(Backend::Postgres, true),
+        ],
+    ]
+});
+
+/// A program as [`PROGRAM_COLUMNS`] in a JSON array.
+type JsonProgram = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+);
+
+fn program_from_json(program: JsonProgram) -> ProgramRecord {
+    let (
+        id,
+        title,
+        description,
+        genres,
+        duration_ms,
+        rating,
+        artwork_url,
+        asset_id,
+        live,
+        create_time_ms,
+        update_time_ms,
+    ) = program;
+    ProgramRecord {
+        id,
+        title,
+        description,
+        genres: genres_from_text(&genres),
+        duration_ms,
+        rating,
+        artwork_url,
+        asset_id,
+        live: bool_from(live),
+        create_time_ms,
+        update_time_ms,
+    }
+}
+
 static SLOTS_JSON: LazyLock<[[String; 2]; 2]> = LazyLock::new(|| {
     [
         [
@@ -607,11 +685,39 @@ impl MediaStore {
         start_time_ms: i64,
         end_time_ms: i64,
     ) -> Result<SlotsWithPrograms<SlotRecord>, StoreError> {
-        let slots = self
-            .slots_overlapping(channel_id, start_time_ms, end_time_ms)
-            .await?;
-        let programs = self.programs_of(slots.iter()).await?;
-        Ok(SlotsWithPrograms { slots, programs })
+        let statement =
+            TIMETABLE_JSON[self.backend_index()][usize::from(channel_id.is_some())].as_str();
+        let mut query = sqlx::query(statement).bind(start_time_ms).bind(end_time_ms);
+        if let Some(channel_id) = channel_id {
+            query = query.bind(channel_id);
+        }
+        let row = query.fetch_one(self.db.pool()).await?;
+        let page: String = row.try_get("page")?;
+        let programs: String = row.try_get("programs")?;
+        let slots: Vec<JsonSlot> = serde_json::from_str(&page).map_err(|error| {
+            StoreError::Query(format!("a timetable page does not parse: {error}"))
+        })?;
+        let programs: Vec<JsonProgram> = serde_json::from_str(&programs).map_err(|error| {
+            StoreError::Query(format!("a timetable's programs do not parse: {error}"))
+        })?;
+        Ok(SlotsWithPrograms {
+            slots: slots.into_iter().map(slot_from_json).collect(),
+            programs: programs
+                .into_iter()
+                .map(|program| {
+                    let program = program_from_json(program);
+                    (program.id.clone(), program)
+                })
+                .collect(),
+        })
+    }
+
+    /// 0 for SQLite, 1 for PostgreSQL: the index of a statement built for each.
+    fn backend_index(&self) -> usize {
+        match self.db.backend() {
+            Backend::Sqlite => 0,
+            Backend::Postgres => 1,
+        }
     }
 
     /// The programs the slots play, each read once, in one statement.
@@ -637,11 +743,8 @@ impl MediaStore {
         start_time_ms: i64,
         end_time_ms: i64,
     ) -> Result<Vec<SlotRecord>, StoreError> {
-        let backend_index = match self.db.backend() {
-            Backend::Sqlite => 0,
-            Backend::Postgres => 1,
-        };
-        let statement = SLOTS_JSON[backend_index][usize::from(channel_id.is_some())].as_str();
+        let statement =
+            SLOTS_JSON[self.backend_index()][usize::from(channel_id.is_some())].as_str();
         let mut query = sqlx::query(statement).bind(start_time_ms).bind(end_time_ms);
         if let Some(channel_id) = channel_id {
             query = query.bind(channel_id);

@@ -9,8 +9,8 @@
 use std::marker::PhantomData;
 
 use tonic::Status;
-use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
-use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic_prost::{ProstCodec, ProstDecoder};
 
 /// prost's codec with decode failures reported as `InvalidArgument`.
 #[derive(Debug, Clone)]
@@ -33,17 +33,38 @@ where
 {
     type Encode = T;
     type Decode = U;
-    type Encoder = ProstEncoder<T>;
+    type Encoder = OnairEncoder<T>;
     type Decoder = OnairDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ProstEncoder::default()
+        OnairEncoder {
+            _message: PhantomData,
+        }
     }
 
     fn decoder(&mut self) -> Self::Decoder {
         OnairDecoder {
             inner: ProstCodec::<T, U>::raw_decoder(BufferSettings::default()),
         }
+    }
+}
+
+/// Encodes with prost into room made for the whole message first. Left to
+/// grow as it is written, the buffer of a large message (a week's timetable
+/// of a station is megabytes) is copied again each time it doubles.
+#[derive(Debug, Clone)]
+pub struct OnairEncoder<T> {
+    _message: PhantomData<T>,
+}
+
+impl<T: prost::Message> Encoder for OnairEncoder<T> {
+    type Item = T;
+    type Error = Status;
+
+    fn encode(&mut self, item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        buf.reserve(item.encoded_len());
+        item.encode_raw(buf);
+        Ok(())
     }
 }
 
