@@ -445,7 +445,7 @@ async fn main() -> anyhow::Result<()> {
                 counts.frames.fetch_add(1, Ordering::Relaxed);
                 let now = now_micros();
                 let mut delivered = 0;
-                scan_ids(&text, |seq, sent| {
+                scan_ids(text, |seq, sent| {
                     delivered += 1;
                     latencies.record(now.saturating_sub(sent));
                     if next_seq.is_some_and(|expected| expected != seq) {
