@@ -273,8 +273,7 @@ impl Gateway {
         let started = std::time::Instant::now();
         let method = request.method().clone();
         let (response, route) = self.respond(request).await;
-        let template = route.map(|route| route.template.to_string());
-        let label = template.as_deref().unwrap_or("unmatched");
+        let label = route.map_or("unmatched", |route| route.template.as_str());
         onair_kit::server::record_http(&self.metrics, label, &method, response.status(), started);
         response
     }
@@ -329,16 +328,10 @@ impl Gateway {
             request.set_timeout(self.settings.request_timeout);
         }
 
-        let service = route.method.parent_service().full_name().to_owned();
-        let path = format!("/{service}/{}", route.method.name());
-        let Ok(path) = http::uri::PathAndQuery::try_from(path.as_str()) else {
-            return status_response(
-                tonic::Code::Internal,
-                "invalid method path",
-                StatusCode::INTERNAL_SERVER_ERROR,
-            );
-        };
-        let mut grpc = tonic::client::Grpc::new((self.resolve)(&service));
+        let service = route.method.parent_service();
+        let service = service.full_name();
+        let path = route.grpc_path.clone();
+        let mut grpc = tonic::client::Grpc::new((self.resolve)(service));
         if let Err(error) = grpc.ready().await {
             return status_response(
                 tonic::Code::Unavailable,

@@ -28,6 +28,8 @@ pub struct RestRoute {
     pub method: MethodDescriptor,
     /// 200, or what `onair.api.http_success_code` says.
     pub success: StatusCode,
+    /// The RPC's gRPC path, `/package.Service/Method`.
+    pub grpc_path: http::uri::PathAndQuery,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +167,9 @@ fn route_from_rule(
             ))
         })?),
     };
+    let grpc_path = format!("/{}/{}", method.parent_service().full_name(), method.name());
+    let grpc_path = http::uri::PathAndQuery::try_from(grpc_path.as_str())
+        .map_err(|error| invalid(format!("{grpc_path} is not a gRPC path: {error}")))?;
     Ok(RestRoute {
         http_method,
         template,
@@ -172,6 +177,7 @@ fn route_from_rule(
         response_body,
         method: method.clone(),
         success,
+        grpc_path,
     })
 }
 

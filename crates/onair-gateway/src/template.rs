@@ -38,6 +38,10 @@ pub struct PathTemplate {
     /// How many literal segments the template has; more literals win when two
     /// templates match the same path (`/v1/users/me` over `/v1/users/{id}`).
     literal_count: usize,
+    /// The literal segments the template starts with, each after its `/`
+    /// (`/v1/users` for `/v1/users/{user_id}`): a path that starts otherwise,
+    /// and escapes nothing, is turned away without being split.
+    literal_prefix: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -157,13 +161,27 @@ impl PathTemplate {
         {
             return Err(error("** may only be the last segment"));
         }
+        let mut literal_prefix = String::new();
+        for piece in &pieces {
+            let Piece::Literal(literal) = piece else {
+                break;
+            };
+            literal_prefix.push('/');
+            literal_prefix.push_str(literal);
+        }
         Ok(PathTemplate {
             source: template.to_owned(),
             pieces,
             verb,
             variables,
             literal_count,
+            literal_prefix,
         })
+    }
+
+    /// The template as written in the contract.
+    pub fn as_str(&self) -> &str {
+        &self.source
     }
 
     pub fn variables(&self) -> &[String] {
@@ -182,6 +200,9 @@ impl PathTemplate {
     /// variables, decoded. Single-segment variables decode every escape;
     /// multi-segment ones keep `%2F` as a slash inside a segment.
     pub fn matches(&self, path: &str) -> Option<Bindings> {
+        if !path.starts_with(self.literal_prefix.as_str()) && !path.contains('%') {
+            return None;
+        }
         let rest = path.strip_prefix('/')?;
         let path = match &self.verb {
             Some(verb) => rest.strip_suffix(verb.as_str())?.strip_suffix(':')?,
@@ -365,6 +386,16 @@ mod tests {
             bound("/files/{path=**}", "/files/a/b/c.txt"),
             pairs(&[("path", "a/b/c.txt")])
         );
+    }
+
+    #[test]
+    fn escaped_literals_still_match() {
+        assert_eq!(
+            bound("/v1/users/{user_id}", "/v1/%75sers/u1"),
+            pairs(&[("user_id", "u1")])
+        );
+        assert_eq!(bound("/v1/users/{user_id}", "/v1/channels/u1"), None);
+        assert_eq!(bound("/v1/users/{user_id}", "/v1/user"), None);
     }
 
     #[test]
