@@ -1039,22 +1039,7 @@ async fn onair_asset_add_shows_progress_and_prints_the_id() {
     let clock = Clock::manual(SystemTime::now());
     let station = VideoStation::start(dir, clock, &[]).await;
     let clip = make_clip(sources.path(), "clip", 2.0);
-    let grpc = station.grpc.to_string();
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_onair"))
-        .args([
-            "asset",
-            "add",
-            "--id",
-            "from-cli",
-            "--grpc",
-            &grpc,
-            "--token",
-            &station.key,
-        ])
-        .arg(&clip)
-        .output()
-        .await
-        .expect("onair runs");
+    let output = asset_add(&station, &["--id", "from-cli"], &clip).await;
     let progress = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{progress}");
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "from-cli");
@@ -1077,13 +1062,7 @@ async fn onair_asset_add_shows_progress_and_prints_the_id() {
     assert_eq!(last["result"]["state"], "READY", "{body}");
 
     // The same file sent over the connection, for a station elsewhere.
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_onair"))
-        .args(["asset", "add", "--upload", "--id", "uploaded"])
-        .args(["--grpc", &grpc, "--token", &station.key])
-        .arg(&clip)
-        .output()
-        .await
-        .expect("onair runs");
+    let output = asset_add(&station, &["--upload", "--id", "uploaded"], &clip).await;
     let progress = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{progress}");
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "uploaded");
@@ -1091,20 +1070,7 @@ async fn onair_asset_add_shows_progress_and_prints_the_id() {
     // An upload over playout.max_upload_bytes.
     let big = sources.path().join("big.ts");
     std::fs::write(&big, vec![0x47u8; 3_000_000]).expect("write");
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_onair"))
-        .args([
-            "asset",
-            "add",
-            "--upload",
-            "--grpc",
-            &grpc,
-            "--token",
-            &station.key,
-        ])
-        .arg(&big)
-        .output()
-        .await
-        .expect("onair runs");
+    let output = asset_add(&station, &["--upload"], &big).await;
     assert!(!output.status.success());
     let error = String::from_utf8_lossy(&output.stderr);
     assert!(error.contains("playout.max_upload_bytes"), "{error}");
@@ -1112,33 +1078,31 @@ async fn onair_asset_add_shows_progress_and_prints_the_id() {
     // A file that is not video: a clear error and a failing exit code.
     let notes = sources.path().join("notes.txt");
     std::fs::write(&notes, "not a video").expect("write");
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_onair"))
-        .args(["asset", "add", "--grpc", &grpc, "--token", &station.key])
-        .arg(&notes)
-        .output()
-        .await
-        .expect("onair runs");
+    let output = asset_add(&station, &[], &notes).await;
     assert!(!output.status.success());
     let error = String::from_utf8_lossy(&output.stderr);
     assert!(error.contains("ffmpeg cannot read"), "{error}");
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_onair"))
-        .args([
-            "asset",
-            "add",
-            "--upload",
-            "--grpc",
-            &grpc,
-            "--token",
-            &station.key,
-        ])
-        .arg(&notes)
-        .output()
-        .await
-        .expect("onair runs");
+    let output = asset_add(&station, &["--upload"], &notes).await;
     assert!(!output.status.success());
     let error = String::from_utf8_lossy(&output.stderr);
     assert!(error.contains("ffmpeg cannot read"), "{error}");
     station.stop().await;
+}
+
+/// Runs `onair asset add OPTIONS FILE` against the station, as its operator.
+async fn asset_add(
+    station: &VideoStation,
+    options: &[&str],
+    file: &std::path::Path,
+) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args(["asset", "add"])
+        .args(options)
+        .args(["--grpc", &station.grpc.to_string(), "--token", &station.key])
+        .arg(file)
+        .output()
+        .await
+        .expect("onair runs")
 }
 
 /// `onair demo` run as a newcomer runs it: three channels that play at once,
