@@ -14,7 +14,7 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
@@ -23,7 +23,7 @@ use onair_kit::error::ServiceError;
 
 use crate::Playout;
 use crate::error::PlayoutError;
-use crate::ingest::{IngestError, live_segment_key};
+use crate::ingest::{Arrival, IngestError, live_segment_key};
 use crate::transcode::segment_key;
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
@@ -40,7 +40,10 @@ pub fn router(playout: Playout) -> Router {
             axum::routing::put(put_ingest).delete(delete_ingest),
         )
         .layer(DefaultBodyLimit::max(ingest_limit))
-        .layer(axum::middleware::from_fn(detached));
+        .layer(axum::middleware::from_fn_with_state(
+            playout.clone(),
+            detached,
+        ));
     Router::new()
         .route("/hls/{channel}/master.m3u8", get(live_master))
         .route("/hls/{channel}/{rendition}/index.m3u8", get(live_media))
@@ -66,11 +69,17 @@ pub fn router(playout: Playout) -> Router {
         .with_state(playout)
 }
 
-/// Runs an ingest request to its end even if the encoder hangs up first.
-/// ffmpeg closes its connection right after the last chunk of a PUT without
-/// waiting for the answer, and the HTTP server then drops the request's
-/// future: the segment would be lost half-stored.
-async fn detached(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// Stamps an ingest request with its arrival, then runs it to its end even
+/// if the encoder hangs up first. ffmpeg closes its connection right after
+/// the last chunk of a PUT without waiting for the answer, and the HTTP
+/// server then drops the request's future: the segment would be lost
+/// half-stored.
+async fn detached(
+    State(playout): State<Playout>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    request.extensions_mut().insert(playout.ingest().arrival());
     match tokio::spawn(next.run(request)).await {
         Ok(response) => response,
         Err(error) => {
@@ -255,9 +264,10 @@ fn ingest_error(error: IngestError) -> Response {
 async fn put_ingest(
     State(playout): State<Playout>,
     Path((key, file)): Path<(String, String)>,
+    Extension(arrival): Extension<Arrival>,
     body: Bytes,
 ) -> Response {
-    match playout.ingest().put(&key, &file, body).await {
+    match playout.ingest().put(&key, &file, body, arrival).await {
         Ok(()) => StatusCode::CREATED.into_response(),
         Err(error) => ingest_error(error),
     }

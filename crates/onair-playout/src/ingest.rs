@@ -13,6 +13,7 @@
 //!   DELETE is answered but ignored.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -104,7 +105,15 @@ struct Inner {
     pending: Mutex<HashMap<String, Pending>>,
     /// Numbering is one step per slot at a time.
     numbering: tokio::sync::Mutex<()>,
+    /// The next request's place in the order of arrival.
+    arrivals: AtomicU64,
 }
+
+/// Where an ingest request came in the order of arrival. Requests are
+/// stamped before anything is awaited: their handlers wait on the store, so
+/// a playlist may reach the numbering after one the encoder sent later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Arrival(u64);
 
 /// An encoder's segments and playlist entries on their way to being
 /// numbered. An encoder does not wait for answers (ffmpeg hangs up after each
@@ -126,6 +135,8 @@ struct Pending {
     /// listed: a live playlist only grows at its end, so when the end goes
     /// back, the encoder has restarted.
     last_listed: Option<i64>,
+    /// When the last playlist taken arrived.
+    last_playlist: Option<Arrival>,
 }
 
 /// How many later segments may arrive while the first announced one is
@@ -134,7 +145,14 @@ const MISSING_SEGMENT_PATIENCE: usize = 2;
 
 impl Pending {
     /// Takes what a playlist of the encoder lists.
-    fn announce(&mut self, media_sequence: i64, listed: Vec<(String, i64)>) {
+    fn announce(&mut self, arrival: Arrival, media_sequence: i64, listed: Vec<(String, i64)>) {
+        if self.last_playlist.is_some_and(|last| arrival < last) {
+            // A playlist sent after this one was taken first. It lists what
+            // this one does and more, and this one's shorter list is not the
+            // encoder starting over.
+            return;
+        }
+        self.last_playlist = Some(arrival);
         let end = media_sequence + listed.len() as i64 - 1;
         if self.last_listed.is_some_and(|last| end < last) {
             // The encoder started over.
@@ -248,8 +266,15 @@ impl Ingest {
                 max_segment_ms: i64::from(segment_seconds) * 1000 + 499,
                 pending: Mutex::new(HashMap::new()),
                 numbering: tokio::sync::Mutex::new(()),
+                arrivals: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Stamps a request with its place in the order of arrival; call it
+    /// before awaiting anything for the request.
+    pub fn arrival(&self) -> Arrival {
+        Arrival(self.inner.arrivals.fetch_add(1, Ordering::Relaxed))
     }
 
     async fn grant(&self, key: &str) -> Result<StreamKeyGrant, IngestError> {
@@ -285,8 +310,14 @@ impl Ingest {
         self.grant(key).await.map(|_| ())
     }
 
-    /// Takes one file an encoder pushed.
-    pub async fn put(&self, key: &str, file: &str, body: Bytes) -> Result<(), IngestError> {
+    /// Takes one file an encoder pushed, stamped by [`Ingest::arrival`].
+    pub async fn put(
+        &self,
+        key: &str,
+        file: &str,
+        body: Bytes,
+        arrival: Arrival,
+    ) -> Result<(), IngestError> {
         checked_file(file)?;
         let grant = self.grant(key).await?;
         self.check_slot_open(&grant).await?;
@@ -330,7 +361,7 @@ impl Ingest {
         let ready = match self.inner.pending.lock() {
             Ok(mut pending) => {
                 let slot = pending.entry(grant.slot_id.clone()).or_default();
-                slot.announce(media_sequence, listed);
+                slot.announce(arrival, media_sequence, listed);
                 slot.take_ready()
             }
             Err(_) => Vec::new(),
@@ -441,43 +472,71 @@ mod tests {
         assert!(checked_file("index.m3u8").is_ok());
     }
 
+    fn listed(files: &[&str]) -> Vec<(String, i64)> {
+        files
+            .iter()
+            .map(|file| ((*file).to_owned(), 1000))
+            .collect()
+    }
+
+    fn ready(pending: &mut Pending) -> Vec<String> {
+        pending
+            .take_ready()
+            .into_iter()
+            .map(|(file, _)| file)
+            .collect()
+    }
+
     #[test]
     fn numbers_in_playlist_order_whichever_arrives_first() {
-        let listed = |files: &[&str]| -> Vec<(String, i64)> {
-            files
-                .iter()
-                .map(|file| ((*file).to_owned(), 1000))
-                .collect()
-        };
-        let ready = |pending: &mut Pending| -> Vec<String> {
-            pending
-                .take_ready()
-                .into_iter()
-                .map(|(file, _)| file)
-                .collect()
-        };
         let mut pending = Pending::default();
         // The playlist lists two segments before either has arrived.
-        pending.announce(0, listed(&["index0.ts", "index1.ts"]));
+        pending.announce(Arrival(1), 0, listed(&["index0.ts", "index1.ts"]));
         pending.received.insert("index1.ts".to_owned());
         assert!(ready(&mut pending).is_empty(), "index0 comes first");
         pending.received.insert("index0.ts".to_owned());
         assert_eq!(ready(&mut pending), vec!["index0.ts", "index1.ts"]);
         // A later playlist lists them again with a new one.
-        pending.announce(0, listed(&["index0.ts", "index1.ts", "index2.ts"]));
+        pending.announce(
+            Arrival(2),
+            0,
+            listed(&["index0.ts", "index1.ts", "index2.ts"]),
+        );
         pending.received.insert("index2.ts".to_owned());
         assert_eq!(ready(&mut pending), vec!["index2.ts"]);
         // The encoder restarts: the same names are new segments, even when
         // the playlist comes before the file.
-        pending.announce(0, listed(&["index0.ts"]));
+        pending.announce(Arrival(3), 0, listed(&["index0.ts"]));
         assert!(ready(&mut pending).is_empty());
         pending.received.insert("index0.ts".to_owned());
         assert_eq!(ready(&mut pending), vec!["index0.ts"]);
         // A segment lost on the way is given up once later ones are in.
-        pending.announce(1, listed(&["index1.ts", "index2.ts", "index3.ts"]));
+        pending.announce(
+            Arrival(4),
+            1,
+            listed(&["index1.ts", "index2.ts", "index3.ts"]),
+        );
         pending.received.insert("index2.ts".to_owned());
         pending.received.insert("index3.ts".to_owned());
         assert_eq!(ready(&mut pending), vec!["index2.ts", "index3.ts"]);
+    }
+
+    #[test]
+    fn a_playlist_taken_late_is_not_a_restart() {
+        let mut pending = Pending::default();
+        pending.announce(Arrival(1), 0, listed(&["index0.ts"]));
+        pending.received.insert("index0.ts".to_owned());
+        assert_eq!(ready(&mut pending), vec!["index0.ts"]);
+        // The last playlist is taken before the one sent just before it,
+        // and before the last segment has arrived.
+        pending.announce(Arrival(3), 0, listed(&["index0.ts", "index1.ts"]));
+        pending.announce(Arrival(2), 0, listed(&["index0.ts"]));
+        pending.received.insert("index1.ts".to_owned());
+        assert_eq!(
+            ready(&mut pending),
+            vec!["index1.ts"],
+            "the last segment is numbered, and index0 is not numbered twice"
+        );
     }
 
     #[test]
