@@ -164,13 +164,25 @@ async fn timetable_over_grpc(
     })
 }
 
-/// The guide right after a schedule change, so that every timetable is read
-/// from the database again and the guide is written anew: before each timed
-/// request, a channel is renamed (untimed).
+/// What is changed before each timed guide request.
+#[derive(Clone, Copy)]
+enum Edit {
+    /// Channel 1 is renamed: the media service reads that channel's week
+    /// again.
+    RenameChannel,
+    /// A program of channel 1 is retitled: a program may play on any
+    /// channel, so the whole station's week is read again.
+    RetitleProgram,
+}
+
+/// The guide right after a schedule change: before each timed request, the
+/// edit is made (untimed), and what it changed is read from the database and
+/// the guide written anew.
 async fn guide_after_changes(
     server: &ServerUnderTest,
     args: &Args,
     guide: Read,
+    edit: Edit,
 ) -> anyhow::Result<Outcome> {
     let mut client = MediaServiceClient::connect(format!("http://{}", server.grpc)).await?;
     let credential: tonic::metadata::MetadataValue<_> =
@@ -184,20 +196,40 @@ async fn guide_after_changes(
     let mut change = 0u64;
     while Instant::now() < deadline {
         change += 1;
-        let mut request = tonic::Request::new(pb::UpdateChannelRequest {
-            channel: Some(pb::Channel {
-                id: channel_id(0),
-                name: format!("onair Channel 1 (edit {change})"),
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["name".to_owned()],
-            }),
-        });
-        request
-            .metadata_mut()
-            .insert("authorization", credential.clone());
-        client.update_channel(request).await?;
+        match edit {
+            Edit::RenameChannel => {
+                let mut request = tonic::Request::new(pb::UpdateChannelRequest {
+                    channel: Some(pb::Channel {
+                        id: channel_id(0),
+                        name: format!("onair Channel 1 (edit {change})"),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["name".to_owned()],
+                    }),
+                });
+                request
+                    .metadata_mut()
+                    .insert("authorization", credential.clone());
+                client.update_channel(request).await?;
+            }
+            Edit::RetitleProgram => {
+                let mut request = tonic::Request::new(pb::UpdateProgramRequest {
+                    program: Some(pb::Program {
+                        id: format!("{}-show-0", channel_id(0)),
+                        title: format!("Show 0 of channel 1 (edit {change})"),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["title".to_owned()],
+                    }),
+                });
+                request
+                    .metadata_mut()
+                    .insert("authorization", credential.clone());
+                client.update_program(request).await?;
+            }
+        }
         let sent = Instant::now();
         match guide.call(change).await {
             Some(bytes) => body_bytes = bytes,
@@ -430,9 +462,13 @@ async fn run_backend(args: &Args, backend: Backend) -> anyhow::Result<()> {
         .await?
         .report(label, "GET /iptv/epg.xml, Accept-Encoding: gzip");
     let guide = read(Arc::new(|_| "/iptv/epg.xml".to_owned()), false);
-    guide_after_changes(&server, args, guide)
+    guide_after_changes(&server, args, guide, Edit::RenameChannel)
         .await?
-        .report(label, "GET /iptv/epg.xml after each schedule change");
+        .report(label, "GET /iptv/epg.xml after each channel rename");
+    let guide = read(Arc::new(|_| "/iptv/epg.xml".to_owned()), false);
+    guide_after_changes(&server, args, guide, Edit::RetitleProgram)
+        .await?
+        .report(label, "GET /iptv/epg.xml after each program retitle");
 
     let channel_ids: Arc<Vec<String>> = Arc::new((0..args.channels).map(channel_id).collect());
     let listed = channel_ids.clone();

@@ -5,6 +5,7 @@
 /// Whoever caches users forgets that one.
 pub const USER_CHANGED: &str = "user.changed";
 
-/// The schedule or a channel changed; the payload is empty. Whoever caches
-/// what is on air forgets it.
+/// The schedule or a channel changed; the payload names the channels whose
+/// slots or details changed, one id per line, and is empty when anything may
+/// have changed. Whoever caches what is on air forgets it.
 pub const MEDIA_CHANGED: &str = "media.changed";

@@ -18,7 +18,7 @@ use onair_proto::user::v1::Role;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::broadcast_day;
-use crate::cache::{CHANGED_SUBJECT, ScheduleCache};
+use crate::cache::{CHANGED_SUBJECT, Changed, Entries, ScheduleCache};
 use crate::error::MediaError;
 use crate::import::{self, StoredContext};
 use crate::model::{
@@ -164,25 +164,43 @@ impl MediaServiceImpl {
             })?;
         let service = self.clone();
         let invalidations = tokio::spawn(async move {
-            while changes.next().await.is_some() {
-                service.inner.cache.invalidate();
+            while let Some(message) = changes.next().await {
+                let changed = Changed::from_payload(&message.payload);
+                service.inner.cache.invalidate(&changed);
             }
         });
         Ok(vec![invalidations])
     }
 
-    /// After a stored change to what timetables show: forget the cache here
-    /// at once, and tell the other processes to.
-    async fn changed(&self) {
-        self.inner.cache.invalidate();
+    /// After a stored change to what timetables show: forget what it changed
+    /// here at once, and tell the other processes to.
+    async fn changed(&self, changed: Changed) {
+        self.inner.cache.invalidate(&changed);
         if let Err(error) = self
             .inner
             .bus
-            .publish(CHANGED_SUBJECT, bytes::Bytes::new())
+            .publish(CHANGED_SUBJECT, changed.to_payload())
             .await
         {
             tracing::warn!(error = %error, "cannot announce a schedule change to other processes; their caches catch up within the cache time");
         }
+    }
+
+    /// The station's channels in number order, cached until a channel
+    /// changes.
+    async fn station_channels(&self, generation: u64) -> Result<Arc<Vec<pb::Channel>>, MediaError> {
+        if let Some(channels) = self.inner.cache.channels() {
+            return Ok(channels);
+        }
+        let records = self.inner.store.all_channels().await?;
+        let channels = Arc::new(
+            records
+                .iter()
+                .map(ChannelRecord::to_proto)
+                .collect::<Vec<_>>(),
+        );
+        self.inner.cache.put_channels(channels.clone(), generation);
+        Ok(channels)
     }
 
     /// The service's store, for tools and benchmarks that seed a station.
@@ -781,14 +799,6 @@ async fn off_the_workers<T: Send + 'static>(
         .map_err(|error| MediaError::Internal(format!("timetable assembly failed: {error}")))
 }
 
-fn timetable_size(timetable: &pb::Timetable) -> usize {
-    timetable
-        .channels
-        .iter()
-        .map(|channel| channel.entries.len())
-        .sum()
-}
-
 fn count(length: usize) -> i32 {
     i32::try_from(length).unwrap_or(i32::MAX)
 }
@@ -933,12 +943,10 @@ fn implicit_program_paths(program: &pb::Program) -> Vec<&'static str> {
 
 /// Groups a timetable's entries by channel, in channel order and then in
 /// time order; channels without entries are listed empty.
-fn assemble_timetable(
-    channels: Vec<ChannelRecord>,
+/// Each channel's timetable entries, in start order.
+fn entries_by_channel(
     found: SlotsWithPrograms<SlotRecord>,
-    start_time_ms: i64,
-    end_time_ms: i64,
-) -> pb::Timetable {
+) -> HashMap<String, Vec<pb::TimetableEntry>> {
     let SlotsWithPrograms {
         mut slots,
         programs,
@@ -964,19 +972,17 @@ fn assemble_timetable(
             program,
         });
     }
-    let mut timetable = pb::Timetable {
-        channels: Vec::with_capacity(channels.len()),
-        start_time: Some(timestamp_from_millis(start_time_ms)),
-        end_time: Some(timestamp_from_millis(end_time_ms)),
-    };
-    for channel in channels {
-        let entries = by_channel.remove(&channel.id).unwrap_or_default();
-        timetable.channels.push(pb::ChannelTimetable {
-            channel: Some(channel.to_proto()),
-            entries,
-        });
+    by_channel
+}
+
+/// What moving or changing a slot changed: the channel it was on and the
+/// one it is on now.
+fn slot_channels(before: &SlotRecord, after: &SlotRecord) -> Changed {
+    let mut channels = vec![before.channel_id.clone()];
+    if after.channel_id != before.channel_id {
+        channels.push(after.channel_id.clone());
     }
-    timetable
+    Changed::Channels(channels)
 }
 
 /// Page tokens are opaque to clients: base64url of `<kind>:<position>`, where
@@ -1031,7 +1037,8 @@ impl MediaService for MediaServiceImpl {
         };
         let record = model::channel_from_proto(&channel, self.now_ms())?;
         let record = self.create_channel_record(record).await?;
-        self.changed().await;
+        self.changed(Changed::Channels(vec![record.id.clone()]))
+            .await;
         tracing::info!(channel_id = %record.id, number = record.number, by = %caller.user_id, "created a channel");
         self.announce(
             pb::schedule_event::Kind::ChannelCreated,
@@ -1179,7 +1186,8 @@ impl MediaService for MediaServiceImpl {
             .await
             .map_err(MediaError::from)?;
         write.commit().await.map_err(MediaError::from)?;
-        self.changed().await;
+        self.changed(Changed::Channels(vec![after.id.clone()]))
+            .await;
         tracing::info!(channel_id = %after.id, by = %caller.user_id, fields = %paths.join(","), "updated a channel");
         self.announce(
             pb::schedule_event::Kind::ChannelUpdated,
@@ -1371,7 +1379,7 @@ impl MediaService for MediaServiceImpl {
             .await
             .map_err(MediaError::from)?;
         write.commit().await.map_err(MediaError::from)?;
-        self.changed().await;
+        self.changed(Changed::Everything).await;
         tracing::info!(program_id = %after.id, by = %caller.user_id, fields = %paths.join(","), "updated a program");
         self.record(
             "schedule.program_updated",
@@ -1405,7 +1413,8 @@ impl MediaService for MediaServiceImpl {
             .into());
         }
         let record = self.create_slot_record(&channel_id, &slot).await?;
-        self.changed().await;
+        self.changed(Changed::Channels(vec![record.channel_id.clone()]))
+            .await;
         tracing::info!(
             slot_id = %record.id,
             channel_id = %record.channel_id,
@@ -1479,7 +1488,7 @@ impl MediaService for MediaServiceImpl {
         let request = request.into_inner();
         let forced = request.force;
         let (before, after) = self.update_slot_record(request).await?;
-        self.changed().await;
+        self.changed(slot_channels(&before, &after)).await;
         tracing::info!(
             slot_id = %after.id,
             channel_id = %after.channel_id,
@@ -1541,7 +1550,8 @@ impl MediaService for MediaServiceImpl {
             .await
             .map_err(MediaError::from)?;
         write.commit().await.map_err(MediaError::from)?;
-        self.changed().await;
+        self.changed(Changed::Channels(vec![slot.channel_id.clone()]))
+            .await;
         tracing::info!(slot_id = %slot.id, channel_id = %slot.channel_id, forced = request.force, by = %caller.user_id, "deleted a slot");
         self.announce(
             pb::schedule_event::Kind::SlotDeleted,
@@ -1569,32 +1579,62 @@ impl MediaService for MediaServiceImpl {
         self.reader(&request).await?;
         let request = request.into_inner();
         let (start_time_ms, end_time_ms) = self.timetable_range(&request)?;
-        let key = (request.channel_id.clone(), start_time_ms, end_time_ms);
-        if let Some(cached) = self.inner.cache.timetable(&key) {
-            let size = timetable_size(&cached);
-            let timetable = off_the_workers(size, move || (*cached).clone()).await?;
-            return Ok(Response::new(timetable));
-        }
+        let range = (start_time_ms, end_time_ms);
         let generation = self.inner.cache.generation();
-        let store = &self.inner.store;
-        let (channels, filter) = if request.channel_id.is_empty() {
-            let channels = store.all_channels().await.map_err(MediaError::from)?;
-            (channels, None)
+        let station = self.station_channels(generation).await?;
+        let channels: Vec<pb::Channel> = if request.channel_id.is_empty() {
+            station.to_vec()
         } else {
-            let channel = self.existing_channel(&request.channel_id).await?;
-            (vec![channel], Some(request.channel_id.as_str()))
+            model::require_id("channel_id", &request.channel_id)?;
+            let channel = station
+                .iter()
+                .find(|channel| channel.id == request.channel_id)
+                .ok_or_else(|| MediaError::channel_not_found(&request.channel_id))?;
+            vec![channel.clone()]
         };
-        let found = store
-            .timetable(filter, start_time_ms, end_time_ms)
-            .await
-            .map_err(MediaError::from)?;
-        let (timetable, shared) = off_the_workers(found.slots.len(), move || {
-            let timetable = assemble_timetable(channels, found, start_time_ms, end_time_ms);
-            let shared = Arc::new(timetable.clone());
-            (timetable, shared)
+        let mut parts = self
+            .inner
+            .cache
+            .entries(range, channels.iter().map(|channel| channel.id.as_str()));
+        let missing: Vec<usize> = (0..parts.len()).filter(|at| parts[*at].is_none()).collect();
+        if !missing.is_empty() {
+            // One channel after a write to it is read alone; otherwise the
+            // whole station is read in one statement.
+            let filter = match missing.as_slice() {
+                [only] => Some(channels[*only].id.as_str()),
+                _ => None,
+            };
+            let found = self
+                .inner
+                .store
+                .timetable(filter, start_time_ms, end_time_ms)
+                .await
+                .map_err(MediaError::from)?;
+            let mut read =
+                off_the_workers(found.slots.len(), move || entries_by_channel(found)).await?;
+            let mut fresh = Vec::with_capacity(missing.len());
+            for at in missing {
+                let id = &channels[at].id;
+                let entries: Entries = Arc::new(read.remove(id).unwrap_or_default());
+                fresh.push((id.clone(), entries.clone()));
+                parts[at] = Some(entries);
+            }
+            self.inner.cache.put_entries(range, fresh, generation);
+        }
+        let size = parts.iter().flatten().map(|entries| entries.len()).sum();
+        let timetable = off_the_workers(size, move || pb::Timetable {
+            channels: channels
+                .into_iter()
+                .zip(parts)
+                .map(|(channel, entries)| pb::ChannelTimetable {
+                    channel: Some(channel),
+                    entries: entries.map(|entries| entries.to_vec()).unwrap_or_default(),
+                })
+                .collect(),
+            start_time: Some(timestamp_from_millis(start_time_ms)),
+            end_time: Some(timestamp_from_millis(end_time_ms)),
         })
         .await?;
-        self.inner.cache.put_timetable(key, shared, generation);
         Ok(Response::new(timetable))
     }
 
@@ -1715,7 +1755,7 @@ impl MediaService for MediaServiceImpl {
             tracing::info!(items = received, errors = response.errors.len(), by = %caller.user_id, "refused a schedule import");
             return Ok(Response::new(response));
         };
-        self.changed().await;
+        self.changed(Changed::Everything).await;
         tracing::info!(
             channels = response.channels,
             programs = response.programs,

@@ -25,6 +25,7 @@ on_both_backends!(
     watch_schedule_hears_changes_from_the_bus,
     watch_schedule_works_over_nats,
     another_process_hears_changes_over_nats,
+    a_cached_station_timetable_follows_each_write,
     an_import_applies_all_or_nothing_with_line_numbered_errors,
     concurrent_overlapping_creates_have_exactly_one_winner,
     unknown_ids_are_not_found_and_bad_times_are_invalid,
@@ -795,6 +796,162 @@ async fn another_process_hears_changes_over_nats(backend: Backend) {
         seen.is_some(),
         "the other process's timetable shows the new slot"
     );
+}
+
+/// The station's timetable is cached by channel: each kind of write shows in
+/// the next read, on the channel it changed and nowhere else.
+async fn a_cached_station_timetable_follows_each_write(backend: Backend) {
+    let station = TestStation::start(backend).await;
+    let mut client = station.media_client().await;
+    station.create_channel("news-1", 1, "News").await;
+    station.create_channel("sports-2", 2, "Sports").await;
+    station.create_program("show", "Show", 30).await;
+    let news_slot = station
+        .create_slot(
+            "news-1",
+            "show",
+            "2030-04-01T10:00:00Z",
+            "2030-04-01T10:30:00Z",
+        )
+        .await
+        .expect("a news slot");
+    station
+        .create_slot(
+            "sports-2",
+            "show",
+            "2030-04-01T11:00:00Z",
+            "2030-04-01T11:30:00Z",
+        )
+        .await
+        .expect("a sports slot");
+    let day = pb::GetTimetableRequest {
+        start_time: Some(at("2030-04-01T00:00:00Z")),
+        end_time: Some(at("2030-04-02T00:00:00Z")),
+        ..Default::default()
+    };
+    let read = |client: &mut onair_proto::media::v1::media_service_client::MediaServiceClient<
+        tonic::transport::Channel,
+    >| {
+        let request = day.clone();
+        let mut client = client.clone();
+        async move {
+            let timetable = client
+                .get_timetable(request)
+                .await
+                .expect("the station's day")
+                .into_inner();
+            timetable
+                .channels
+                .iter()
+                .map(|channel| {
+                    let channel_name = channel.channel.as_ref().map(|c| c.name.clone());
+                    let titles: Vec<String> = channel
+                        .entries
+                        .iter()
+                        .map(|entry| {
+                            entry
+                                .program
+                                .as_ref()
+                                .map(|p| p.title.clone())
+                                .unwrap_or_default()
+                        })
+                        .collect();
+                    (channel_name.unwrap_or_default(), titles)
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let show = |count: usize| vec!["Show".to_owned(); count];
+    assert_eq!(
+        read(&mut client).await,
+        vec![("News".to_owned(), show(1)), ("Sports".to_owned(), show(1))]
+    );
+
+    station
+        .create_slot(
+            "sports-2",
+            "show",
+            "2030-04-01T12:00:00Z",
+            "2030-04-01T12:30:00Z",
+        )
+        .await
+        .expect("a second sports slot");
+    assert_eq!(
+        read(&mut client).await,
+        vec![("News".to_owned(), show(1)), ("Sports".to_owned(), show(2))],
+        "a new slot shows on its channel"
+    );
+
+    client
+        .update_channel(station.as_operator(pb::UpdateChannelRequest {
+            channel: Some(pb::Channel {
+                id: "news-1".to_owned(),
+                name: "News 24".to_owned(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["name".to_owned()],
+            }),
+        }))
+        .await
+        .expect("rename a channel");
+    assert_eq!(
+        read(&mut client).await,
+        vec![
+            ("News 24".to_owned(), show(1)),
+            ("Sports".to_owned(), show(2))
+        ],
+        "a renamed channel shows its new name"
+    );
+
+    client
+        .update_program(station.as_operator(pb::UpdateProgramRequest {
+            program: Some(pb::Program {
+                id: "show".to_owned(),
+                title: "The Show".to_owned(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["title".to_owned()],
+            }),
+        }))
+        .await
+        .expect("retitle the program");
+    let retitled = |count: usize| vec!["The Show".to_owned(); count];
+    assert_eq!(
+        read(&mut client).await,
+        vec![
+            ("News 24".to_owned(), retitled(1)),
+            ("Sports".to_owned(), retitled(2))
+        ],
+        "a retitled program shows on every channel that plays it"
+    );
+
+    client
+        .delete_slot(station.as_operator(pb::DeleteSlotRequest {
+            slot_id: news_slot.id.clone(),
+            force: false,
+        }))
+        .await
+        .expect("delete the news slot");
+    assert_eq!(
+        read(&mut client).await,
+        vec![
+            ("News 24".to_owned(), vec![]),
+            ("Sports".to_owned(), retitled(2))
+        ],
+        "a deleted slot leaves its channel"
+    );
+    let sports_only = client
+        .get_timetable(pb::GetTimetableRequest {
+            channel_id: "sports-2".to_owned(),
+            ..day.clone()
+        })
+        .await
+        .expect("one channel's day")
+        .into_inner();
+    assert_eq!(sports_only.channels.len(), 1);
+    assert_eq!(sports_only.channels[0].entries.len(), 2);
 }
 
 async fn import(station: &TestStation, text: &str) -> pb::ImportScheduleResponse {
