@@ -170,9 +170,12 @@ enum Edit {
     /// Channel 1 is renamed: the media service reads that channel's week
     /// again.
     RenameChannel,
-    /// A program of channel 1 is retitled: a program may play on any
-    /// channel, so the whole station's week is read again.
+    /// A program of channel 1 is retitled: the channels that play it (here
+    /// channel 1 only) are read again.
     RetitleProgram,
+    /// An import of one program: an import may change anything, so the
+    /// whole station's week is read again.
+    Import,
 }
 
 /// The guide right after a schedule change: before each timed request, the
@@ -228,6 +231,28 @@ async fn guide_after_changes(
                     .metadata_mut()
                     .insert("authorization", credential.clone());
                 client.update_program(request).await?;
+            }
+            Edit::Import => {
+                let mut program = station_items(1, 0, 0)
+                    .into_iter()
+                    .find_map(|item| match item.item {
+                        Some(pb::import_schedule_item::Item::Program(program)) => Some(program),
+                        _ => None,
+                    })
+                    .ok_or_else(|| anyhow::anyhow!("the station has no program"))?;
+                program.title = format!("{} (import {change})", program.title);
+                let item = pb::ImportScheduleItem {
+                    item: Some(pb::import_schedule_item::Item::Program(program)),
+                    line: 1,
+                };
+                let mut request = tonic::Request::new(futures::stream::iter(vec![item]));
+                request
+                    .metadata_mut()
+                    .insert("authorization", credential.clone());
+                let response = client.import_schedule(request).await?.into_inner();
+                if !response.applied {
+                    anyhow::bail!("the import was refused: {:?}", response.errors.first());
+                }
             }
         }
         let sent = Instant::now();
@@ -469,6 +494,10 @@ async fn run_backend(args: &Args, backend: Backend) -> anyhow::Result<()> {
     guide_after_changes(&server, args, guide, Edit::RetitleProgram)
         .await?
         .report(label, "GET /iptv/epg.xml after each program retitle");
+    let guide = read(Arc::new(|_| "/iptv/epg.xml".to_owned()), false);
+    guide_after_changes(&server, args, guide, Edit::Import)
+        .await?
+        .report(label, "GET /iptv/epg.xml after each one-program import");
 
     let channel_ids: Arc<Vec<String>> = Arc::new((0..args.channels).map(channel_id).collect());
     let listed = channel_ids.clone();

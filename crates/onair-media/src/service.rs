@@ -175,6 +175,10 @@ impl MediaServiceImpl {
     /// After a stored change to what timetables show: forget what it changed
     /// here at once, and tell the other processes to.
     async fn changed(&self, changed: Changed) {
+        if changed == Changed::Channels(Vec::new()) {
+            // A program no channel plays: no timetable shows it.
+            return;
+        }
         self.inner.cache.invalidate(&changed);
         if let Err(error) = self
             .inner
@@ -1379,7 +1383,16 @@ impl MediaService for MediaServiceImpl {
             .await
             .map_err(MediaError::from)?;
         write.commit().await.map_err(MediaError::from)?;
-        self.changed(Changed::Everything).await;
+        // The program shows wherever it is scheduled. Asked after the commit:
+        // a slot added since is on a channel its own write made forget.
+        let changed = match self.inner.store.channels_playing(&after.id).await {
+            Ok(channels) => Changed::Channels(channels),
+            Err(error) => {
+                tracing::warn!(program_id = %after.id, error = %error, "cannot tell which channels play a program; forgetting every cached timetable");
+                Changed::Everything
+            }
+        };
+        self.changed(changed).await;
         tracing::info!(program_id = %after.id, by = %caller.user_id, fields = %paths.join(","), "updated a program");
         self.record(
             "schedule.program_updated",

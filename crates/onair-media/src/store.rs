@@ -620,6 +620,18 @@ impl MediaStore {
         Ok(fetch_all_channels(self.db.pool()).await?)
     }
 
+    /// The ids of the channels with a slot of the program, at any time.
+    pub async fn channels_playing(&self, program_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT DISTINCT channel_id FROM media_slots WHERE program_id = $1")
+            .bind(program_id)
+            .fetch_all(self.db.pool())
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| row.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()?)
+    }
+
     /// Up to `limit` channels numbered above `after_number`, by number.
     pub async fn channels_after(
         &self,
