@@ -56,7 +56,8 @@ pub struct MediaServiceSettings {
     /// change on the bus: the most another process can lag if a message is
     /// lost. Zero turns the cache off.
     pub cache_ttl: Duration,
-    /// How many timetables (and now/next answers) are cached at most.
+    /// How many timetable ranges (each with every channel's part) and
+    /// now/next answers are cached at most.
     pub cache_capacity: usize,
 }
 
@@ -1598,12 +1599,14 @@ impl MediaService for MediaServiceImpl {
         let channels: Vec<pb::Channel> = if request.channel_id.is_empty() {
             station.to_vec()
         } else {
-            model::require_id("channel_id", &request.channel_id)?;
-            let channel = station
+            let cached = station
                 .iter()
-                .find(|channel| channel.id == request.channel_id)
-                .ok_or_else(|| MediaError::channel_not_found(&request.channel_id))?;
-            vec![channel.clone()]
+                .find(|channel| channel.id == request.channel_id);
+            match cached {
+                Some(channel) => vec![channel.clone()],
+                // A channel another process created a moment ago.
+                None => vec![self.existing_channel(&request.channel_id).await?.to_proto()],
+            }
         };
         let mut parts = self
             .inner
