@@ -25,8 +25,9 @@ pub const CHANGED_SUBJECT: &str = onair_kit::subjects::MEDIA_CHANGED;
 /// A timetable range in unix milliseconds: its start and its end.
 pub type Range = (i64, i64);
 
-/// One channel's entries over one range.
-pub type Entries = Arc<Vec<pb::TimetableEntry>>;
+/// One channel's entries over one range, encoded as the `entries` field of
+/// its `ChannelTimetable`.
+pub type Entries = bytes::Bytes;
 
 /// What a write changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,13 +300,7 @@ mod tests {
     use super::*;
 
     fn entries(title: &str) -> Entries {
-        Arc::new(vec![pb::TimetableEntry {
-            slot: None,
-            program: Some(pb::Program {
-                title: title.to_owned(),
-                ..Default::default()
-            }),
-        }])
+        Entries::from(title.to_owned())
     }
 
     fn cached(cache: &ScheduleCache, range: Range, ids: &[&str]) -> Vec<bool> {

@@ -69,6 +69,7 @@
 pub mod broadcast_day;
 pub mod cache;
 pub mod error;
+pub mod grpc;
 pub mod import;
 pub mod import_file;
 pub mod model;
@@ -77,5 +78,6 @@ pub mod store;
 pub mod watch;
 
 pub use error::MediaError;
+pub use grpc::MediaGrpcServer;
 pub use service::{MediaServiceImpl, MediaServiceSettings};
 pub use store::MediaStore;

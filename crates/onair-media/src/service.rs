@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use onair_kit::auth::{Authenticator, Caller};
 use onair_kit::bus::SharedBus;
@@ -15,6 +16,7 @@ use onair_kit::events::{self, OpsEvent};
 use onair_proto::media::v1 as pb;
 use onair_proto::media::v1::media_service_server::MediaService;
 use onair_proto::user::v1::Role;
+use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::broadcast_day;
@@ -206,6 +208,74 @@ impl MediaServiceImpl {
         );
         self.inner.cache.put_channels(channels.clone(), generation);
         Ok(channels)
+    }
+
+    /// A timetable, encoded: each channel's entries come encoded from the
+    /// cache (or are read, encoded and cached), so a cached timetable is
+    /// put together by copying bytes.
+    pub(crate) async fn timetable_bytes(
+        &self,
+        request: Request<pb::GetTimetableRequest>,
+    ) -> Result<Bytes, Status> {
+        self.reader(&request).await?;
+        let request = request.into_inner();
+        let (start_time_ms, end_time_ms) = self.timetable_range(&request)?;
+        let range = (start_time_ms, end_time_ms);
+        let generation = self.inner.cache.generation();
+        let station = self.station_channels(generation).await?;
+        let channels: Vec<pb::Channel> = if request.channel_id.is_empty() {
+            station.to_vec()
+        } else {
+            let cached = station
+                .iter()
+                .find(|channel| channel.id == request.channel_id);
+            match cached {
+                Some(channel) => vec![channel.clone()],
+                // A channel another process created a moment ago.
+                None => vec![self.existing_channel(&request.channel_id).await?.to_proto()],
+            }
+        };
+        let mut parts = self
+            .inner
+            .cache
+            .entries(range, channels.iter().map(|channel| channel.id.as_str()));
+        let missing: Vec<usize> = (0..parts.len()).filter(|at| parts[*at].is_none()).collect();
+        if !missing.is_empty() {
+            // One channel after a write to it is read alone; otherwise the
+            // whole station is read in one statement.
+            let filter = match missing.as_slice() {
+                [only] => Some(channels[*only].id.as_str()),
+                _ => None,
+            };
+            let found = self
+                .inner
+                .store
+                .timetable(filter, start_time_ms, end_time_ms)
+                .await
+                .map_err(MediaError::from)?;
+            let ids: Vec<String> = missing.iter().map(|at| channels[*at].id.clone()).collect();
+            let fresh = off_the_workers(found.slots.len(), move || {
+                let mut read = entries_by_channel(found);
+                ids.into_iter()
+                    .map(|id| {
+                        let entries = encode_entries(&read.remove(&id).unwrap_or_default());
+                        (id, entries)
+                    })
+                    .collect::<Vec<(String, Entries)>>()
+            })
+            .await?;
+            for (at, (_, entries)) in missing.into_iter().zip(&fresh) {
+                parts[at] = Some(entries.clone());
+            }
+            self.inner.cache.put_entries(range, fresh, generation);
+        }
+        let parts: Vec<Bytes> = parts.into_iter().map(Option::unwrap_or_default).collect();
+        Ok(encode_timetable(
+            &channels,
+            &parts,
+            &timestamp_from_millis(start_time_ms),
+            &timestamp_from_millis(end_time_ms),
+        ))
     }
 
     /// The service's store, for tools and benchmarks that seed a station.
@@ -980,6 +1050,54 @@ fn entries_by_channel(
     by_channel
 }
 
+/// A channel's entries as the `entries` field of its `ChannelTimetable`.
+fn encode_entries(entries: &[pb::TimetableEntry]) -> Bytes {
+    use prost::encoding::message;
+    let length = entries
+        .iter()
+        .map(|entry| message::encoded_len(2, entry))
+        .sum();
+    let mut buf = BytesMut::with_capacity(length);
+    for entry in entries {
+        message::encode(2, entry, &mut buf);
+    }
+    buf.freeze()
+}
+
+/// A `Timetable` byte for byte as prost encodes it, from each channel and
+/// its entries already encoded by [`encode_entries`].
+fn encode_timetable(
+    channels: &[pb::Channel],
+    entries: &[Bytes],
+    start_time: &prost_types::Timestamp,
+    end_time: &prost_types::Timestamp,
+) -> Bytes {
+    use prost::encoding::{
+        WireType, encode_key, encode_varint, encoded_len_varint, key_len, message,
+    };
+    let lengths: Vec<usize> = channels
+        .iter()
+        .zip(entries)
+        .map(|(channel, entries)| message::encoded_len(1, channel) + entries.len())
+        .collect();
+    let total = lengths
+        .iter()
+        .map(|length| key_len(1) + encoded_len_varint(*length as u64) + length)
+        .sum::<usize>()
+        + message::encoded_len(2, start_time)
+        + message::encoded_len(3, end_time);
+    let mut buf = BytesMut::with_capacity(total);
+    for ((channel, entries), length) in channels.iter().zip(entries).zip(lengths) {
+        encode_key(1, WireType::LengthDelimited, &mut buf);
+        encode_varint(length as u64, &mut buf);
+        message::encode(1, channel, &mut buf);
+        buf.extend_from_slice(entries);
+    }
+    message::encode(2, start_time, &mut buf);
+    message::encode(3, end_time, &mut buf);
+    buf.freeze()
+}
+
 /// What moving or changing a slot changed: the channel it was on and the
 /// one it is on now.
 fn slot_channels(before: &SlotRecord, after: &SlotRecord) -> Changed {
@@ -1590,67 +1708,15 @@ impl MediaService for MediaServiceImpl {
         &self,
         request: Request<pb::GetTimetableRequest>,
     ) -> Result<Response<pb::Timetable>, Status> {
-        self.reader(&request).await?;
-        let request = request.into_inner();
-        let (start_time_ms, end_time_ms) = self.timetable_range(&request)?;
-        let range = (start_time_ms, end_time_ms);
-        let generation = self.inner.cache.generation();
-        let station = self.station_channels(generation).await?;
-        let channels: Vec<pb::Channel> = if request.channel_id.is_empty() {
-            station.to_vec()
-        } else {
-            let cached = station
-                .iter()
-                .find(|channel| channel.id == request.channel_id);
-            match cached {
-                Some(channel) => vec![channel.clone()],
-                // A channel another process created a moment ago.
-                None => vec![self.existing_channel(&request.channel_id).await?.to_proto()],
-            }
-        };
-        let mut parts = self
-            .inner
-            .cache
-            .entries(range, channels.iter().map(|channel| channel.id.as_str()));
-        let missing: Vec<usize> = (0..parts.len()).filter(|at| parts[*at].is_none()).collect();
-        if !missing.is_empty() {
-            // One channel after a write to it is read alone; otherwise the
-            // whole station is read in one statement.
-            let filter = match missing.as_slice() {
-                [only] => Some(channels[*only].id.as_str()),
-                _ => None,
-            };
-            let found = self
-                .inner
-                .store
-                .timetable(filter, start_time_ms, end_time_ms)
-                .await
-                .map_err(MediaError::from)?;
-            let mut read =
-                off_the_workers(found.slots.len(), move || entries_by_channel(found)).await?;
-            let mut fresh = Vec::with_capacity(missing.len());
-            for at in missing {
-                let id = &channels[at].id;
-                let entries: Entries = Arc::new(read.remove(id).unwrap_or_default());
-                fresh.push((id.clone(), entries.clone()));
-                parts[at] = Some(entries);
-            }
-            self.inner.cache.put_entries(range, fresh, generation);
-        }
-        let size = parts.iter().flatten().map(|entries| entries.len()).sum();
-        let timetable = off_the_workers(size, move || pb::Timetable {
-            channels: channels
-                .into_iter()
-                .zip(parts)
-                .map(|(channel, entries)| pb::ChannelTimetable {
-                    channel: Some(channel),
-                    entries: entries.map(|entries| entries.to_vec()).unwrap_or_default(),
-                })
-                .collect(),
-            start_time: Some(timestamp_from_millis(start_time_ms)),
-            end_time: Some(timestamp_from_millis(end_time_ms)),
-        })
-        .await?;
+        // The station's server answers with the bytes themselves (see
+        // `crate::grpc`); this is the same answer as a message.
+        let encoded = self.timetable_bytes(request).await?;
+        let timetable =
+            off_the_workers(encoded.len() / 512, move || pb::Timetable::decode(encoded))
+                .await?
+                .map_err(|error| {
+                    MediaError::Internal(format!("a timetable does not decode: {error}"))
+                })?;
         Ok(Response::new(timetable))
     }
 
@@ -1840,6 +1906,63 @@ fn in_asked_order<R, P>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timetable_from_encoded_parts_is_what_prost_encodes() {
+        let channel = |id: &str, number: i32| pb::Channel {
+            id: id.to_owned(),
+            number,
+            name: format!("Channel {number}"),
+            ..Default::default()
+        };
+        let entry = |slot_id: &str, title: &str| pb::TimetableEntry {
+            slot: Some(pb::Slot {
+                id: slot_id.to_owned(),
+                channel_id: "news-1".to_owned(),
+                start_time: Some(timestamp_from_millis(1_000)),
+                ..Default::default()
+            }),
+            program: Some(pb::Program {
+                title: title.to_owned(),
+                description: "é".repeat(100),
+                ..Default::default()
+            }),
+        };
+        let timetable = pb::Timetable {
+            channels: vec![
+                pb::ChannelTimetable {
+                    channel: Some(channel("news-1", 1)),
+                    entries: (0..200)
+                        .map(|at| entry(&format!("s{at}"), "News"))
+                        .collect(),
+                },
+                pb::ChannelTimetable {
+                    channel: Some(channel("empty-2", 2)),
+                    entries: Vec::new(),
+                },
+            ],
+            start_time: Some(timestamp_from_millis(0)),
+            end_time: Some(timestamp_from_millis(86_400_000)),
+        };
+        let channels: Vec<pb::Channel> = timetable
+            .channels
+            .iter()
+            .map(|part| part.channel.clone().unwrap_or_default())
+            .collect();
+        let parts: Vec<Bytes> = timetable
+            .channels
+            .iter()
+            .map(|part| encode_entries(&part.entries))
+            .collect();
+        let encoded = encode_timetable(
+            &channels,
+            &parts,
+            &timestamp_from_millis(0),
+            &timestamp_from_millis(86_400_000),
+        );
+        assert_eq!(encoded.as_ref(), timetable.encode_to_vec().as_slice());
+        assert_eq!(pb::Timetable::decode(encoded).unwrap(), timetable);
+    }
 
     #[test]
     fn page_tokens_round_trip_and_foreign_ones_are_refused() {

@@ -12,11 +12,10 @@ use onair_kit::config::{ServiceRole, Settings};
 use onair_kit::metrics::Registry;
 use onair_kit::server::{LocalServices, ReadinessCheck, ServerParts, ServiceChannels};
 use onair_kit::store::{Db, redact_password};
-use onair_media::{MediaServiceImpl, MediaServiceSettings, MediaStore};
+use onair_media::{MediaGrpcServer, MediaServiceImpl, MediaServiceSettings, MediaStore};
 use onair_playout::storage::LocalDiskStorage;
 use onair_playout::{Playout, PlayoutSettings, PlayoutStore};
 use onair_proto::comment::v1::comment_service_server::CommentServiceServer;
-use onair_proto::media::v1::media_service_server::MediaServiceServer;
 use onair_proto::playout::v1::playout_service_server::PlayoutServiceServer;
 use onair_proto::user::v1::user_service_server::UserServiceServer;
 use onair_user::{UserServiceImpl, UserServiceSettings, UserStore};
@@ -256,7 +255,7 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         .await?;
         background.extend(service.spawn_background().await?);
         routes = routes.add_service(
-            MediaServiceServer::new(service).max_decoding_message_size(settings.max_message_bytes),
+            MediaGrpcServer::new(service).max_decoding_message_size(settings.max_message_bytes),
         );
         service_names.push("onair.media.v1.MediaService");
     }

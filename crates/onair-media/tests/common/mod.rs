@@ -16,7 +16,6 @@ use onair_media::{MediaServiceImpl, MediaServiceSettings, MediaStore};
 use onair_proto::ServiceChannel;
 use onair_proto::media::v1 as pb;
 use onair_proto::media::v1::media_service_client::MediaServiceClient;
-use onair_proto::media::v1::media_service_server::MediaServiceServer;
 use onair_proto::user::v1::user_service_client::UserServiceClient;
 use onair_proto::user::v1::user_service_server::UserServiceServer;
 use onair_user::{UserServiceImpl, UserServiceSettings, UserStore};
@@ -151,7 +150,7 @@ async fn serve_media(
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let router = tonic::transport::Server::builder()
         .add_optional_service(users.map(UserServiceServer::new))
-        .add_service(MediaServiceServer::new(media.clone()));
+        .add_service(onair_media::MediaGrpcServer::new(media.clone()));
     tasks.push(tokio::spawn(async move {
         if let Err(error) = router.serve_with_incoming(incoming).await {
             eprintln!("test server stopped: {error}");
