@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::{Bytes, BytesMut};
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use onair_kit::auth::{Authenticator, Caller};
 use onair_kit::bus::SharedBus;
 use onair_kit::clock::{Clock, timestamp_from_millis};
@@ -37,6 +37,8 @@ pub const MAX_PAGE_SIZE: i32 = 1000;
 /// Above this many entries a timetable is assembled or copied on a blocking
 /// thread, so that building a big answer never holds up the async workers.
 const BLOCKING_ASSEMBLY_THRESHOLD: usize = 256;
+/// How many channels' timetables are read from the database at once.
+const CHANNEL_READS_AT_ONCE: usize = 4;
 
 /// What the media service needs to know about the station.
 #[derive(Debug, Clone)]
@@ -241,29 +243,26 @@ impl MediaServiceImpl {
             .entries(range, channels.iter().map(|channel| channel.id.as_str()));
         let missing: Vec<usize> = (0..parts.len()).filter(|at| parts[*at].is_none()).collect();
         if !missing.is_empty() {
-            // One channel after a write to it is read alone; otherwise the
-            // whole station is read in one statement.
-            let filter = match missing.as_slice() {
-                [only] => Some(channels[*only].id.as_str()),
-                _ => None,
-            };
-            let found = self
-                .inner
-                .store
-                .timetable(filter, start_time_ms, end_time_ms)
-                .await
-                .map_err(MediaError::from)?;
+            // Each missing channel is read with its own statement, a few at
+            // once: after a write to one channel that is one statement, and
+            // after an import the database reads channels side by side.
+            let store = &self.inner.store;
             let ids: Vec<String> = missing.iter().map(|at| channels[*at].id.clone()).collect();
-            let fresh = off_the_workers(found.slots.len(), move || {
-                let mut read = entries_by_channel(found);
-                ids.into_iter()
-                    .map(|id| {
-                        let entries = encode_entries(&read.remove(&id).unwrap_or_default());
-                        (id, entries)
+            let fresh: Vec<(String, Entries)> = futures::stream::iter(ids)
+                .map(|id| async move {
+                    let found = store
+                        .timetable(&id, start_time_ms, end_time_ms)
+                        .await
+                        .map_err(MediaError::from)?;
+                    off_the_workers(found.slots.len(), move || {
+                        let entries = entries_by_channel(found).remove(&id).unwrap_or_default();
+                        (id, encode_entries(&entries))
                     })
-                    .collect::<Vec<(String, Entries)>>()
-            })
-            .await?;
+                    .await
+                })
+                .buffered(CHANNEL_READS_AT_ONCE)
+                .try_collect()
+                .await?;
             for (at, (_, entries)) in missing.into_iter().zip(&fresh) {
                 parts[at] = Some(entries.clone());
             }

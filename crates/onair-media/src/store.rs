@@ -369,13 +369,12 @@ fn overlapping_json_statement(backend: Backend, one_channel: bool) -> String {
     }
 }
 
-/// The timetable statement: the slots overlapping [$1, $2) (of channel $3)
-/// as [`overlapping_json_statement`] gives them (`page`), and the programs
-/// they play as one JSON array of [`PROGRAM_COLUMNS`] (`programs`), in one
-/// row.
-fn timetable_json_statement(backend: Backend, one_channel: bool) -> String {
-    let slots = overlapping_json_statement(backend, one_channel);
-    let played = overlapping_statement("s.program_id AS program_id", one_channel);
+/// The timetable statement: the slots of channel $3 overlapping [$1, $2) as
+/// [`overlapping_json_statement`] gives them (`page`), and the programs they
+/// play as one JSON array of [`PROGRAM_COLUMNS`] (`programs`), in one row.
+fn timetable_json_statement(backend: Backend) -> String {
+    let slots = overlapping_json_statement(backend, true);
+    let played = overlapping_statement("s.program_id AS program_id", true);
     let columns = PROGRAM_COLUMNS.join(", ");
     let programs = match backend {
         Backend::Sqlite => format!(
@@ -390,16 +389,11 @@ fn timetable_json_statement(backend: Backend, one_channel: bool) -> String {
     format!("SELECT ({slots}) AS page, ({programs}) AS programs")
 }
 
-static TIMETABLE_JSON: LazyLock<[[String; 2]; 2]> = LazyLock::new(|| {
+/// One channel's timetable statement, for SQLite and for PostgreSQL.
+static TIMETABLE_JSON: LazyLock<[String; 2]> = LazyLock::new(|| {
     [
-        [
-            timetable_json_statement(Backend::Sqlite, false),
-            timetable_json_statement(Backend::Sqlite, true),
-        ],
-        [
-            timetable_json_statement(Backend::Postgres, false),
-            timetable_json_statement(Backend::Postgres, true),
-        ],
+        timetable_json_statement(Backend::Sqlite),
+        timetable_json_statement(Backend::Postgres),
     ]
 });
 
@@ -688,22 +682,21 @@ impl MediaStore {
         Ok(fetch_slots(self.db.pool(), ids).await?)
     }
 
-    /// The slots of one channel (or all) that overlap [start, end), in no
-    /// particular order, with their programs: two statements, whatever the
-    /// number of slots.
+    /// The slots of one channel that overlap [start, end), in no particular
+    /// order, with their programs: one statement, whatever the number of
+    /// slots.
     pub async fn timetable(
         &self,
-        channel_id: Option<&str>,
+        channel_id: &str,
         start_time_ms: i64,
         end_time_ms: i64,
     ) -> Result<SlotsWithPrograms<SlotRecord>, StoreError> {
-        let statement =
-            TIMETABLE_JSON[self.backend_index()][usize::from(channel_id.is_some())].as_str();
-        let mut query = sqlx::query(statement).bind(start_time_ms).bind(end_time_ms);
-        if let Some(channel_id) = channel_id {
-            query = query.bind(channel_id);
-        }
-        let row = query.fetch_one(self.db.pool()).await?;
+        let row = sqlx::query(TIMETABLE_JSON[self.backend_index()].as_str())
+            .bind(start_time_ms)
+            .bind(end_time_ms)
+            .bind(channel_id)
+            .fetch_one(self.db.pool())
+            .await?;
         let page: String = row.try_get("page")?;
         let programs: String = row.try_get("programs")?;
         let slots: Vec<JsonSlot> = serde_json::from_str(&page).map_err(|error| {
