@@ -145,7 +145,8 @@ pub struct Lookups {
     on_air: Expiring<OnAir>,
     /// `user.changed`: payload is the user id.
     user_changes: ChangeFeed,
-    /// `media.changed`: any schedule or channel change.
+    /// `media.changed`: the channels whose schedule or details changed, or
+    /// anything.
     schedule_changes: ChangeFeed,
 }
 
@@ -193,8 +194,17 @@ impl Lookups {
 
     fn forget_changed_schedules(&self) {
         match self.schedule_changes.drain() {
-            Changes::Keys(messages) if messages.is_empty() => {}
-            _ => self.on_air.clear(),
+            Changes::Everything => self.on_air.clear(),
+            Changes::Keys(messages) => {
+                for message in messages {
+                    match onair_kit::subjects::changed_channels(&message.payload) {
+                        Some(channels) => channels
+                            .into_iter()
+                            .for_each(|channel| self.on_air.forget(channel)),
+                        None => return self.on_air.clear(),
+                    }
+                }
+            }
         }
     }
 

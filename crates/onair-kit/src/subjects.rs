@@ -9,3 +9,15 @@ pub const USER_CHANGED: &str = "user.changed";
 /// slots or details changed, one id per line, and is empty when anything may
 /// have changed. Whoever caches what is on air forgets it.
 pub const MEDIA_CHANGED: &str = "media.changed";
+
+/// The channel ids a [`MEDIA_CHANGED`] payload names, or `None` when it
+/// names none: anything may have changed.
+pub fn changed_channels(payload: &[u8]) -> Option<Vec<&str>> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let ids: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .collect();
+    (!ids.is_empty()).then_some(ids)
+}

@@ -50,16 +50,9 @@ impl Changed {
 
     /// Reads a payload; anything but a list of channel ids is everything.
     pub fn from_payload(payload: &[u8]) -> Changed {
-        let ids: Option<Vec<String>> = std::str::from_utf8(payload).ok().map(|text| {
-            text.lines()
-                .map(str::trim)
-                .filter(|id| !id.is_empty())
-                .map(str::to_owned)
-                .collect()
-        });
-        match ids {
-            Some(ids) if !ids.is_empty() => Changed::Channels(ids),
-            _ => Changed::Everything,
+        match onair_kit::subjects::changed_channels(payload) {
+            Some(ids) => Changed::Channels(ids.into_iter().map(str::to_owned).collect()),
+            None => Changed::Everything,
         }
     }
 }

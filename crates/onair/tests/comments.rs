@@ -249,6 +249,7 @@ fn bodies(page: &Value) -> Vec<String> {
 
 on_both_backends!(
     comments_follow_the_program_on_air,
+    comments_turned_off_for_the_program_on_air_are_refused,
     refusals_say_why,
     blocked_terms_catch_evasions,
     held_comments_go_live_when_approved,
@@ -321,6 +322,61 @@ async fn comments_follow_the_program_on_air(backend: Backend) {
     assert_eq!(bodies(&first_replay), vec!["good evening"]);
     let second_replay = room.replay(&room.slots[1], "", None).await;
     assert_eq!(bodies(&second_replay), vec!["next show"]);
+    room.station.stop().await;
+}
+
+/// An operator turns comments off for the slot on air: the comment service,
+/// which keeps what is on air, hears of it from the media service's change
+/// message and refuses the next posts.
+async fn comments_turned_off_for_the_program_on_air_are_refused(backend: Backend) {
+    let room = newsroom(backend).await;
+    let (_ann, ann_token) = room.viewer("Ann").await;
+    room.at(1_000);
+    let (status, posted) = room.post(&ann_token, "on air").await;
+    assert_eq!(status, 201, "{posted}");
+
+    let operator = room.station.operator_key.clone();
+    let (status, slot) = send(
+        &room.station,
+        Method::PATCH,
+        &format!(
+            "/v1/slots/{}?updateMask=commentsEnabled&force=true",
+            room.slots[0]
+        ),
+        Some(&operator),
+        Some(json!({ "commentsEnabled": false })),
+    )
+    .await;
+    assert_eq!(status, 200, "{slot}");
+    assert_eq!(slot["commentsEnabled"], false, "{slot}");
+
+    let mut attempt = 0;
+    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    let refused = loop {
+        attempt += 1;
+        let (status, answer) = room.post(&ann_token, &format!("still on {attempt}")).await;
+        if status == 400 {
+            break answer;
+        }
+        assert_eq!(status, 201, "{answer}");
+        assert_eq!(
+            backend,
+            Backend::Postgres,
+            "in one process the change lands at once: {answer}"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the change never reached the comment service"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("comments are off for the program on air"),
+        "{refused}"
+    );
     room.station.stop().await;
 }
 
