@@ -1015,8 +1015,6 @@ fn implicit_program_paths(program: &pb::Program) -> Vec<&'static str> {
     paths
 }
 
-/// Groups a timetable's entries by channel, in channel order and then in
-/// time order; channels without entries are listed empty.
 /// Each channel's timetable entries, in start order.
 fn entries_by_channel(
     found: SlotsWithPrograms<SlotRecord>,
