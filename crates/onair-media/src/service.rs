@@ -225,17 +225,22 @@ impl MediaServiceImpl {
         let range = (start_time_ms, end_time_ms);
         let generation = self.inner.cache.generation();
         let station = self.station_channels(generation).await?;
-        let channels: Vec<pb::Channel> = if request.channel_id.is_empty() {
-            station.to_vec()
+        let asked = if request.channel_id.is_empty() {
+            None
         } else {
             let cached = station
                 .iter()
                 .find(|channel| channel.id == request.channel_id);
-            match cached {
-                Some(channel) => vec![channel.clone()],
+            Some(match cached {
+                Some(channel) => channel.clone(),
                 // A channel another process created a moment ago.
-                None => vec![self.existing_channel(&request.channel_id).await?.to_proto()],
-            }
+                None => self.existing_channel(&request.channel_id).await?.to_proto(),
+            })
+        };
+        // The station's list is shared, not copied, for an all-channel read.
+        let channels: &[pb::Channel] = match &asked {
+            Some(channel) => std::slice::from_ref(channel),
+            None => &station,
         };
         let mut parts = self
             .inner
@@ -270,7 +275,7 @@ impl MediaServiceImpl {
         }
         let parts: Vec<Bytes> = parts.into_iter().map(Option::unwrap_or_default).collect();
         Ok(encode_timetable(
-            &channels,
+            channels,
             &parts,
             &timestamp_from_millis(start_time_ms),
             &timestamp_from_millis(end_time_ms),
