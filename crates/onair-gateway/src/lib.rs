@@ -25,6 +25,7 @@ pub mod openapi;
 pub mod protection;
 pub mod rules;
 pub mod template;
+mod websocket;
 
 use std::sync::Arc;
 

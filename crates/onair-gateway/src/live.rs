@@ -37,8 +37,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::FromRequestParts;
-use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
@@ -52,6 +50,7 @@ use prost_reflect::{DescriptorPool, DynamicMessage};
 use tokio::sync::{broadcast, watch};
 
 use crate::status_response;
+use crate::websocket::{self, Incoming, ReadError, Socket};
 
 /// Settings of the live sockets.
 #[derive(Debug, Clone)]
@@ -183,13 +182,21 @@ enum Frame {
 /// The most frames a lagging WebSocket connection merges into one message.
 const MAX_COALESCED_FRAMES: usize = 16;
 
+/// The largest message a viewer may send on a live WebSocket. Viewers have
+/// nothing to say there; this only bounds what a misbehaving client costs.
+const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+
+/// A WebSocket ping with no payload.
+const PING_FRAME: &[u8] = &[0x80 | websocket::OPCODE_PING, 0];
+
 /// A batch of events, encoded once per transport.
 struct EventFrame {
     first: u64,
     last: u64,
     events: Vec<Event>,
-    /// A JSON array of the events: one WebSocket text message.
-    text: Utf8Bytes,
+    /// A JSON array of the events as one WebSocket text frame, header
+    /// included: written to every connection as it is.
+    websocket: Bytes,
     /// The events as server-sent events.
     sse: Bytes,
 }
@@ -201,30 +208,29 @@ impl EventFrame {
         EventFrame {
             first,
             last,
-            text: json_array(&events),
+            websocket: text_message(&events),
             sse: sse_events(&events),
             events,
         }
     }
 }
 
-fn json_array(events: &[Event]) -> Utf8Bytes {
-    let length = events
-        .iter()
-        .map(|event| event.json.len() + 1)
-        .sum::<usize>()
-        + 2;
-    let mut text = String::with_capacity(length);
-    text.push('[');
+/// A WebSocket text frame holding the events as a JSON array. The events'
+/// JSON comes from serde_json, so the text is UTF-8.
+fn text_message(events: &[Event]) -> Bytes {
+    let commas = events.len().saturating_sub(1);
+    let length = events.iter().map(|event| event.json.len()).sum::<usize>() + commas + 2;
+    let mut out = BytesMut::with_capacity(websocket::header_length(length) + length);
+    websocket::put_header(&mut out, websocket::OPCODE_TEXT, length);
+    out.put_u8(b'[');
     for (index, event) in events.iter().enumerate() {
         if index > 0 {
-            text.push(',');
+            out.put_u8(b',');
         }
-        // Built from serde_json output, so always UTF-8.
-        text.push_str(std::str::from_utf8(&event.json).unwrap_or("null"));
+        out.put_slice(&event.json);
     }
-    text.push(']');
-    Utf8Bytes::from(text)
+    out.put_u8(b']');
+    out.freeze()
 }
 
 fn sse_events(events: &[Event]) -> Bytes {
@@ -429,12 +435,14 @@ impl Live {
         let upgrade = if sse {
             None
         } else {
-            match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            match websocket::Upgrade::from_request(&mut parts) {
                 Ok(upgrade) => Some(upgrade),
-                Err(_) => {
+                Err(problem) => {
                     let mut response = status_response(
                         tonic::Code::InvalidArgument,
-                        "the live stream is a WebSocket (send the upgrade headers) or server-sent events (send Accept: text/event-stream)",
+                        &format!(
+                            "the live stream is a WebSocket (send the upgrade headers) or server-sent events (send Accept: text/event-stream): {problem}"
+                        ),
                         StatusCode::UPGRADE_REQUIRED,
                     );
                     response
@@ -459,13 +467,9 @@ impl Live {
             None => self.sse_response(hub, joined),
             Some(upgrade) => {
                 let live = self.clone();
-                upgrade
-                    // Clients send next to nothing; a small read buffer keeps an
-                    // idle connection at a few kilobytes.
-                    .read_buffer_size(4 * 1024)
-                    .write_buffer_size(0)
-                    .max_message_size(64 * 1024)
-                    .on_upgrade(move |socket| live.websocket(socket, hub, joined))
+                upgrade.accept(MAX_CLIENT_MESSAGE, move |socket| {
+                    live.websocket(socket, hub, joined)
+                })
             }
         }
     }
@@ -648,7 +652,7 @@ impl Live {
         response
     }
 
-    async fn websocket(self, socket: WebSocket, hub: Arc<ChannelHub>, joined: Joined) {
+    async fn websocket(self, socket: Socket, hub: Arc<ChannelHub>, joined: Joined) {
         let inner = self.inner;
         inner
             .stats
@@ -669,14 +673,18 @@ impl Live {
             .into_iter()
             .map(|json| Event { offset: 0, json })
             .collect();
-        if connection.send_text(json_array(&opening), 0).await.is_err() {
+        if connection
+            .send_text(text_message(&opening), 0)
+            .await
+            .is_err()
+        {
             return;
         }
         // What it missed, in frames no larger than the live ones.
         let chunk_size = inner.settings.max_batch_events.max(1);
         for chunk in joined.backlog.chunks(chunk_size) {
             if connection
-                .send_text(json_array(chunk), chunk.len())
+                .send_text(text_message(chunk), chunk.len())
                 .await
                 .is_err()
             {
@@ -691,10 +699,18 @@ impl Live {
         let outcome = loop {
             tokio::select! {
                 incoming = connection.socket.recv() => match incoming {
-                    Some(Ok(WsMessage::Pong(_))) => connection.answered_ping = true,
-                    Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => break Outcome::Gone,
-                    // Pings are answered by the socket; clients have nothing else to say.
-                    Some(Ok(_)) => {}
+                    Ok(Incoming::Pong) => connection.answered_ping = true,
+                    Ok(Incoming::Ping(payload)) => {
+                        let pong = websocket::frame(websocket::OPCODE_PONG, &payload);
+                        if connection.send(&[pong]).await.is_err() {
+                            break Outcome::Gone;
+                        }
+                    }
+                    // Viewers have nothing to say on the live stream.
+                    Ok(Incoming::Data) => {}
+                    Ok(Incoming::Close(code)) => break Outcome::ClosedByClient(code),
+                    Err(ReadError::Gone) => break Outcome::Gone,
+                    Err(ReadError::Refused(code, reason)) => break Outcome::Refused(code, reason),
                 },
                 frame = frames.recv() => match frame {
                     Ok(frame) => {
@@ -742,7 +758,7 @@ impl Live {
                                 break Outcome::Unresponsive;
                             }
                             connection.answered_ping = false;
-                            if connection.send(WsMessage::Ping(Bytes::new())).await.is_err() {
+                            if connection.send(&[Bytes::from_static(PING_FRAME)]).await.is_err() {
                                 break Outcome::Gone;
                             }
                         }
@@ -785,8 +801,12 @@ fn reset_event(joined: &Joined) -> Bytes {
 
 /// Why a WebSocket connection ends.
 enum Outcome {
-    /// The client closed it or went away.
+    /// The client went away.
     Gone,
+    /// The client closed it, with this code if it gave one.
+    ClosedByClient(Option<u16>),
+    /// The client broke the protocol.
+    Refused(u16, &'static str),
     /// It fell further behind than the ring holds.
     Lagged(u64),
     /// It answered no ping for a whole interval.
@@ -796,7 +816,7 @@ enum Outcome {
 }
 
 struct WebSocketConnection {
-    socket: WebSocket,
+    socket: Socket,
     /// The newest offset this connection has received.
     sent: u64,
     inner: Arc<Inner>,
@@ -807,13 +827,14 @@ struct WebSocketConnection {
 struct Stalled;
 
 impl WebSocketConnection {
-    async fn send(&mut self, message: WsMessage) -> Result<(), Stalled> {
+    /// Writes whole frames, in one system call where the socket takes them.
+    async fn send(&mut self, frames: &[Bytes]) -> Result<(), Stalled> {
         // A client that stops reading fills the socket; it may hold one write
         // for as long as a ping may go unanswered.
         // The timer is armed only when the socket is full, so the common write
         // costs no timer.
         let limit = self.inner.settings.ping_interval * 2;
-        let mut sending = std::pin::pin!(self.socket.send(message));
+        let mut sending = std::pin::pin!(self.socket.write(frames));
         let sent = match futures::poll!(sending.as_mut()) {
             std::task::Poll::Ready(sent) => sent,
             std::task::Poll::Pending => match tokio::time::timeout(limit, sending).await {
@@ -824,64 +845,75 @@ impl WebSocketConnection {
         sent.map_err(|_| Stalled)
     }
 
-    async fn send_text(&mut self, text: Utf8Bytes, events: usize) -> Result<(), Stalled> {
-        self.send(WsMessage::Text(text)).await?;
+    /// Writes a text frame that carries `events` events.
+    async fn send_text(&mut self, frame: Bytes, events: usize) -> Result<(), Stalled> {
+        self.send(std::slice::from_ref(&frame)).await?;
+        self.count_deliveries(events);
+        Ok(())
+    }
+
+    fn count_deliveries(&self, events: usize) {
         self.inner
             .stats
             .deliveries
             .fetch_add(events as u64, Ordering::Relaxed);
-        Ok(())
     }
 
-    /// Sends what the connection has not seen of a frame: usually all of it,
-    /// as the shared bytes.
-    async fn deliver(&mut self, batch: &EventFrame) -> Result<(), Stalled> {
-        if batch.last <= self.sent {
-            return Ok(());
-        }
-        if batch.first > self.sent {
-            self.send_text(batch.text.clone(), batch.events.len())
-                .await?;
-        } else {
-            let unseen: Vec<Event> = batch
-                .events
-                .iter()
-                .filter(|event| event.offset > self.sent)
-                .cloned()
-                .collect();
-            self.send_text(json_array(&unseen), unseen.len()).await?;
-        }
-        self.sent = batch.last;
-        Ok(())
-    }
-
-    /// Sends what the connection has not seen of several frames: one frame
-    /// as its shared bytes, several as one message of their unseen events.
+    /// Sends what the connection has not seen of the frames: each as its
+    /// shared bytes, all in one write. Only a frame the connection has partly
+    /// seen (right after a resume) is put together for it alone.
     async fn deliver_all(&mut self, batches: &[&EventFrame]) -> Result<(), Stalled> {
-        match batches {
-            [] => Ok(()),
-            [batch] => self.deliver(batch).await,
-            _ => {
-                let unseen: Vec<Event> = batches
+        let mut frames = Vec::with_capacity(batches.len());
+        let mut events = 0;
+        let mut sent = self.sent;
+        for batch in batches {
+            if batch.last <= sent {
+                continue;
+            }
+            if batch.first > sent {
+                frames.push(batch.websocket.clone());
+                events += batch.events.len();
+            } else {
+                let unseen: Vec<Event> = batch
+                    .events
                     .iter()
-                    .flat_map(|batch| batch.events.iter())
-                    .filter(|event| event.offset > self.sent)
+                    .filter(|event| event.offset > sent)
                     .cloned()
                     .collect();
-                let Some(last) = unseen.last().map(|event| event.offset) else {
-                    return Ok(());
-                };
-                self.send_text(json_array(&unseen), unseen.len()).await?;
-                self.sent = last;
-                Ok(())
+                events += unseen.len();
+                frames.push(text_message(&unseen));
             }
+            sent = batch.last;
         }
+        if frames.is_empty() {
+            return Ok(());
+        }
+        self.send(&frames).await?;
+        self.count_deliveries(events);
+        self.sent = sent;
+        Ok(())
     }
 
     async fn finish(mut self, outcome: Outcome, channel_id: &str) {
         let settings = &self.inner.settings;
         let (event, code, reason) = match outcome {
             Outcome::Gone => return,
+            Outcome::ClosedByClient(code) => {
+                let _ = self.send(&[websocket::close_reply(code)]).await;
+                self.socket.shutdown().await;
+                return;
+            }
+            Outcome::Refused(code, reason) => {
+                tracing::debug!(
+                    channel = channel_id,
+                    code,
+                    reason,
+                    "live connection broke the protocol"
+                );
+                let _ = self.send(&[websocket::close_frame(code, reason)]).await;
+                self.socket.shutdown().await;
+                return;
+            }
             Outcome::Lagged(missed) => {
                 self.inner.stats.lagged.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(
@@ -931,21 +963,23 @@ impl WebSocketConnection {
             offset: 0,
             json: event,
         };
-        let _ = self.send(WsMessage::Text(json_array(&[event]))).await;
-        let close = CloseFrame {
-            code,
-            reason: Utf8Bytes::from(reason),
-        };
-        let _ = self.send(WsMessage::Close(Some(close))).await;
+        let goodbye = [
+            text_message(&[event]),
+            websocket::close_frame(code, &reason),
+        ];
+        if self.send(&goodbye).await.is_err() {
+            return;
+        }
         // Wait briefly for the client's close reply so it sees a clean close.
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Some(Ok(message)) = self.socket.recv().await {
-                if matches!(message, WsMessage::Close(_)) {
+            while let Ok(incoming) = self.socket.recv().await {
+                if matches!(incoming, Incoming::Close(_)) {
                     break;
                 }
             }
         })
         .await;
+        self.socket.shutdown().await;
     }
 }
 
@@ -1123,7 +1157,9 @@ mod tests {
     fn frames_carry_their_events_in_both_encodings() {
         let frame = EventFrame::new(vec![event(3), event(7)]);
         assert_eq!((frame.first, frame.last), (3, 7));
-        let parsed: serde_json::Value = serde_json::from_str(frame.text.as_str()).unwrap();
+        let (opcode, text) = websocket::unframe(&frame.websocket);
+        assert_eq!(opcode, websocket::OPCODE_TEXT);
+        let parsed: serde_json::Value = serde_json::from_slice(text).unwrap();
         assert_eq!(parsed[1]["offset"], 7);
         let sse = std::str::from_utf8(&frame.sse).unwrap();
         assert!(sse.starts_with("id: 3\nevent: comment\ndata: {"));

@@ -13,7 +13,9 @@ use common::{
 };
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 on_both_backends!(schedule_changes_reach_websocket_and_sse_viewers);
@@ -349,18 +351,114 @@ async fn client_messages_are_ignored() {
         .send(Message::text("hello"))
         .await
         .expect("send a text message");
-    socket.send(Message::Ping(Vec::new().into())).await.unwrap();
+    socket
+        .send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
     let offset = publish_comment(&station, 1, 10).await;
+    let mut pong = None;
     let events = loop {
         let message = tokio::time::timeout(Duration::from_secs(20), socket.next())
             .await
             .unwrap()
             .unwrap()
             .unwrap();
-        if let Message::Text(text) = message {
-            break serde_json::from_str::<Value>(text.as_str()).unwrap();
+        match message {
+            Message::Pong(payload) => pong = Some(payload),
+            Message::Text(text) => break serde_json::from_str::<Value>(text.as_str()).unwrap(),
+            _ => {}
         }
     };
     assert_eq!(events[0]["offset"], offset);
+    assert_eq!(
+        pong.as_deref(),
+        Some(&b"are you there"[..]),
+        "a ping is answered with its payload, before the next event"
+    );
+
+    // A client that closes gets its close answered, then the end of the stream.
+    socket
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Away,
+            reason: "bye".into(),
+        })))
+        .await
+        .unwrap();
+    assert_eq!(closed_with(&mut socket).await.code, CloseCode::Away);
+    assert!(matches!(
+        tokio::time::timeout(Duration::from_secs(20), socket.next())
+            .await
+            .unwrap(),
+        None | Some(Err(_))
+    ));
     station.stop().await;
+}
+
+// Viewers have nothing to send; one that sends a large message is closed
+// with "message too big", and one that breaks the framing with "protocol
+// error", both with a reason. The others carry on.
+#[tokio::test]
+async fn clients_that_misbehave_are_closed_with_the_reason() {
+    let station = TestStation::start(Backend::Sqlite).await;
+    create_channel(&station, "news").await;
+    let url = live_url(&station, "news", None);
+    let mut bystander = connect(&url).await;
+    ready(&mut bystander).await;
+
+    let mut chatty = connect(&url).await;
+    ready(&mut chatty).await;
+    chatty
+        .send(Message::binary(vec![0u8; 100 * 1024]))
+        .await
+        .unwrap();
+    let close = closed_with(&mut chatty).await;
+    assert_eq!(close.code, CloseCode::Size);
+    assert!(close.reason.contains("too big"), "{}", close.reason);
+
+    // A frame without a client's mask, written by hand.
+    let address = station.http_addr;
+    let mut raw = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "GET /v1/channels/news/live HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    raw.write_all(request.as_bytes()).await.unwrap();
+    raw.write_all(&[0x81, 0x02, b'h', b'i']).await.unwrap();
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), raw.read_to_end(&mut received))
+        .await
+        .expect("the server ends the connection")
+        .unwrap();
+    let received = String::from_utf8_lossy(&received);
+    assert!(received.starts_with("HTTP/1.1 101"), "{received}");
+    assert!(
+        received.contains("sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "{received}"
+    );
+    // The close frame: code 1002 (protocol error), then its reason.
+    let close_at = received.find('\u{3}').expect("a close code");
+    assert!(
+        received[close_at..].contains("must be masked"),
+        "{received}"
+    );
+
+    let offset = publish_comment(&station, 1, 10).await;
+    let events = next_events(&mut bystander)
+        .await
+        .expect("the bystander's event");
+    assert_eq!(events[0]["offset"], offset);
+    station.stop().await;
+}
+
+/// Reads until the server's close frame.
+async fn closed_with(socket: &mut common::Socket) -> CloseFrame {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), socket.next())
+            .await
+            .expect("the server closes the socket")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => return frame,
+            Some(Ok(_)) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
 }
