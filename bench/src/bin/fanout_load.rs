@@ -44,7 +44,7 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     server_cpu: usize,
     /// onair's batch window (gateway.live_batch_window_ms).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 30)]
     batch_window_ms: u64,
     /// Client source addresses, 127.0.0.1 up to 127.0.0.N.
     #[arg(long, default_value_t = 50)]

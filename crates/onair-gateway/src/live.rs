@@ -73,7 +73,7 @@ pub struct LiveSettings {
 impl Default for LiveSettings {
     fn default() -> Self {
         Self {
-            batch_window: Duration::from_millis(50),
+            batch_window: Duration::from_millis(30),
             max_batch_events: 512,
             queue_frames: 256,
             history_events: 10_000,

@@ -331,7 +331,7 @@ const KEYS: &[Key] = &[
     },
     Key {
         name: "gateway.live_batch_window_ms",
-        default: Some("50"),
+        default: Some("30"),
     },
     Key {
         name: "gateway.live_queue_frames",

@@ -5,6 +5,7 @@
 //! process makes to a service (local or remote) carries the current context in
 //! `traceparent`, so one trace id follows a user action across services.
 
+use std::fmt::{self, Write as _};
 use std::io::IsTerminal;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -14,6 +15,11 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tonic::body::Body;
 use tower::{Layer, Service};
 use tracing::Instrument;
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::FormattedFields;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::LogFormat;
 use crate::metrics::{DURATION_BUCKETS, Registry};
@@ -28,17 +34,194 @@ pub fn init_logging(format: LogFormat, level: &str) {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stdout().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init()
+    if json {
+        let _ = json_logs(filter, std::io::stdout).try_init();
     } else {
-        builder.try_init()
-    };
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    }
+}
+
+/// JSON log lines, one per event, with the current span's fields under `span`.
+fn json_logs<W>(
+    filter: tracing_subscriber::EnvFilter,
+    writer: W,
+) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'writer> tracing_subscriber::fmt::MakeWriter<'writer> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .fmt_fields(JsonSpanFields)
+        .finish()
+}
+
+/// A span's fields as a JSON object, written straight into the span's
+/// buffer: the same object as tracing-subscriber's `JsonFields`, which first
+/// builds a map of JSON values and then serializes it. Every request opens a
+/// span or two, most of which never log a line, so this is paid per request.
+struct JsonSpanFields;
+
+impl<'writer> FormatFields<'writer> for JsonSpanFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        writer.write_char('{')?;
+        let mut visitor = JsonEntries::new(&mut writer, true);
+        fields.record(&mut visitor);
+        visitor.result?;
+        writer.write_char('}')
+    }
+
+    fn add_fields(
+        &self,
+        current: &'writer mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> fmt::Result {
+        // `{"a":1}` becomes `{"a":1,"b":2}`.
+        if current.fields.pop() != Some('}') {
+            current.fields.clear();
+            current.fields.push('{');
+        }
+        let first = current.fields == "{";
+        let mut visitor = JsonEntries::new(&mut current.fields, first);
+        fields.record(&mut visitor);
+        let result = visitor.result;
+        current.fields.push('}');
+        result
+    }
+}
+
+/// Writes fields as `"name":value` entries of a JSON object.
+struct JsonEntries<'a> {
+    out: &'a mut dyn fmt::Write,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl<'a> JsonEntries<'a> {
+    fn new(out: &'a mut dyn fmt::Write, first: bool) -> JsonEntries<'a> {
+        JsonEntries {
+            out,
+            first,
+            result: Ok(()),
+        }
+    }
+
+    fn entry(&mut self, field: &tracing::field::Field, value: fmt::Arguments<'_>, quoted: bool) {
+        if self.result.is_ok() {
+            self.result = self.write_entry(field, value, quoted);
+        }
+    }
+
+    fn write_entry(
+        &mut self,
+        field: &tracing::field::Field,
+        value: fmt::Arguments<'_>,
+        quoted: bool,
+    ) -> fmt::Result {
+        if !self.first {
+            self.out.write_char(',')?;
+        }
+        self.first = false;
+        self.out.write_char('"')?;
+        JsonEscaped(&mut *self.out).write_str(field.name())?;
+        self.out.write_str("\":")?;
+        if !quoted {
+            return self.out.write_fmt(value);
+        }
+        self.out.write_char('"')?;
+        JsonEscaped(&mut *self.out).write_fmt(value)?;
+        self.out.write_char('"')
+    }
+}
+
+impl tracing::field::Visit for JsonEntries<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        self.entry(field, format_args!("{value:?}"), true);
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.entry(field, format_args!("{value}"), true);
+    }
+
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.entry(field, format_args!("{value}"), false);
+    }
+
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.entry(field, format_args!("{value}"), false);
+    }
+
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.entry(field, format_args!("{value}"), false);
+    }
+
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        if value.is_finite() {
+            self.entry(field, format_args!("{value}"), false);
+        } else {
+            // JSON has no NaN or infinity.
+            self.entry(field, format_args!("null"), false);
+        }
+    }
+}
+
+/// Escapes what is written for the inside of a JSON string.
+struct JsonEscaped<'a>(&'a mut dyn fmt::Write);
+
+impl fmt::Write for JsonEscaped<'_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let mut plain_from = 0;
+        for (index, character) in text.char_indices() {
+            let escape = match character {
+                '"' => Some("\\\""),
+                '\\' => Some("\\\\"),
+                '\n' => Some("\\n"),
+                '\r' => Some("\\r"),
+                '\t' => Some("\\t"),
+                control if control < ' ' => None,
+                _ => continue,
+            };
+            self.0.write_str(&text[plain_from..index])?;
+            match escape {
+                Some(escape) => self.0.write_str(escape)?,
+                None => write!(self.0, "\\u{:04x}", u32::from(character))?,
+            }
+            plain_from = index + character.len_utf8();
+        }
+        self.0.write_str(&text[plain_from..])
+    }
+}
+
+/// Lower-case hex of an id, formatted only if it is written.
+struct Hex<T>(T);
+
+impl fmt::Display for Hex<u128> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Display for Hex<u64> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{:016x}", self.0)
+    }
+}
+
+impl fmt::Display for Hex<Option<u64>> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(id) => Hex(id).fmt(formatter),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A position in a distributed trace: the W3C `traceparent` of the span that is
@@ -236,9 +419,9 @@ where
             "grpc",
             service = %service,
             method = %method,
-            trace_id = %context.trace_id_hex(),
-            span_id = %format!("{:016x}", context.span_id),
-            parent_span_id = %context.parent_span_id.map(|id| format!("{id:016x}")).unwrap_or_default(),
+            trace_id = %Hex(context.trace_id),
+            span_id = %Hex(context.span_id),
+            parent_span_id = %Hex(context.parent_span_id),
         );
         Box::pin(async move {
             let response = context.scope(inner.call(request)).instrument(span).await?;
@@ -300,17 +483,18 @@ impl RequestRecord {
             &labels[..2],
             seconds,
         );
-        let trace_id = format!("{:032x}", self.trace_id);
+        // Formatted only by the lines that are logged.
+        let trace_id = Hex(self.trace_id);
         let duration_ms = seconds * 1000.0;
         match code {
             tonic::Code::Ok => {
-                tracing::debug!(service = %self.service, method = %self.method, code = code_name, duration_ms, trace_id, "rpc finished")
+                tracing::debug!(service = %self.service, method = %self.method, code = code_name, duration_ms, %trace_id, "rpc finished")
             }
             tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss => {
-                tracing::warn!(service = %self.service, method = %self.method, code = code_name, duration_ms, trace_id, "rpc failed")
+                tracing::warn!(service = %self.service, method = %self.method, code = code_name, duration_ms, %trace_id, "rpc failed")
             }
             _ => {
-                tracing::info!(service = %self.service, method = %self.method, code = code_name, duration_ms, trace_id, "rpc refused")
+                tracing::info!(service = %self.service, method = %self.method, code = code_name, duration_ms, %trace_id, "rpc refused")
             }
         }
     }
@@ -469,6 +653,57 @@ mod tests {
             let context = TraceContext::from_traceparent(Some(header));
             assert_eq!(context.parent_span_id, None, "{header}");
         }
+    }
+
+    #[test]
+    fn log_lines_carry_the_span_fields_as_json_whatever_their_text() {
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = json_logs(tracing_subscriber::EnvFilter::new("info"), move || {
+            writer.clone()
+        });
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "request",
+                text = %"a \"quoted\"\\ line\nwith\ttabs, \u{1} and é",
+                path = "/v1/users/42",
+                count = 42u64,
+                offset = -7i64,
+                fresh = true,
+                ratio = 1.5f64,
+                later = tracing::field::Empty,
+            );
+            span.record("later", "recorded after");
+            let _entered = span.enter();
+            tracing::info!(answer = 1, "inside");
+        });
+        let output = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(output.trim()).unwrap();
+        assert_eq!(line["message"], "inside");
+        assert_eq!(
+            line["span"],
+            serde_json::json!({
+                "name": "request",
+                "text": "a \"quoted\"\\ line\nwith\ttabs, \u{1} and é",
+                "path": "/v1/users/42",
+                "count": 42,
+                "offset": -7,
+                "fresh": true,
+                "ratio": 1.5,
+                "later": "recorded after",
+            })
+        );
     }
 
     #[test]
