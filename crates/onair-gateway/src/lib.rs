@@ -156,7 +156,11 @@ impl Gateway {
             async move { ([(http::header::CONTENT_TYPE, "application/json")], body) }
         });
         let live_gateway = gateway.clone();
-        let live_route = axum::routing::get(
+        // GET, and CONNECT for a WebSocket over HTTP/2 (RFC 8441).
+        let live_methods =
+            axum::routing::MethodFilter::GET.or(axum::routing::MethodFilter::CONNECT);
+        let live_route = axum::routing::on(
+            live_methods,
             move |axum::extract::Path(channel_id): axum::extract::Path<String>,
                   request: axum::extract::Request| {
                 let gateway = live_gateway.clone();

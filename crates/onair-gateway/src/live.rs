@@ -431,7 +431,7 @@ impl Live {
         if let Err(status) = (self.inner.check_channel)(channel_id.clone()).await {
             return crate::error_response(&status);
         }
-        let sse = crate::accepts_event_stream(&parts.headers);
+        let sse = parts.method == http::Method::GET && crate::accepts_event_stream(&parts.headers);
         let upgrade = if sse {
             None
         } else {

@@ -356,24 +356,28 @@ async fn client_messages_are_ignored() {
         .await
         .unwrap();
     let offset = publish_comment(&station, 1, 10).await;
+    // The pong and the event may come in either order.
     let mut pong = None;
-    let events = loop {
+    let mut events = None;
+    while pong.is_none() || events.is_none() {
         let message = tokio::time::timeout(Duration::from_secs(20), socket.next())
             .await
-            .unwrap()
+            .expect("a pong and the event")
             .unwrap()
             .unwrap();
         match message {
             Message::Pong(payload) => pong = Some(payload),
-            Message::Text(text) => break serde_json::from_str::<Value>(text.as_str()).unwrap(),
+            Message::Text(text) => {
+                events = Some(serde_json::from_str::<Value>(text.as_str()).unwrap());
+            }
             _ => {}
         }
-    };
-    assert_eq!(events[0]["offset"], offset);
+    }
+    assert_eq!(events.unwrap()[0]["offset"], offset);
     assert_eq!(
         pong.as_deref(),
         Some(&b"are you there"[..]),
-        "a ping is answered with its payload, before the next event"
+        "a ping is answered with its payload"
     );
 
     // A client that closes gets its close answered, then the end of the stream.
@@ -445,6 +449,64 @@ async fn clients_that_misbehave_are_closed_with_the_reason() {
     let events = next_events(&mut bystander)
         .await
         .expect("the bystander's event");
+    assert_eq!(events[0]["offset"], offset);
+    station.stop().await;
+}
+
+// A WebSocket over HTTP/2 (RFC 8441's extended CONNECT), as clients that
+// keep one multiplexed connection open it, gets the same stream.
+#[tokio::test]
+async fn a_websocket_opens_over_http2_too() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let station = TestStation::start(Backend::Sqlite).await;
+    create_channel(&station, "news").await;
+    let tcp = tokio::net::TcpStream::connect(station.http_addr)
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("an HTTP/2 connection");
+    tokio::spawn(connection);
+    let mut request = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!(
+            "http://{}/v1/channels/news/live",
+            station.http_addr
+        ))
+        .header("sec-websocket-version", "13")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let mut response = sender
+        .send_request(request)
+        .await
+        .expect("the CONNECT is answered");
+    assert_eq!(response.status(), 200);
+    let upgraded = hyper::upgrade::on(&mut response)
+        .await
+        .expect("the stream becomes a WebSocket");
+    let mut socket =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+    let mut next_text = async || loop {
+        let message = tokio::time::timeout(Duration::from_secs(20), socket.next())
+            .await
+            .expect("the live socket says something")
+            .expect("the socket stays open")
+            .expect("a well-formed frame");
+        if let Message::Text(text) = message {
+            return serde_json::from_str::<Value>(text.as_str()).unwrap();
+        }
+    };
+    assert_eq!(next_text().await[0]["type"], "ready");
+    let offset = publish_comment(&station, 1, 10).await;
+    let events = next_text().await;
+    assert_eq!(events[0]["type"], "comment");
     assert_eq!(events[0]["offset"], offset);
     station.stop().await;
 }
