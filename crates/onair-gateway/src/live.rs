@@ -179,7 +179,7 @@ enum Frame {
     Ping,
 }
 
-/// The most frames a lagging WebSocket connection merges into one message.
+/// The most frames a lagging WebSocket connection writes at once.
 const MAX_COALESCED_FRAMES: usize = 16;
 
 /// The largest message a viewer may send on a live WebSocket. Viewers have
@@ -715,9 +715,9 @@ impl Live {
                 frame = frames.recv() => match frame {
                     Ok(frame) => {
                         // A connection that fell behind has more frames
-                        // waiting: they go out as one message, one write
-                        // instead of one per frame, which is what lets a
-                        // saturated server catch up.
+                        // waiting: they go out in one write instead of one
+                        // per frame, which is what lets a saturated server
+                        // catch up.
                         let mut batches = vec![frame];
                         let mut then = None;
                         while matches!(batches.last().map(|frame| frame.as_ref()), Some(Frame::Events(_)))
