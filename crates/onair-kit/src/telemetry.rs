@@ -130,8 +130,10 @@ impl<'a> JsonEntries<'a> {
             self.out.write_char(',')?;
         }
         self.first = false;
+        // A raw identifier (`r#type`) is named without its prefix, as in JsonFields.
+        let name = field.name().strip_prefix("r#").unwrap_or(field.name());
         self.out.write_char('"')?;
-        JsonEscaped(&mut *self.out).write_str(field.name())?;
+        JsonEscaped(&mut *self.out).write_str(name)?;
         self.out.write_str("\":")?;
         if !quoted {
             return self.out.write_fmt(value);
@@ -683,6 +685,7 @@ mod tests {
                 fresh = true,
                 ratio = 1.5f64,
                 later = tracing::field::Empty,
+                r#type = "raw",
             );
             span.record("later", "recorded after");
             let _entered = span.enter();
@@ -702,6 +705,7 @@ mod tests {
                 "fresh": true,
                 "ratio": 1.5,
                 "later": "recorded after",
+                "type": "raw",
             })
         );
     }
