@@ -432,18 +432,23 @@ async fn clients_that_misbehave_are_closed_with_the_reason() {
         .await
         .expect("the server ends the connection")
         .unwrap();
-    let received = String::from_utf8_lossy(&received);
-    assert!(received.starts_with("HTTP/1.1 101"), "{received}");
+    let head_end = received
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    let head = String::from_utf8_lossy(&received[..head_end]);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(
-        received.contains("sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
-        "{received}"
+        head.contains("sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "{head}"
     );
-    // The close frame: code 1002 (protocol error), then its reason.
-    let close_at = received.find('\u{3}').expect("a close code");
-    assert!(
-        received[close_at..].contains("must be masked"),
-        "{received}"
-    );
+    let frames = server_frames(&received[head_end..]);
+    let (opcode, close) = frames.last().expect("a close frame");
+    assert_eq!(*opcode, 0x8, "the last frame closes: {frames:?}");
+    assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1002);
+    let reason = String::from_utf8_lossy(&close[2..]);
+    assert!(reason.contains("must be masked"), "{reason}");
 
     let offset = publish_comment(&station, 1, 10).await;
     let events = next_events(&mut bystander)
@@ -509,6 +514,22 @@ async fn a_websocket_opens_over_http2_too() {
     assert_eq!(events[0]["type"], "comment");
     assert_eq!(events[0]["offset"], offset);
     station.stop().await;
+}
+
+/// The opcodes and payloads of the frames a server wrote (never masked).
+fn server_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    while bytes.len() >= 2 {
+        let (length, start) = match bytes[1] & 0x7F {
+            126 => (usize::from(u16::from_be_bytes([bytes[2], bytes[3]])), 4),
+            127 => panic!("no frame here is that large"),
+            short => (usize::from(short), 2),
+        };
+        frames.push((bytes[0] & 0x0F, bytes[start..start + length].to_vec()));
+        bytes = &bytes[start + length..];
+    }
+    assert!(bytes.is_empty(), "whole frames only");
+    frames
 }
 
 /// Reads until the server's close frame.
