@@ -186,9 +186,6 @@ const MAX_COALESCED_FRAMES: usize = 16;
 /// nothing to say there; this only bounds what a misbehaving client costs.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
-/// A WebSocket ping with no payload.
-const PING_FRAME: &[u8] = &[0x80 | websocket::OPCODE_PING, 0];
-
 /// A batch of events, encoded once per transport.
 struct EventFrame {
     first: u64,
@@ -758,7 +755,7 @@ impl Live {
                                 break Outcome::Unresponsive;
                             }
                             connection.answered_ping = false;
-                            if connection.send(&[Bytes::from_static(PING_FRAME)]).await.is_err() {
+                            if connection.send(&[Bytes::from_static(websocket::PING)]).await.is_err() {
                                 break Outcome::Gone;
                             }
                         }

@@ -27,6 +27,9 @@ pub(crate) const OPCODE_CLOSE: u8 = 0x8;
 pub(crate) const OPCODE_PING: u8 = 0x9;
 pub(crate) const OPCODE_PONG: u8 = 0xA;
 
+/// A ping with no payload, as a server sends it.
+pub(crate) const PING: &[u8] = &[0x80 | OPCODE_PING, 0];
+
 /// Control frames carry at most this much (RFC 6455, 5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
 
@@ -489,6 +492,12 @@ mod tests {
             assert_eq!(bytes[0], 0x81, "final text frame");
             assert_eq!(unframe(&bytes), (OPCODE_TEXT, payload.as_slice()));
         }
+    }
+
+    #[test]
+    fn the_ping_is_a_whole_frame() {
+        assert_eq!(unframe(PING), (OPCODE_PING, &[][..]));
+        assert_eq!(PING, &frame(OPCODE_PING, &[])[..]);
     }
 
     #[test]

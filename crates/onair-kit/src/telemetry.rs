@@ -269,11 +269,11 @@ impl TraceContext {
     /// The `traceparent` header that makes this span the parent of the callee's.
     pub fn traceparent(&self) -> String {
         let flags = if self.sampled { "01" } else { "00" };
-        format!("00-{:032x}-{:016x}-{flags}", self.trace_id, self.span_id)
+        format!("00-{}-{}-{flags}", Hex(self.trace_id), Hex(self.span_id))
     }
 
     pub fn trace_id_hex(&self) -> String {
-        format!("{:032x}", self.trace_id)
+        Hex(self.trace_id).to_string()
     }
 
     /// The context of the request being handled, if any.
