@@ -9,12 +9,19 @@
 //! - Each event is turned into JSON once. Events that arrive within the batch
 //!   window become one frame, encoded once per transport, and the same bytes go to
 //!   every connection.
-//! - Every connection reads the channel's frames from one shared ring of
+//! - The hub's writers, one per runtime worker, write each frame to the
+//!   WebSocket connections themselves, one socket after the other, as long
+//!   as a socket takes the whole frame at once: a delivery costs a system
+//!   call, not a task wake-up. Between turns a writer takes in the frames that
+//!   came meanwhile, so the connections it has not reached yet get them in
+//!   the same write.
+//! - A socket that is full goes back to its connection's task, which waits
+//!   for room and catches up from the channel's ring of
 //!   [`LiveSettings::queue_frames`] frames, so memory does not grow with a slow
 //!   reader. A connection that falls further behind than the ring is told
 //!   `lagged` with the last offset it received and closed; it reconnects with
 //!   `?after=OFFSET` and gets what it missed from the hub's history, without a
-//!   gap. The others never wait for it.
+//!   gap. The others never wait for it. SSE connections read the same ring.
 //! - Offsets are the sequences of the bus's live stream
 //!   ([`onair_kit::live`]), the same on every gateway pod, so a viewer may resume
 //!   on any of them.
@@ -32,7 +39,7 @@
 //! events this gateway no longer has), `lagged` and `closing`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -47,10 +54,10 @@ use onair_kit::live::{LIVE_STREAM, LiveKind, channel_pattern, parse_subject};
 use onair_kit::metrics::Registry;
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Notify, watch};
 
 use crate::status_response;
-use crate::websocket::{self, Incoming, ReadError, Socket};
+use crate::websocket::{self, Incoming, ReadError, Socket, SocketReader, SocketWriter, Taken};
 
 /// Settings of the live sockets.
 #[derive(Debug, Clone)]
@@ -172,19 +179,19 @@ struct Event {
     json: Bytes,
 }
 
-/// What the hub hands every connection of a channel.
-enum Frame {
-    Events(EventFrame),
-    /// Time to ping (WebSocket) or send a comment line (SSE).
-    Ping,
-}
-
-/// The most frames a lagging WebSocket connection writes at once.
+/// The most frames a connection's task (or an SSE connection) takes from the
+/// ring at once: a connection that fell behind gets what it missed in writes
+/// of up to this many frames.
 const MAX_COALESCED_FRAMES: usize = 16;
 
 /// The largest message a viewer may send on a live WebSocket. Viewers have
 /// nothing to say there; this only bounds what a misbehaving client costs.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+
+/// How many connections a hub writer serves before it lets other tasks run.
+/// A write to a socket costs a few microseconds, so this keeps each turn well
+/// under half a millisecond.
+const WRITES_PER_TURN: usize = 64;
 
 /// A batch of events, encoded once per transport.
 struct EventFrame {
@@ -210,6 +217,61 @@ impl EventFrame {
             events,
         }
     }
+}
+
+/// How a connection receives frames.
+#[derive(Clone, Copy)]
+enum Transport {
+    WebSocket,
+    Sse,
+}
+
+impl Transport {
+    /// A whole frame, as every connection of this transport gets it.
+    fn shared(self, frame: &EventFrame) -> Bytes {
+        match self {
+            Transport::WebSocket => frame.websocket.clone(),
+            Transport::Sse => frame.sse.clone(),
+        }
+    }
+
+    /// Some of a frame's events, put together for one connection.
+    fn encode(self, events: &[Event]) -> Bytes {
+        match self {
+            Transport::WebSocket => text_message(events),
+            Transport::Sse => sse_events(events),
+        }
+    }
+}
+
+/// What a connection that has every event up to offset `sent` still needs
+/// of `frames`: each frame as its shared bytes, or, for a frame it has partly
+/// seen (right after a resume), the rest of it encoded for it alone. Returns
+/// the bytes, how many events they carry and the newest offset among them.
+fn unseen(frames: &[Arc<EventFrame>], sent: u64, transport: Transport) -> (Vec<Bytes>, usize, u64) {
+    let mut out = Vec::with_capacity(frames.len());
+    let mut events = 0;
+    let mut newest = sent;
+    for frame in frames {
+        if frame.last <= newest {
+            continue;
+        }
+        if frame.first > newest {
+            out.push(transport.shared(frame));
+            events += frame.events.len();
+        } else {
+            let rest: Vec<Event> = frame
+                .events
+                .iter()
+                .filter(|event| event.offset > newest)
+                .cloned()
+                .collect();
+            events += rest.len();
+            out.push(transport.encode(&rest));
+        }
+        newest = frame.last;
+    }
+    (out, events, newest)
 }
 
 /// A WebSocket text frame holding the events as a JSON array. The events'
@@ -275,12 +337,22 @@ fn control(kind: &str, offset: u64, extra: serde_json::Value) -> Bytes {
 /// One channel's subscription, history and ring of frames.
 struct ChannelHub {
     channel_id: String,
-    frames: broadcast::Sender<Arc<Frame>>,
     state: Mutex<HubState>,
+    /// The sequence number of the newest frame (frames count from 1), for the
+    /// hub's writers and the SSE connections to wait on.
+    head: watch::Sender<u64>,
+    /// Set when the hub stops: its connections close with a reconnect hint.
+    ended: watch::Sender<bool>,
     /// The last offset in the stream when the hub opened: a viewer who joins
     /// without `after` starts after it, even while older events are still
     /// being loaded into the history.
     live_from: u64,
+    /// The hub's writers, each with its share of the WebSocket connections.
+    writers: Vec<HubWriter>,
+    /// Which writer the next WebSocket connection goes to.
+    next_writer: AtomicUsize,
+    /// Open connections; the hub closes a while after this reaches zero.
+    viewers: AtomicUsize,
 }
 
 struct HubState {
@@ -291,15 +363,31 @@ struct HubState {
     complete_after: u64,
     /// The newest offset handed to connections.
     head: u64,
+    /// The newest [`LiveSettings::queue_frames`] frames, oldest first: what a
+    /// connection that fell behind catches up from. One that falls further
+    /// behind is told it lagged.
+    frames: VecDeque<Arc<EventFrame>>,
+    /// The sequence number of the oldest frame in `frames`.
+    first_frame: u64,
 }
+
+impl HubState {
+    fn newest_frame(&self) -> u64 {
+        self.first_frame + self.frames.len() as u64 - 1
+    }
+}
+
+/// A connection fell behind the ring by this many frames.
+struct Missed(u64);
 
 /// Where a new connection starts.
 struct Joined {
-    frames: broadcast::Receiver<Arc<Frame>>,
     /// Events it missed, from the history, to send before the frames.
     backlog: Vec<Event>,
     /// The offset it has everything up to, once the backlog is sent.
     sent: u64,
+    /// The first frame it gets.
+    next_frame: u64,
     /// The resume asked for events older than the history holds.
     incomplete: bool,
 }
@@ -309,12 +397,33 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl ChannelHub {
+    fn new(channel_id: &str, complete_after: u64, live_from: u64, writers: usize) -> ChannelHub {
+        let (head, _) = watch::channel(0);
+        let (ended, _) = watch::channel(false);
+        ChannelHub {
+            channel_id: channel_id.to_owned(),
+            state: Mutex::new(HubState {
+                history: VecDeque::new(),
+                complete_after,
+                head: complete_after,
+                frames: VecDeque::new(),
+                first_frame: 1,
+            }),
+            head,
+            ended,
+            live_from,
+            writers: (0..writers.max(1)).map(|_| HubWriter::default()).collect(),
+            next_writer: AtomicUsize::new(0),
+            viewers: AtomicUsize::new(0),
+        }
+    }
+
     fn join(&self, after: Option<u64>) -> Joined {
-        // Under the state lock, which the hub holds while it records and sends a
-        // frame: the connection gets each event exactly once, from the backlog or
+        // Under the state lock, which the hub holds while it records a frame:
+        // the connection gets each event exactly once, from the backlog or
         // from a frame.
         let state = lock(&self.state);
-        let frames = self.frames.subscribe();
+        let next_frame = state.newest_frame() + 1;
         let head = state.head.max(self.live_from);
         match after {
             Some(after) if after < head => {
@@ -325,45 +434,248 @@ impl ChannelHub {
                     .cloned()
                     .collect();
                 Joined {
-                    frames,
                     backlog,
                     sent: state.head.max(after),
+                    next_frame,
                     incomplete: after < state.complete_after,
                 }
             }
             Some(after) => Joined {
-                frames,
                 backlog: Vec::new(),
                 sent: after,
+                next_frame,
                 incomplete: false,
             },
             None => Joined {
-                frames,
                 backlog: Vec::new(),
                 sent: head,
+                next_frame,
                 incomplete: false,
             },
         }
     }
 
-    /// Records a batch and hands it to every connection.
-    fn publish(&self, events: Vec<Event>, history_events: usize) {
-        let frame = Arc::new(Frame::Events(EventFrame::new(events)));
-        let Frame::Events(batch) = frame.as_ref() else {
-            return;
+    /// Records a batch and tells the writers and SSE connections about it.
+    fn publish(&self, events: Vec<Event>, settings: &LiveSettings) {
+        let frame = Arc::new(EventFrame::new(events));
+        let newest_frame = {
+            let mut state = lock(&self.state);
+            for event in &frame.events {
+                state.history.push_back(event.clone());
+            }
+            while state.history.len() > settings.history_events {
+                if let Some(dropped) = state.history.pop_front() {
+                    state.complete_after = dropped.offset;
+                }
+            }
+            state.head = state.head.max(frame.last);
+            state.frames.push_back(frame);
+            while state.frames.len() > settings.queue_frames.max(1) {
+                state.frames.pop_front();
+                state.first_frame += 1;
+            }
+            state.newest_frame()
         };
-        let mut state = lock(&self.state);
-        for event in &batch.events {
-            state.history.push_back(event.clone());
+        self.head.send_replace(newest_frame);
+    }
+
+    /// Up to `limit` frames from sequence number `next` on, or how many frames
+    /// from `next` on the ring no longer holds.
+    fn frames_from(&self, next: u64, limit: usize) -> Result<Vec<Arc<EventFrame>>, Missed> {
+        let state = lock(&self.state);
+        if next < state.first_frame {
+            return Err(Missed(state.first_frame - next));
         }
-        while state.history.len() > history_events {
-            if let Some(dropped) = state.history.pop_front() {
-                state.complete_after = dropped.offset;
+        let skip = usize::try_from(next - state.first_frame).unwrap_or(usize::MAX);
+        Ok(state
+            .frames
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn newest_frame(&self) -> u64 {
+        lock(&self.state).newest_frame()
+    }
+
+    /// Hands a new WebSocket connection to one of the writers.
+    fn add_outlet(&self, outlet: Arc<Outlet>) {
+        let index = self.next_writer.fetch_add(1, Ordering::Relaxed) % self.writers.len();
+        lock(&self.writers[index].joining).push(outlet);
+    }
+
+    fn end(&self) {
+        self.ended.send_replace(true);
+    }
+}
+
+/// One of a hub's writers: a task that writes each new frame to its share of
+/// the channel's WebSocket connections itself, one after the other, with no
+/// wake-up of the connections' tasks. There is one per runtime worker, so a
+/// channel's writes use every core.
+#[derive(Default)]
+struct HubWriter {
+    /// Connections given to this writer since its last pass.
+    joining: Mutex<Vec<Arc<Outlet>>>,
+}
+
+/// The writing side of one WebSocket connection. The hub writes new frames to
+/// it directly while the socket takes them whole. The connection's task
+/// writes when that takes waiting: it catches up after a full socket, sends
+/// the first frames, its pings and pongs, and the goodbye.
+#[derive(Default)]
+struct Outlet {
+    state: Mutex<OutletState>,
+    /// Tells the connection's task that the hub gave the writing back to it.
+    handed_back: Notify,
+}
+
+#[derive(Default)]
+struct OutletState {
+    /// The socket's writing half while the hub writes; `None` while the
+    /// connection's task holds it.
+    writer: Option<SocketWriter>,
+    /// Whether the hub writes to this connection (`writer` is then here).
+    hub_writes: bool,
+    /// What the hub wrote that the socket did not take, for the task to write
+    /// first, and how many events it completes.
+    unwritten: Vec<Bytes>,
+    unwritten_events: usize,
+    /// The newest offset written (or in `unwritten`).
+    sent: u64,
+    /// The sequence number of the next frame to write.
+    next_frame: u64,
+    /// A write failed: the connection is gone.
+    failed: bool,
+    /// The connection has ended; its writer forgets it.
+    closed: bool,
+}
+
+/// The frames a hub writer is writing: a run of the ring, with each frame's
+/// WebSocket bytes ready to hand to a vectored write.
+struct Window {
+    /// The sequence number of `frames[0]`.
+    first_frame: u64,
+    frames: Vec<Arc<EventFrame>>,
+    shared: Vec<Bytes>,
+}
+
+impl Window {
+    fn starting_at(first_frame: u64) -> Window {
+        Window {
+            first_frame,
+            frames: Vec::new(),
+            shared: Vec::new(),
+        }
+    }
+
+    /// Appends the frames recorded since the window's newest. If the ring no
+    /// longer holds the next one, the writer has fallen behind it: between
+    /// passes (`between_passes`) the window starts again at the oldest frame
+    /// kept, and the connections that miss frames are handed back to their
+    /// tasks, which tell them they lagged; during a pass it waits for the pass
+    /// to end.
+    fn take_in(&mut self, hub: &ChannelHub, between_passes: bool) {
+        let next = self.first_frame + self.frames.len() as u64;
+        match hub.frames_from(next, usize::MAX) {
+            Ok(frames) => {
+                self.shared
+                    .extend(frames.iter().map(|frame| frame.websocket.clone()));
+                self.frames.extend(frames);
+            }
+            Err(Missed(missed)) if between_passes => {
+                self.frames.clear();
+                self.shared.clear();
+                self.first_frame = next + missed;
+                self.take_in(hub, false);
+            }
+            Err(Missed(_)) => {}
+        }
+    }
+
+    /// Lets go of the first `count` frames, which every connection has had.
+    fn pass_done(&mut self, count: usize) {
+        self.frames.drain(..count);
+        self.shared.drain(..count);
+        self.first_frame += count as u64;
+    }
+}
+
+/// What became of a connection in a writer's pass.
+enum Pass {
+    /// Nothing more to do this time; the number of events written.
+    Written(usize),
+    /// The connection has ended.
+    Closed,
+}
+
+impl Outlet {
+    /// Writes what the connection has not had of `window` if the hub writes to
+    /// this connection and the socket takes it now. Otherwise hands the
+    /// writing back to the connection's task.
+    fn offer(&self, window: &Window) -> Pass {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return Pass::Closed;
+        }
+        if !state.hub_writes {
+            return Pass::Written(0);
+        }
+        if state.writer.is_none() {
+            return self.hand_back(&mut state);
+        }
+        let Some(skip) = state
+            .next_frame
+            .checked_sub(window.first_frame)
+            .and_then(|skip| usize::try_from(skip).ok())
+        else {
+            // It missed frames this writer has passed; its task catches up
+            // from the ring.
+            return self.hand_back(&mut state);
+        };
+        let (Some(frames), Some(shared)) = (window.frames.get(skip..), window.shared.get(skip..))
+        else {
+            return Pass::Written(0);
+        };
+        let Some(newest_frame) = frames.last() else {
+            return Pass::Written(0);
+        };
+        let newest = newest_frame.last;
+        let (bytes, events) = if frames[0].first > state.sent {
+            let events = frames.iter().map(|frame| frame.events.len()).sum();
+            (std::borrow::Cow::Borrowed(shared), events)
+        } else {
+            let (bytes, events, _) = unseen(frames, state.sent, Transport::WebSocket);
+            (std::borrow::Cow::Owned(bytes), events)
+        };
+        state.next_frame = window.first_frame + window.frames.len() as u64;
+        state.sent = state.sent.max(newest);
+        if bytes.is_empty() {
+            return Pass::Written(0);
+        }
+        let Some(writer) = state.writer.as_mut() else {
+            return Pass::Written(0);
+        };
+        match writer.write_now(&bytes) {
+            Taken::All => Pass::Written(events),
+            Taken::Part(taken) => {
+                state.unwritten = websocket::rest(&bytes, taken);
+                state.unwritten_events = events;
+                self.hand_back(&mut state)
+            }
+            Taken::Failed => {
+                state.failed = true;
+                self.hand_back(&mut state)
             }
         }
-        state.head = state.head.max(batch.last);
-        // No receivers is fine: nobody watches right now.
-        let _ = self.frames.send(frame.clone());
+    }
+
+    fn hand_back(&self, state: &mut OutletState) -> Pass {
+        state.hub_writes = false;
+        self.handed_back.notify_one();
+        Pass::Written(0)
     }
 }
 
@@ -449,7 +761,7 @@ impl Live {
                 }
             }
         };
-        let (hub, joined) = match self.join(&channel_id, after).await {
+        let (viewing, joined) = match self.join(&channel_id, after).await {
             Ok(joined) => joined,
             Err(error) => {
                 tracing::warn!(channel = %channel_id, error = %error, "cannot open the live feed");
@@ -461,11 +773,11 @@ impl Live {
             }
         };
         match upgrade {
-            None => self.sse_response(hub, joined),
+            None => self.sse_response(viewing, joined),
             Some(upgrade) => {
                 let live = self.clone();
                 upgrade.accept(MAX_CLIENT_MESSAGE, move |socket| {
-                    live.websocket(socket, hub, joined)
+                    live.websocket(socket, viewing, joined)
                 })
             }
         }
@@ -476,11 +788,11 @@ impl Live {
         &self,
         channel_id: &str,
         after: Option<u64>,
-    ) -> Result<(Arc<ChannelHub>, Joined), BusError> {
+    ) -> Result<(Viewing, Joined), BusError> {
         let mut hubs = self.inner.hubs.lock().await;
         if let Some(hub) = hubs.get(channel_id) {
             let joined = hub.join(after);
-            return Ok((hub.clone(), joined));
+            return Ok((Viewing::new(hub.clone()), joined));
         }
         let bounds = self.inner.bus.stream_bounds(LIVE_STREAM).await?;
         // Load the tail of the stream into the history, so resumes work on a
@@ -492,34 +804,33 @@ impl Live {
             .bus
             .replay(LIVE_STREAM, start, Some(&channel_pattern(channel_id)))
             .await?;
-        let (frames, _) = broadcast::channel(self.inner.settings.queue_frames.max(1));
-        let hub = Arc::new(ChannelHub {
-            channel_id: channel_id.to_owned(),
-            frames,
-            state: Mutex::new(HubState {
-                history: VecDeque::new(),
-                complete_after: start.saturating_sub(1),
-                head: start.saturating_sub(1),
-            }),
-            live_from: bounds.last,
-        });
+        let writers = tokio::runtime::Handle::current().metrics().num_workers();
+        let hub = Arc::new(ChannelHub::new(
+            channel_id,
+            start.saturating_sub(1),
+            bounds.last,
+            writers,
+        ));
         hubs.insert(channel_id.to_owned(), hub.clone());
         self.inner.stats.channels.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(channel = channel_id, from = start, "live feed opened");
+        for index in 0..hub.writers.len() {
+            tokio::spawn(self.clone().run_writer(hub.clone(), index));
+        }
         tokio::spawn(self.clone().run_hub(hub.clone(), feed));
         let joined = hub.join(after);
-        Ok((hub, joined))
+        Ok((Viewing::new(hub), joined))
     }
 
-    /// Reads the channel's events from the bus, batches them and hands the
-    /// frames out, until nobody has watched for two ping intervals or the server
+    /// Reads the channel's events from the bus, batches them and records the
+    /// frames, until nobody has watched for two ping intervals or the server
     /// shuts down.
     async fn run_hub(self, hub: Arc<ChannelHub>, mut feed: Subscription) {
         let settings = &self.inner.settings;
         let mut closing = self.inner.closing.subscribe();
-        let mut ping = tokio::time::interval(settings.ping_interval);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ping.tick().await;
+        let mut idle_check = tokio::time::interval(settings.ping_interval);
+        idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        idle_check.tick().await;
         let mut idle_ticks = 0;
         let mut pending: Vec<Event> = Vec::new();
         let flush_at = tokio::time::sleep(Duration::ZERO);
@@ -544,9 +855,8 @@ impl Live {
                 () = &mut flush_at, if !pending.is_empty() => {
                     self.flush(&hub, &mut pending);
                 }
-                _ = ping.tick() => {
-                    let _ = hub.frames.send(Arc::new(Frame::Ping));
-                    if hub.frames.receiver_count() > 0 {
+                _ = idle_check.tick() => {
+                    if hub.viewers.load(Ordering::Relaxed) > 0 {
                         idle_ticks = 0;
                         continue;
                     }
@@ -554,7 +864,7 @@ impl Live {
                     if idle_ticks >= 2 {
                         let mut hubs = self.inner.hubs.lock().await;
                         // Joins happen under this lock: nobody can be joining now.
-                        if hub.frames.receiver_count() == 0 {
+                        if hub.viewers.load(Ordering::Relaxed) == 0 {
                             hubs.remove(&hub.channel_id);
                             tracing::debug!(channel = %hub.channel_id, "live feed closed: no viewers");
                             break;
@@ -571,6 +881,7 @@ impl Live {
         {
             hubs.remove(&hub.channel_id);
         }
+        hub.end();
         self.inner.stats.channels.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -579,7 +890,70 @@ impl Live {
             return;
         }
         self.inner.stats.frames.fetch_add(1, Ordering::Relaxed);
-        hub.publish(std::mem::take(pending), self.inner.settings.history_events);
+        hub.publish(std::mem::take(pending), &self.inner.settings);
+    }
+
+    /// One of a hub's writers: writes each new frame to its connections, in
+    /// passes over all of them, until the hub stops. Between turns of a pass it
+    /// takes in the frames that came meanwhile, so the connections it has not
+    /// reached yet get them in the same write; a writer that falls behind
+    /// catches up in fewer, larger writes.
+    async fn run_writer(self, hub: Arc<ChannelHub>, index: usize) {
+        let stats = &self.inner.stats;
+        let joining = &hub.writers[index].joining;
+        let mut head = hub.head.subscribe();
+        let mut ended = hub.ended.subscribe();
+        let mut outlets: Vec<Arc<Outlet>> = Vec::new();
+        let mut window = Window::starting_at(*head.borrow_and_update() + 1);
+        loop {
+            head.mark_unchanged();
+            window.take_in(&hub, true);
+            if window.frames.is_empty() {
+                tokio::select! {
+                    changed = head.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                    }
+                    () = shutting_down(&mut ended) => break,
+                    // A quiet channel still lets go of the connections that
+                    // ended.
+                    () = tokio::time::sleep(self.inner.settings.ping_interval) => {
+                        outlets.append(&mut lock(joining));
+                        outlets.retain(|outlet| !lock(&outlet.state).closed);
+                    }
+                }
+                continue;
+            }
+            // Every connection gets these in this pass; what comes during it
+            // goes only to the connections the pass has not reached yet.
+            let offered_to_all = window.frames.len();
+            outlets.append(&mut lock(joining));
+            let mut delivered = 0;
+            let mut position = 0;
+            let mut turn = 0;
+            while position < outlets.len() {
+                match outlets[position].offer(&window) {
+                    Pass::Written(events) => {
+                        delivered += events;
+                        position += 1;
+                    }
+                    Pass::Closed => {
+                        outlets.swap_remove(position);
+                    }
+                }
+                turn += 1;
+                if turn == WRITES_PER_TURN {
+                    turn = 0;
+                    tokio::task::yield_now().await;
+                    window.take_in(&hub, false);
+                }
+            }
+            window.pass_done(offered_to_all);
+            stats
+                .deliveries
+                .fetch_add(delivered as u64, Ordering::Relaxed);
+        }
     }
 
     /// Turns a bus message into the event's JSON, once.
@@ -602,7 +976,7 @@ impl Live {
         }
     }
 
-    fn sse_response(&self, hub: Arc<ChannelHub>, joined: Joined) -> Response {
+    fn sse_response(&self, viewing: Viewing, joined: Joined) -> Response {
         let inner = self.inner.clone();
         inner.stats.sse_connections.fetch_add(1, Ordering::Relaxed);
         let guard = ConnectionGuard(inner.stats.sse_connections.clone());
@@ -620,11 +994,20 @@ impl Live {
             sse_event(&mut start, None, "reset", &reset_event(&joined));
         }
         let backlog = sse_events(&joined.backlog);
+        let period = inner.settings.ping_interval;
         let state = SseState {
-            hub,
-            frames: joined.frames,
+            head: viewing.hub.head.subscribe(),
+            ended: viewing.hub.ended.subscribe(),
+            viewing,
+            next_frame: joined.next_frame,
             sent: joined.sent,
             closing: inner.closing.subscribe(),
+            ping: {
+                let mut ping =
+                    tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ping
+            },
             inner: inner.clone(),
             _guard: guard,
             done: false,
@@ -649,16 +1032,23 @@ impl Live {
         response
     }
 
-    async fn websocket(self, socket: Socket, hub: Arc<ChannelHub>, joined: Joined) {
+    async fn websocket(self, socket: Socket, viewing: Viewing, joined: Joined) {
         let inner = self.inner;
         inner
             .stats
             .websocket_connections
             .fetch_add(1, Ordering::Relaxed);
         let _guard = ConnectionGuard(inner.stats.websocket_connections.clone());
+        let Socket { reader, writer } = socket;
+        let outlet = Arc::new(Outlet::default());
+        viewing.hub.add_outlet(outlet.clone());
         let mut connection = WebSocketConnection {
-            socket,
+            reader,
+            writer: Some(writer),
+            outlet,
+            viewing,
             sent: joined.sent,
+            next_frame: joined.next_frame,
             inner: inner.clone(),
             answered_ping: true,
         };
@@ -670,111 +1060,24 @@ impl Live {
             .into_iter()
             .map(|json| Event { offset: 0, json })
             .collect();
-        if connection
-            .send_text(text_message(&opening), 0)
-            .await
-            .is_err()
-        {
-            return;
-        }
+        let mut first_frames = vec![text_message(&opening)];
         // What it missed, in frames no larger than the live ones.
         let chunk_size = inner.settings.max_batch_events.max(1);
         for chunk in joined.backlog.chunks(chunk_size) {
-            if connection
-                .send_text(text_message(chunk), chunk.len())
-                .await
-                .is_err()
-            {
-                return;
-            }
-            if let Some(last) = chunk.last() {
-                connection.sent = connection.sent.max(last.offset);
-            }
+            first_frames.push(text_message(chunk));
         }
-        let mut frames = joined.frames;
-        let mut closing = inner.closing.subscribe();
-        let outcome = loop {
-            tokio::select! {
-                incoming = connection.socket.recv() => match incoming {
-                    Ok(Incoming::Pong) => connection.answered_ping = true,
-                    Ok(Incoming::Ping(payload)) => {
-                        let pong = websocket::frame(websocket::OPCODE_PONG, &payload);
-                        if connection.send(&[pong]).await.is_err() {
-                            break Outcome::Gone;
-                        }
-                    }
-                    // Viewers have nothing to say on the live stream.
-                    Ok(Incoming::Data) => {}
-                    Ok(Incoming::Close(code)) => break Outcome::ClosedByClient(code),
-                    Err(ReadError::Gone) => break Outcome::Gone,
-                    Err(ReadError::Refused(code, reason)) => break Outcome::Refused(code, reason),
-                },
-                frame = frames.recv() => match frame {
-                    Ok(frame) => {
-                        // A connection that fell behind has more frames
-                        // waiting: they go out in one write instead of one
-                        // per frame, which is what lets a saturated server
-                        // catch up.
-                        let mut batches = vec![frame];
-                        let mut then = None;
-                        while matches!(batches.last().map(|frame| frame.as_ref()), Some(Frame::Events(_)))
-                            && batches.len() < MAX_COALESCED_FRAMES
-                        {
-                            match frames.try_recv() {
-                                Ok(next) => batches.push(next),
-                                Err(broadcast::error::TryRecvError::Empty) => break,
-                                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
-                                    then = Some(Outcome::Lagged(missed));
-                                    break;
-                                }
-                                Err(broadcast::error::TryRecvError::Closed) => {
-                                    then = Some(Outcome::Closing);
-                                    break;
-                                }
-                            }
-                        }
-                        let ping = matches!(batches.last().map(|frame| frame.as_ref()), Some(Frame::Ping));
-                        if ping {
-                            batches.pop();
-                        }
-                        let events: Vec<&EventFrame> = batches
-                            .iter()
-                            .filter_map(|frame| match frame.as_ref() {
-                                Frame::Events(batch) => Some(batch),
-                                Frame::Ping => None,
-                            })
-                            .collect();
-                        if connection.deliver_all(&events).await.is_err() {
-                            break Outcome::Gone;
-                        }
-                        if let Some(outcome) = then {
-                            break outcome;
-                        }
-                        if ping {
-                            if !connection.answered_ping {
-                                break Outcome::Unresponsive;
-                            }
-                            connection.answered_ping = false;
-                            if connection.send(&[Bytes::from_static(websocket::PING)]).await.is_err() {
-                                break Outcome::Gone;
-                            }
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(missed)) => break Outcome::Lagged(missed),
-                    Err(broadcast::error::RecvError::Closed) => break Outcome::Closing,
-                },
-                () = shutting_down(&mut closing) => break Outcome::Closing,
-            }
+        let outcome = match connection.write(first_frames, joined.backlog.len()).await {
+            Ok(()) => connection.serve().await,
+            Err(outcome) => outcome,
         };
-        drop(frames);
-        connection.finish(outcome, &hub.channel_id).await;
+        connection.finish(outcome).await;
     }
 }
 
-/// Resolves once the server starts shutting down.
-async fn shutting_down(closing: &mut watch::Receiver<bool>) {
-    // An error means the sender is gone, which only happens at shutdown too.
-    let _ = closing.wait_for(|closing| *closing).await;
+/// Resolves once `flag` is set (the server shuts down, a hub stops).
+async fn shutting_down(flag: &mut watch::Receiver<bool>) {
+    // An error means the sender is gone, which only happens once it is over too.
+    let _ = flag.wait_for(|set| *set).await;
 }
 
 /// Counts a connection while it is open.
@@ -783,6 +1086,24 @@ struct ConnectionGuard(Arc<AtomicI64>);
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A viewer's place in a channel's hub, counted while it is held.
+struct Viewing {
+    hub: Arc<ChannelHub>,
+}
+
+impl Viewing {
+    fn new(hub: Arc<ChannelHub>) -> Viewing {
+        hub.viewers.fetch_add(1, Ordering::Relaxed);
+        Viewing { hub }
+    }
+}
+
+impl Drop for Viewing {
+    fn drop(&mut self) {
+        self.hub.viewers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -804,7 +1125,7 @@ enum Outcome {
     ClosedByClient(Option<u16>),
     /// The client broke the protocol.
     Refused(u16, &'static str),
-    /// It fell further behind than the ring holds.
+    /// It fell further behind than the ring holds, by this many frames.
     Lagged(u64),
     /// It answered no ping for a whole interval.
     Unresponsive,
@@ -812,10 +1133,18 @@ enum Outcome {
     Closing,
 }
 
+/// The task of one WebSocket connection: it reads what the client sends, and
+/// writes whenever the hub cannot (see [`Outlet`]).
 struct WebSocketConnection {
-    socket: Socket,
-    /// The newest offset this connection has received.
+    reader: SocketReader,
+    /// The socket's writing half while this task holds it.
+    writer: Option<SocketWriter>,
+    outlet: Arc<Outlet>,
+    viewing: Viewing,
+    /// While this task writes: the newest offset written.
     sent: u64,
+    /// While this task writes: the sequence number of the next frame to write.
+    next_frame: u64,
     inner: Arc<Inner>,
     answered_ping: bool,
 }
@@ -824,14 +1153,124 @@ struct WebSocketConnection {
 struct Stalled;
 
 impl WebSocketConnection {
+    /// Serves the connection until it ends: answers the client, pings it, and
+    /// catches it up when the hub hands the writing back.
+    async fn serve(&mut self) -> Outcome {
+        let mut closing = self.inner.closing.subscribe();
+        let mut ended = self.viewing.hub.ended.subscribe();
+        let closed = async move {
+            tokio::select! {
+                () = shutting_down(&mut closing) => {}
+                () = shutting_down(&mut ended) => {}
+            }
+        };
+        tokio::pin!(closed);
+        let period = self.inner.settings.ping_interval;
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let written = tokio::select! {
+                biased;
+                () = &mut closed => return Outcome::Closing,
+                () = self.outlet.handed_back.notified() => self.write(Vec::new(), 0).await,
+                incoming = self.reader.recv() => match incoming {
+                    Ok(Incoming::Pong) => {
+                        self.answered_ping = true;
+                        Ok(())
+                    }
+                    Ok(Incoming::Ping(payload)) => {
+                        let pong = websocket::frame(websocket::OPCODE_PONG, &payload);
+                        self.write(vec![pong], 0).await
+                    }
+                    // Viewers have nothing to say on the live stream.
+                    Ok(Incoming::Data) => Ok(()),
+                    Ok(Incoming::Close(code)) => return Outcome::ClosedByClient(code),
+                    Err(ReadError::Gone) => return Outcome::Gone,
+                    Err(ReadError::Refused(code, reason)) => return Outcome::Refused(code, reason),
+                },
+                _ = ping.tick() => {
+                    if !self.answered_ping {
+                        return Outcome::Unresponsive;
+                    }
+                    self.answered_ping = false;
+                    self.write(vec![Bytes::from_static(websocket::PING)], 0).await
+                }
+            };
+            if let Err(outcome) = written {
+                return outcome;
+            }
+        }
+    }
+
+    /// Takes the writing from the hub: the socket's writing half, if the hub
+    /// has it, and what the hub wrote that the socket did not take. With
+    /// `for_good`, the hub forgets the connection.
+    fn take_over(&mut self, for_good: bool) -> Result<(Vec<Bytes>, usize), Outcome> {
+        let mut state = lock(&self.outlet.state);
+        state.hub_writes = false;
+        state.closed |= for_good;
+        if let Some(writer) = state.writer.take() {
+            self.writer = Some(writer);
+            self.sent = state.sent;
+            self.next_frame = state.next_frame;
+        }
+        if state.failed {
+            return Err(Outcome::Gone);
+        }
+        let unwritten = std::mem::take(&mut state.unwritten);
+        let events = std::mem::take(&mut state.unwritten_events);
+        Ok((unwritten, events))
+    }
+
+    /// Writes `own` frames (carrying `own_events` events) after whatever
+    /// the hub left unwritten, catches up with the frames the connection has
+    /// not had, and gives the writing back to the hub.
+    async fn write(&mut self, own: Vec<Bytes>, own_events: usize) -> Result<(), Outcome> {
+        let (mut frames, mut events) = self.take_over(false)?;
+        frames.extend(own);
+        events += own_events;
+        loop {
+            if !frames.is_empty() {
+                self.send(&frames).await.map_err(|Stalled| Outcome::Gone)?;
+                self.count_deliveries(events);
+            }
+            let missed = self
+                .viewing
+                .hub
+                .frames_from(self.next_frame, MAX_COALESCED_FRAMES)
+                .map_err(|Missed(missed)| Outcome::Lagged(missed))?;
+            if missed.is_empty() {
+                let mut state = lock(&self.outlet.state);
+                // Under the outlet's lock the hub's writer cannot pass this
+                // connection: a frame recorded after this check is written by
+                // the hub, one recorded before it by this loop.
+                if self.viewing.hub.newest_frame() >= self.next_frame {
+                    frames = Vec::new();
+                    events = 0;
+                    continue;
+                }
+                state.writer = self.writer.take();
+                state.sent = self.sent;
+                state.next_frame = self.next_frame;
+                state.hub_writes = state.writer.is_some();
+                return Ok(());
+            }
+            self.next_frame += missed.len() as u64;
+            (frames, events, self.sent) = unseen(&missed, self.sent, Transport::WebSocket);
+        }
+    }
+
     /// Writes whole frames, in one system call where the socket takes them.
     async fn send(&mut self, frames: &[Bytes]) -> Result<(), Stalled> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(Stalled);
+        };
         // A client that stops reading fills the socket; it may hold one write
         // for as long as a ping may go unanswered.
         // The timer is armed only when the socket is full, so the common write
         // costs no timer.
         let limit = self.inner.settings.ping_interval * 2;
-        let mut sending = std::pin::pin!(self.socket.write(frames));
+        let mut sending = std::pin::pin!(writer.write(frames));
         let sent = match futures::poll!(sending.as_mut()) {
             std::task::Poll::Ready(sent) => sent,
             std::task::Poll::Pending => match tokio::time::timeout(limit, sending).await {
@@ -842,13 +1281,6 @@ impl WebSocketConnection {
         sent.map_err(|_| Stalled)
     }
 
-    /// Writes a text frame that carries `events` events.
-    async fn send_text(&mut self, frame: Bytes, events: usize) -> Result<(), Stalled> {
-        self.send(std::slice::from_ref(&frame)).await?;
-        self.count_deliveries(events);
-        Ok(())
-    }
-
     fn count_deliveries(&self, events: usize) {
         self.inner
             .stats
@@ -856,65 +1288,35 @@ impl WebSocketConnection {
             .fetch_add(events as u64, Ordering::Relaxed);
     }
 
-    /// Sends what the connection has not seen of the frames: each as its
-    /// shared bytes, all in one write. Only a frame the connection has partly
-    /// seen (right after a resume) is put together for it alone.
-    async fn deliver_all(&mut self, batches: &[&EventFrame]) -> Result<(), Stalled> {
-        let mut frames = Vec::with_capacity(batches.len());
-        let mut events = 0;
-        let mut sent = self.sent;
-        for batch in batches {
-            if batch.last <= sent {
-                continue;
-            }
-            if batch.first > sent {
-                frames.push(batch.websocket.clone());
-                events += batch.events.len();
-            } else {
-                let unseen: Vec<Event> = batch
-                    .events
-                    .iter()
-                    .filter(|event| event.offset > sent)
-                    .cloned()
-                    .collect();
-                events += unseen.len();
-                frames.push(text_message(&unseen));
-            }
-            sent = batch.last;
-        }
-        if frames.is_empty() {
-            return Ok(());
-        }
-        self.send(&frames).await?;
-        self.count_deliveries(events);
-        self.sent = sent;
-        Ok(())
-    }
-
-    async fn finish(mut self, outcome: Outcome, channel_id: &str) {
+    async fn finish(mut self, outcome: Outcome) {
+        // The rest of a frame the hub began goes out before the goodbye.
+        let (mut frames, _) = self.take_over(true).unwrap_or_default();
         let settings = &self.inner.settings;
+        let channel_id = self.viewing.hub.channel_id.clone();
         let (event, code, reason) = match outcome {
             Outcome::Gone => return,
             Outcome::ClosedByClient(code) => {
-                let _ = self.send(&[websocket::close_reply(code)]).await;
-                self.socket.shutdown().await;
+                frames.push(websocket::close_reply(code));
+                let _ = self.send(&frames).await;
+                self.shutdown().await;
                 return;
             }
             Outcome::Refused(code, reason) => {
                 tracing::debug!(
-                    channel = channel_id,
+                    channel = %channel_id,
                     code,
                     reason,
                     "live connection broke the protocol"
                 );
-                let _ = self.send(&[websocket::close_frame(code, reason)]).await;
-                self.socket.shutdown().await;
+                frames.push(websocket::close_frame(code, reason));
+                let _ = self.send(&frames).await;
+                self.shutdown().await;
                 return;
             }
             Outcome::Lagged(missed) => {
                 self.inner.stats.lagged.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(
-                    channel = channel_id,
+                    channel = %channel_id,
                     offset = self.sent,
                     missed,
                     "live connection lagged"
@@ -960,31 +1362,38 @@ impl WebSocketConnection {
             offset: 0,
             json: event,
         };
-        let goodbye = [
-            text_message(&[event]),
-            websocket::close_frame(code, &reason),
-        ];
-        if self.send(&goodbye).await.is_err() {
+        frames.push(text_message(&[event]));
+        frames.push(websocket::close_frame(code, &reason));
+        if self.send(&frames).await.is_err() {
             return;
         }
         // Wait briefly for the client's close reply so it sees a clean close.
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Ok(incoming) = self.socket.recv().await {
+            while let Ok(incoming) = self.reader.recv().await {
                 if matches!(incoming, Incoming::Close(_)) {
                     break;
                 }
             }
         })
         .await;
-        self.socket.shutdown().await;
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(writer) = self.writer.as_mut() {
+            writer.shutdown().await;
+        }
     }
 }
 
 struct SseState {
-    hub: Arc<ChannelHub>,
-    frames: broadcast::Receiver<Arc<Frame>>,
+    viewing: Viewing,
+    head: watch::Receiver<u64>,
+    ended: watch::Receiver<bool>,
+    next_frame: u64,
     sent: u64,
     closing: watch::Receiver<bool>,
+    ping: tokio::time::Interval,
     inner: Arc<Inner>,
     _guard: ConnectionGuard,
     done: bool,
@@ -995,40 +1404,30 @@ async fn next_sse_chunk(mut state: SseState) -> Option<(Bytes, SseState)> {
         return None;
     }
     loop {
-        let frame = tokio::select! {
-            frame = state.frames.recv() => frame,
-            () = shutting_down(&mut state.closing) => Err(broadcast::error::RecvError::Closed),
-        };
-        let chunk = match frame {
-            Ok(frame) => match frame.as_ref() {
-                Frame::Events(batch) => {
-                    if batch.last <= state.sent {
-                        continue;
-                    }
-                    let chunk = if batch.first > state.sent {
-                        batch.sse.clone()
-                    } else {
-                        let unseen: Vec<Event> = batch
-                            .events
-                            .iter()
-                            .filter(|event| event.offset > state.sent)
-                            .cloned()
-                            .collect();
-                        sse_events(&unseen)
-                    };
-                    state
-                        .inner
-                        .stats
-                        .deliveries
-                        .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
-                    state.sent = batch.last;
-                    chunk
+        state.head.mark_unchanged();
+        match state
+            .viewing
+            .hub
+            .frames_from(state.next_frame, MAX_COALESCED_FRAMES)
+        {
+            Ok(frames) if !frames.is_empty() => {
+                state.next_frame += frames.len() as u64;
+                let (chunks, events, newest) = unseen(&frames, state.sent, Transport::Sse);
+                state.sent = newest;
+                if chunks.is_empty() {
+                    continue;
                 }
-                Frame::Ping => Bytes::from_static(b": ping\n\n"),
-            },
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                state
+                    .inner
+                    .stats
+                    .deliveries
+                    .fetch_add(events as u64, Ordering::Relaxed);
+                return Some((chunks.concat().into(), state));
+            }
+            Ok(_) => {}
+            Err(Missed(missed)) => {
                 state.inner.stats.lagged.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(channel = %state.hub.channel_id, offset = state.sent, missed, "live connection lagged");
+                tracing::debug!(channel = %state.viewing.hub.channel_id, offset = state.sent, missed, "live connection lagged");
                 state.done = true;
                 let mut out = BytesMut::new();
                 let message = format!(
@@ -1045,30 +1444,36 @@ async fn next_sse_chunk(mut state: SseState) -> Option<(Bytes, SseState)> {
                         serde_json::json!({"message": message}),
                     ),
                 );
-                out.freeze()
+                return Some((out.freeze(), state));
             }
-            Err(broadcast::error::RecvError::Closed) => {
-                state.done = true;
-                let mut out = BytesMut::new();
-                let message = format!(
-                    "the server is restarting; reconnect with ?after={}",
-                    state.sent
-                );
-                let retry = state.inner.settings.reconnect_delay.as_millis() as u64;
-                sse_event(
-                    &mut out,
-                    None,
-                    "closing",
-                    &control(
-                        "closing",
-                        state.sent,
-                        serde_json::json!({"message": message, "retryAfterMs": retry}),
-                    ),
-                );
-                out.freeze()
-            }
+        }
+        let closing = tokio::select! {
+            biased;
+            () = shutting_down(&mut state.closing) => true,
+            () = shutting_down(&mut state.ended) => true,
+            changed = state.head.changed() => changed.is_err(),
+            _ = state.ping.tick() => return Some((Bytes::from_static(b": ping\n\n"), state)),
         };
-        return Some((chunk, state));
+        if closing {
+            state.done = true;
+            let mut out = BytesMut::new();
+            let message = format!(
+                "the server is restarting; reconnect with ?after={}",
+                state.sent
+            );
+            let retry = state.inner.settings.reconnect_delay.as_millis() as u64;
+            sse_event(
+                &mut out,
+                None,
+                "closing",
+                &control(
+                    "closing",
+                    state.sent,
+                    serde_json::json!({"message": message, "retryAfterMs": retry}),
+                ),
+            );
+            return Some((out.freeze(), state));
+        }
     }
 }
 
@@ -1137,16 +1542,14 @@ mod tests {
     }
 
     fn hub() -> ChannelHub {
-        let (frames, _) = broadcast::channel(8);
-        ChannelHub {
-            channel_id: "news".to_owned(),
-            frames,
-            state: Mutex::new(HubState {
-                history: VecDeque::new(),
-                complete_after: 0,
-                head: 0,
-            }),
-            live_from: 0,
+        ChannelHub::new("news", 0, 0, 1)
+    }
+
+    fn keeping(history_events: usize, queue_frames: usize) -> LiveSettings {
+        LiveSettings {
+            history_events,
+            queue_frames,
+            ..LiveSettings::default()
         }
     }
 
@@ -1166,9 +1569,10 @@ mod tests {
     #[test]
     fn a_resume_gets_the_history_after_its_offset_then_new_frames() {
         let hub = hub();
-        hub.publish(vec![event(1), event(2)], 100);
-        hub.publish(vec![event(5)], 100);
-        let mut joined = hub.join(Some(1));
+        let settings = keeping(100, 8);
+        hub.publish(vec![event(1), event(2)], &settings);
+        hub.publish(vec![event(5)], &settings);
+        let joined = hub.join(Some(1));
         assert_eq!(
             joined
                 .backlog
@@ -1179,12 +1583,12 @@ mod tests {
         );
         assert_eq!(joined.sent, 5);
         assert!(!joined.incomplete);
-        hub.publish(vec![event(6)], 100);
-        let frame = joined.frames.try_recv().expect("the next frame");
-        let Frame::Events(batch) = frame.as_ref() else {
-            panic!("expected events");
+        hub.publish(vec![event(6)], &settings);
+        let Ok(frames) = hub.frames_from(joined.next_frame, MAX_COALESCED_FRAMES) else {
+            panic!("the ring holds the next frame");
         };
-        assert_eq!(batch.first, 6);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].first, 6);
 
         let fresh = hub.join(None);
         assert!(fresh.backlog.is_empty());
@@ -1194,7 +1598,7 @@ mod tests {
     #[test]
     fn a_resume_older_than_the_history_is_flagged() {
         let hub = hub();
-        hub.publish(vec![event(1), event(2), event(3)], 2);
+        hub.publish(vec![event(1), event(2), event(3)], &keeping(2, 8));
         let joined = hub.join(Some(0));
         assert!(joined.incomplete);
         assert_eq!(
@@ -1206,6 +1610,51 @@ mod tests {
             [2, 3]
         );
         assert!(!hub.join(Some(1)).incomplete);
+    }
+
+    #[test]
+    fn a_connection_further_behind_than_the_ring_learns_how_far() {
+        let hub = hub();
+        let settings = keeping(100, 2);
+        let joined = hub.join(None);
+        for offset in 1..=5 {
+            hub.publish(vec![event(offset)], &settings);
+        }
+        let Err(Missed(missed)) = hub.frames_from(joined.next_frame, MAX_COALESCED_FRAMES) else {
+            panic!("the first frames are gone");
+        };
+        assert_eq!(missed, 3);
+        let Ok(kept) = hub.frames_from(joined.next_frame + missed, MAX_COALESCED_FRAMES) else {
+            panic!("the ring holds the newest frames");
+        };
+        assert_eq!(
+            kept.iter().map(|frame| frame.first).collect::<Vec<_>>(),
+            [4, 5]
+        );
+    }
+
+    #[test]
+    fn a_frame_partly_seen_is_finished_for_that_connection_alone() {
+        let frames = [
+            Arc::new(EventFrame::new(vec![event(1), event(2)])),
+            Arc::new(EventFrame::new(vec![event(3), event(4), event(5)])),
+            Arc::new(EventFrame::new(vec![event(6)])),
+        ];
+        let (bytes, events, newest) = unseen(&frames, 3, Transport::WebSocket);
+        assert_eq!((events, newest), (3, 6));
+        assert_eq!(bytes.len(), 2);
+        let (_, text) = websocket::unframe(&bytes[0]);
+        let rest: serde_json::Value = serde_json::from_slice(text).unwrap();
+        assert_eq!(rest.as_array().map(Vec::len), Some(2));
+        assert_eq!(rest[0]["offset"], 4);
+        assert_eq!(
+            bytes[1], frames[2].websocket,
+            "a whole frame is the shared one"
+        );
+
+        let (bytes, events, newest) = unseen(&frames, 6, Transport::Sse);
+        assert!(bytes.is_empty());
+        assert_eq!((events, newest), (0, 6));
     }
 
     #[test]

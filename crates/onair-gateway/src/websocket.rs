@@ -13,12 +13,14 @@
 //! extension (compression) is negotiated.
 
 use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
 pub(crate) const OPCODE_CONTINUATION: u8 = 0x0;
 pub(crate) const OPCODE_TEXT: u8 = 0x1;
@@ -214,20 +216,35 @@ pub(crate) enum ReadError {
     Refused(u16, &'static str),
 }
 
-/// An open WebSocket with a client.
+type Io = TokioIo<Upgraded>;
+
+/// An open WebSocket with a client, in two halves: the connection's task reads
+/// what the client sends while its channel's hub writes to it.
 pub(crate) struct Socket {
-    io: TokioIo<Upgraded>,
-    frames: FrameReader,
+    pub(crate) reader: SocketReader,
+    pub(crate) writer: SocketWriter,
 }
 
 impl Socket {
     fn new(upgraded: Upgraded, max_message: usize) -> Socket {
+        let (read, write) = tokio::io::split(TokioIo::new(upgraded));
         Socket {
-            io: TokioIo::new(upgraded),
-            frames: FrameReader::new(max_message),
+            reader: SocketReader {
+                io: read,
+                frames: FrameReader::new(max_message),
+            },
+            writer: SocketWriter { io: write },
         }
     }
+}
 
+/// The reading half of a WebSocket.
+pub(crate) struct SocketReader {
+    io: ReadHalf<Io>,
+    frames: FrameReader,
+}
+
+impl SocketReader {
     /// The next frame from the client. Cancel-safe: nothing is lost if the
     /// future is dropped before it resolves.
     pub(crate) async fn recv(&mut self) -> Result<Incoming, ReadError> {
@@ -241,7 +258,25 @@ impl Socket {
             }
         }
     }
+}
 
+/// The writing half of a WebSocket.
+pub(crate) struct SocketWriter {
+    io: WriteHalf<Io>,
+}
+
+/// How much of a write that may not wait the socket took.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Taken {
+    /// Everything.
+    All,
+    /// This many bytes, then the socket was full.
+    Part(usize),
+    /// The connection failed.
+    Failed,
+}
+
+impl SocketWriter {
     /// Writes whole frames, several in one system call (a vectored write)
     /// where the socket takes them all.
     pub(crate) async fn write(&mut self, frames: &[Bytes]) -> std::io::Result<()> {
@@ -260,10 +295,69 @@ impl Socket {
         Ok(())
     }
 
+    /// Writes what the socket takes of `frames` now, without waiting for room
+    /// and without being woken when there is some: whoever writes the rest
+    /// waits for that.
+    pub(crate) fn write_now(&mut self, frames: &[Bytes]) -> Taken {
+        let mut context = Context::from_waker(Waker::noop());
+        let mut slices: Vec<IoSlice<'_>>;
+        let mut unwritten: &mut [IoSlice<'_>] = match frames {
+            // One frame, the common case, is a plain write: no list of slices
+            // to build, and a cheaper system call.
+            [frame] => return write_now_one(Pin::new(&mut self.io), &mut context, frame),
+            _ => {
+                slices = frames.iter().map(|frame| IoSlice::new(frame)).collect();
+                &mut slices
+            }
+        };
+        let mut taken = 0;
+        while !unwritten.is_empty() {
+            match Pin::new(&mut self.io).poll_write_vectored(&mut context, unwritten) {
+                Poll::Ready(Ok(0) | Err(_)) => return Taken::Failed,
+                Poll::Ready(Ok(written)) => {
+                    taken += written;
+                    IoSlice::advance_slices(&mut unwritten, written);
+                }
+                Poll::Pending => return Taken::Part(taken),
+            }
+        }
+        Taken::All
+    }
+
     /// Ends the TCP connection after the closing handshake.
     pub(crate) async fn shutdown(&mut self) {
         let _ = self.io.shutdown().await;
     }
+}
+
+fn write_now_one(
+    mut io: Pin<&mut WriteHalf<Io>>,
+    context: &mut Context<'_>,
+    frame: &[u8],
+) -> Taken {
+    let mut taken = 0;
+    while taken < frame.len() {
+        match io.as_mut().poll_write(context, &frame[taken..]) {
+            Poll::Ready(Ok(0) | Err(_)) => return Taken::Failed,
+            Poll::Ready(Ok(written)) => taken += written,
+            Poll::Pending => return Taken::Part(taken),
+        }
+    }
+    Taken::All
+}
+
+/// What is left of `frames` once the first `taken` bytes are written.
+pub(crate) fn rest(frames: &[Bytes], mut taken: usize) -> Vec<Bytes> {
+    let mut left = Vec::new();
+    for frame in frames {
+        if taken >= frame.len() {
+            taken -= frame.len();
+            continue;
+        }
+        left.push(frame.slice(taken..));
+        taken = 0;
+    }
+    left
 }
 
 /// Cuts what a client sends into frames.
@@ -492,6 +586,16 @@ mod tests {
             assert_eq!(bytes[0], 0x81, "final text frame");
             assert_eq!(unframe(&bytes), (OPCODE_TEXT, payload.as_slice()));
         }
+    }
+
+    #[test]
+    fn the_rest_of_a_partial_write_starts_where_the_socket_stopped() {
+        let frames = [Bytes::from_static(b"abc"), Bytes::from_static(b"defg")];
+        assert_eq!(rest(&frames, 0), frames);
+        assert_eq!(rest(&frames, 2), [&b"c"[..], &b"defg"[..]]);
+        assert_eq!(rest(&frames, 3), [&b"defg"[..]]);
+        assert_eq!(rest(&frames, 5), [&b"fg"[..]]);
+        assert!(rest(&frames, 7).is_empty());
     }
 
     #[test]

@@ -458,6 +458,66 @@ async fn clients_that_misbehave_are_closed_with_the_reason() {
     station.stop().await;
 }
 
+// The server pings every connection. One that never answers is told to
+// reconnect and closed; one that answers stays and keeps getting events.
+#[tokio::test]
+async fn a_client_that_answers_no_ping_is_closed_and_one_that_does_stays() {
+    let station =
+        TestStation::start_with(Backend::Sqlite, &[("gateway.live_ping_seconds", "1")]).await;
+    create_channel(&station, "news").await;
+    let url = live_url(&station, "news", None);
+    let mut listener = connect(&url).await;
+    ready(&mut listener).await;
+    // Reading is what answers the pings, so the listener reads all along.
+    let (received, mut listened) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let events = next_events(&mut listener).await;
+            let closed = events.is_err();
+            if received.send(events).is_err() || closed {
+                break;
+            }
+        }
+    });
+
+    let address = station.http_addr;
+    let mut silent = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "GET /v1/channels/news/live HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    silent.write_all(request.as_bytes()).await.unwrap();
+    let mut bytes = Vec::new();
+    tokio::time::timeout(EVENTUALLY, silent.read_to_end(&mut bytes))
+        .await
+        .expect("the server ends the connection")
+        .unwrap();
+    let head_end = bytes
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    let frames = server_frames(&bytes[head_end..]);
+    let opcodes: Vec<u8> = frames.iter().map(|(opcode, _)| *opcode).collect();
+    assert!(opcodes.contains(&0x9), "it was pinged: {opcodes:?}");
+    let [.., (0x1, goodbye), (0x8, close)] = frames.as_slice() else {
+        panic!("a last event, then a close: {opcodes:?}");
+    };
+    let goodbye: Value = serde_json::from_slice(goodbye).unwrap();
+    assert_eq!(goodbye[0]["type"], "closing", "{goodbye}");
+    assert_eq!(goodbye[0]["message"], "no answer to ping", "{goodbye}");
+    assert!(goodbye[0]["retryAfterMs"].as_u64().is_some(), "{goodbye}");
+    assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1008);
+
+    let offset = publish_comment(&station, 1, 10).await;
+    let events = listened
+        .recv()
+        .await
+        .expect("the listener reads on")
+        .expect("the listener is still open");
+    assert_eq!(events[0]["offset"], offset);
+    station.stop().await;
+}
+
 // A WebSocket over HTTP/2 (RFC 8441's extended CONNECT), as clients that
 // keep one multiplexed connection open it, gets the same stream.
 #[tokio::test]
