@@ -19,6 +19,7 @@
 
 mod codec;
 pub mod iptv;
+mod json;
 mod json_memo;
 pub mod live;
 pub mod openapi;
@@ -514,8 +515,7 @@ fn response_bytes(
         return serde_json::to_vec(&response_json(route, message)?);
     }
     let mut bytes = Vec::with_capacity(256);
-    let mut serializer = serde_json::Serializer::new(&mut bytes);
-    message.serialize_with_options(&mut serializer, &serialize_options())?;
+    json::write_message(&mut bytes, message)?;
     Ok(bytes)
 }
 

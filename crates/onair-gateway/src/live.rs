@@ -1520,10 +1520,7 @@ fn event_json(
     json.extend_from_slice(
         format!(r#"{{"type":"{}","offset":{offset},"data":"#, kind.as_str()).as_bytes(),
     );
-    let mut serializer = serde_json::Serializer::new(&mut json);
-    message
-        .serialize_with_options(&mut serializer, &crate::serialize_options())
-        .map_err(|error| error.to_string())?;
+    crate::json::write_message(&mut json, &message).map_err(|error| error.to_string())?;
     json.push(b'}');
     Ok(Bytes::from(json))
 }
