@@ -4,7 +4,7 @@
 //! prost-reflect's serializer goes through serde's generic machinery, and
 //! turns each `Timestamp` back into a prost message to format it with `fmt`;
 //! for the small answers most REST calls get, that was about a fifth of the
-//! gateway's work per request. This writer produces the
+//! server's CPU time per request. This writer produces the
 //! same JSON, byte for byte, with grpc-gateway's choice of every field,
 //! populated or not ([`crate::serialize_options`]). The well-known types other
 //! than `Timestamp` (`Any`, `Struct`, `Duration`, the wrappers…), a message
