@@ -70,8 +70,9 @@ pub struct LiveSettings {
     pub queue_frames: usize,
     /// Events per channel kept for `?after=` resumes.
     pub history_events: usize,
-    /// How often connections are pinged; a WebSocket that answers none of two
-    /// pings is closed, and so is one whose writes stall that long.
+    /// How often connections are pinged; a WebSocket whose ping is still
+    /// unanswered at the next one is closed, and so is one whose writes stall
+    /// for two intervals.
     pub ping_interval: Duration,
     /// What clients are told to wait before they reconnect after a shutdown.
     pub reconnect_delay: Duration,
@@ -1266,7 +1267,7 @@ impl WebSocketConnection {
             return Err(Stalled);
         };
         // A client that stops reading fills the socket; it may hold one write
-        // for as long as a ping may go unanswered.
+        // for two ping intervals.
         // The timer is armed only when the socket is full, so the common write
         // costs no timer.
         let limit = self.inner.settings.ping_interval * 2;
