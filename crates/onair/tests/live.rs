@@ -301,6 +301,148 @@ async fn a_stalled_client_is_told_it_lagged_and_resumes_without_a_gap() {
     station.stop().await;
 }
 
+// An SSE viewer that stops reading falls behind as a WebSocket one does: when
+// it reads again it gets what was in flight, then `lagged`, and a browser's
+// reconnect with Last-Event-ID gets the rest with no gap.
+#[tokio::test]
+async fn a_stalled_sse_viewer_is_told_it_lagged_and_resumes_without_a_gap() {
+    use http_body_util::BodyExt;
+
+    const EVENTS: usize = 6000;
+    let station = TestStation::start_with(
+        Backend::Sqlite,
+        &[
+            ("gateway.live_batch_window_ms", "0"),
+            ("gateway.live_queue_frames", "8"),
+            ("gateway.live_history_events", "20000"),
+        ],
+    )
+    .await;
+    create_channel(&station, "news").await;
+
+    // A tiny receive buffer, so the server's writes back up at once.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(station.http_addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("an HTTP/1.1 connection");
+    tokio::spawn(connection);
+    let request = http::Request::get("/v1/channels/news/live")
+        .header("host", station.http_addr.to_string())
+        .header("accept", "text/event-stream")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let mut body = response.into_body();
+    let mut text = String::new();
+    while !text.contains("event: ready") {
+        let frame = tokio::time::timeout(EVENTUALLY, body.frame())
+            .await
+            .expect("the ready event")
+            .expect("the stream stays open")
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            text.push_str(std::str::from_utf8(&data).unwrap());
+        }
+    }
+
+    let mut offsets = Vec::new();
+    for index in 0..EVENTS {
+        offsets.push(publish_comment(&station, index, 2048).await);
+    }
+
+    // It reads again, to the end of the stream.
+    let mut bytes = Vec::new();
+    while let Some(frame) = tokio::time::timeout(EVENTUALLY, body.frame())
+        .await
+        .expect("the stream goes on, then ends")
+    {
+        if let Ok(data) = frame.unwrap().into_data() {
+            bytes.extend_from_slice(&data);
+        }
+    }
+    text.push_str(std::str::from_utf8(&bytes).unwrap());
+    let stream = SseStream::read(&text);
+    let received = stream.comments;
+    let lagged_at = stream.lagged.expect("a lagged event ends the stream");
+    assert!(
+        received.len() < EVENTS,
+        "the stalled viewer really fell behind"
+    );
+    assert_eq!(received, offsets[..received.len()]);
+    // It may lag before it gets a single comment: it then resumes from where
+    // it started.
+    let ready_at = stream.ready.expect("the stream starts with ready");
+    assert_eq!(lagged_at, received.last().copied().unwrap_or(ready_at));
+
+    // The browser reconnects with the last id it saw.
+    let mut resumed = reqwest::Client::new()
+        .get(station.http_url("/v1/channels/news/live"))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", lagged_at.to_string())
+        .send()
+        .await
+        .unwrap();
+    let mut text = String::new();
+    let mut rest = Vec::new();
+    while rest.len() < EVENTS - received.len() {
+        let chunk = tokio::time::timeout(EVENTUALLY, resumed.chunk())
+            .await
+            .expect("the backlog")
+            .unwrap()
+            .expect("the stream stays open");
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+        rest = SseStream::read(&text).comments;
+    }
+    assert_eq!(rest, offsets[received.len()..]);
+    station.stop().await;
+}
+
+/// The offsets in an SSE stream's whole events.
+struct SseStream {
+    /// Where the stream starts (its `ready` event).
+    ready: Option<u64>,
+    comments: Vec<u64>,
+    /// Its `lagged` event.
+    lagged: Option<u64>,
+}
+
+impl SseStream {
+    fn read(text: &str) -> SseStream {
+        let mut stream = SseStream {
+            ready: None,
+            comments: Vec::new(),
+            lagged: None,
+        };
+        // Only whole events: the last piece may still be arriving.
+        let whole = &text[..text.rfind("\n\n").map_or(0, |end| end + 2)];
+        for event in whole.split("\n\n") {
+            let field = |name: &str| {
+                event
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name))
+                    .map(str::to_owned)
+            };
+            let offset = || {
+                let data: Value = serde_json::from_str(&field("data: ").unwrap()).unwrap();
+                data["offset"].as_u64()
+            };
+            match field("event: ").as_deref() {
+                Some("comment") => stream
+                    .comments
+                    .push(field("id: ").unwrap().parse().unwrap()),
+                Some("ready") => stream.ready = offset(),
+                Some("lagged") => stream.lagged = offset(),
+                _ => {}
+            }
+        }
+        stream
+    }
+}
+
 #[tokio::test]
 async fn shutdown_closes_live_sockets_with_a_reconnect_hint() {
     let station = TestStation::start(Backend::Sqlite).await;
