@@ -180,21 +180,21 @@ fn write_timestamp(out: &mut Vec<u8>, message: &DynamicMessage) -> Option<()> {
     {
         return None;
     }
-    let days = seconds.div_euclid(86_400);
-    let of_day = seconds.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
+    // In range, so jiff (years -9999 to 9999) takes it.
+    let time = jiff::Timestamp::from_second(seconds).ok()?;
+    let date = jiff::tz::TimeZone::UTC.to_datetime(time);
     out.push(b'"');
-    push_digits(out, year, 4);
+    push_digits(out, i64::from(date.year()), 4);
     out.push(b'-');
-    push_digits(out, month, 2);
+    push_digits(out, i64::from(date.month()), 2);
     out.push(b'-');
-    push_digits(out, day, 2);
+    push_digits(out, i64::from(date.day()), 2);
     out.push(b'T');
-    push_digits(out, of_day / 3600, 2);
+    push_digits(out, i64::from(date.hour()), 2);
     out.push(b':');
-    push_digits(out, of_day / 60 % 60, 2);
+    push_digits(out, i64::from(date.minute()), 2);
     out.push(b':');
-    push_digits(out, of_day % 60, 2);
+    push_digits(out, i64::from(date.second()), 2);
     let nanos = i64::from(nanos);
     if nanos != 0 {
         out.push(b'.');
@@ -220,26 +220,6 @@ fn push_digits(out: &mut Vec<u8>, value: i64, width: usize) {
         out[position] = b'0' + (rest % 10) as u8;
         rest /= 10;
     }
-}
-
-/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let shifted = days + 719_468;
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

@@ -210,16 +210,7 @@ async fn a_thousand_clients_each_receive_every_event_in_order() {
 #[tokio::test]
 async fn a_stalled_client_is_told_it_lagged_and_resumes_without_a_gap() {
     const EVENTS: usize = 6000;
-    let station = TestStation::start_with(
-        Backend::Sqlite,
-        &[
-            ("gateway.live_batch_window_ms", "0"),
-            ("gateway.live_queue_frames", "8"),
-            ("gateway.live_history_events", "20000"),
-        ],
-    )
-    .await;
-    create_channel(&station, "news").await;
+    let station = station_with_a_short_ring().await;
     let url = live_url(&station, "news", None);
 
     // A healthy viewer beside the stalled one: it must not be slowed.
@@ -309,16 +300,7 @@ async fn a_stalled_sse_viewer_is_told_it_lagged_and_resumes_without_a_gap() {
     use http_body_util::BodyExt;
 
     const EVENTS: usize = 6000;
-    let station = TestStation::start_with(
-        Backend::Sqlite,
-        &[
-            ("gateway.live_batch_window_ms", "0"),
-            ("gateway.live_queue_frames", "8"),
-            ("gateway.live_history_events", "20000"),
-        ],
-    )
-    .await;
-    create_channel(&station, "news").await;
+    let station = station_with_a_short_ring().await;
 
     // A tiny receive buffer, so the server's writes back up at once.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -562,30 +544,12 @@ async fn clients_that_misbehave_are_closed_with_the_reason() {
     assert!(close.reason.contains("too big"), "{}", close.reason);
 
     // A frame without a client's mask, written by hand.
-    let address = station.http_addr;
-    let mut raw = tokio::net::TcpStream::connect(address).await.unwrap();
-    let request = format!(
-        "GET /v1/channels/news/live HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    );
-    raw.write_all(request.as_bytes()).await.unwrap();
-    raw.write_all(&[0x81, 0x02, b'h', b'i']).await.unwrap();
-    let mut received = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), raw.read_to_end(&mut received))
-        .await
-        .expect("the server ends the connection")
-        .unwrap();
-    let head_end = received
-        .windows(4)
-        .position(|window| window == b"\r\n\r\n")
-        .expect("a response head")
-        + 4;
-    let head = String::from_utf8_lossy(&received[..head_end]);
+    let (head, frames) = raw_websocket_session(station.http_addr, &[0x81, 0x02, b'h', b'i']).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(
         head.contains("sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
         "{head}"
     );
-    let frames = server_frames(&received[head_end..]);
     let (opcode, close) = frames.last().expect("a close frame");
     assert_eq!(*opcode, 0x8, "the last frame closes: {frames:?}");
     assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1002);
@@ -622,23 +586,8 @@ async fn a_client_that_answers_no_ping_is_closed_and_one_that_does_stays() {
         }
     });
 
-    let address = station.http_addr;
-    let mut silent = tokio::net::TcpStream::connect(address).await.unwrap();
-    let request = format!(
-        "GET /v1/channels/news/live HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    );
-    silent.write_all(request.as_bytes()).await.unwrap();
-    let mut bytes = Vec::new();
-    tokio::time::timeout(EVENTUALLY, silent.read_to_end(&mut bytes))
-        .await
-        .expect("the server ends the connection")
-        .unwrap();
-    let head_end = bytes
-        .windows(4)
-        .position(|window| window == b"\r\n\r\n")
-        .expect("a response head")
-        + 4;
-    let frames = server_frames(&bytes[head_end..]);
+    // A client that sends nothing after its upgrade, not even a pong.
+    let (_head, frames) = raw_websocket_session(station.http_addr, &[]).await;
     let opcodes: Vec<u8> = frames.iter().map(|(opcode, _)| *opcode).collect();
     assert!(opcodes.contains(&0x9), "it was pinged: {opcodes:?}");
     let [.., (0x1, goodbye), (0x8, close)] = frames.as_slice() else {
@@ -716,6 +665,49 @@ async fn a_websocket_opens_over_http2_too() {
     assert_eq!(events[0]["type"], "comment");
     assert_eq!(events[0]["offset"], offset);
     station.stop().await;
+}
+
+/// A station whose live connections lag soon: every event is its own frame,
+/// the ring holds 8 of them, and the history is long enough to resume from.
+async fn station_with_a_short_ring() -> TestStation {
+    let station = TestStation::start_with(
+        Backend::Sqlite,
+        &[
+            ("gateway.live_batch_window_ms", "0"),
+            ("gateway.live_queue_frames", "8"),
+            ("gateway.live_history_events", "20000"),
+        ],
+    )
+    .await;
+    create_channel(&station, "news").await;
+    station
+}
+
+/// Opens channel news's live WebSocket by hand over raw TCP (with RFC 6455's
+/// example key), sends `bytes` after the upgrade request, and reads until the
+/// server ends the connection: its response head and the frames after it.
+async fn raw_websocket_session(
+    address: std::net::SocketAddr,
+    bytes: &[u8],
+) -> (String, Vec<(u8, Vec<u8>)>) {
+    let mut raw = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "GET /v1/channels/news/live HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    raw.write_all(request.as_bytes()).await.unwrap();
+    raw.write_all(bytes).await.unwrap();
+    let mut received = Vec::new();
+    tokio::time::timeout(EVENTUALLY, raw.read_to_end(&mut received))
+        .await
+        .expect("the server ends the connection")
+        .unwrap();
+    let head_end = received
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
+    (head, server_frames(&received[head_end..]))
 }
 
 /// The opcodes and payloads of the frames a server wrote (never masked).
