@@ -159,6 +159,21 @@ pub struct StreamBounds {
     pub first: u64,
     /// The newest message stored, 0 if the stream never held one.
     pub last: u64,
+    /// Which incarnation of the stream these sequences belong to: the time it was
+    /// created, in microseconds since the Unix epoch. A stream that is lost (a
+    /// memory-only stream after a restart of the process or the NATS server) and
+    /// declared again starts its sequences over under another epoch, so a consumer
+    /// holding a sequence can tell that it no longer names the same message. A stream
+    /// kept on disk keeps its epoch across restarts.
+    pub epoch: u64,
+}
+
+impl StreamBounds {
+    /// The same bounds under any epoch, for comparisons that care only about
+    /// sequences.
+    pub fn sequences(&self) -> (u64, u64) {
+        (self.first, self.last)
+    }
 }
 
 /// The publish/subscribe bus every service talks through.
@@ -177,7 +192,9 @@ pub trait Bus: Send + Sync + 'static {
     async fn subscribe(&self, pattern: &str) -> Result<Subscription, BusError>;
 
     /// Declares a durable stream (idempotent); declaring it again with other subjects
-    /// updates them.
+    /// updates them. The bus remembers the declaration: a memory-only stream that the
+    /// server lost (NATS restarted) is declared again by the bus itself when it
+    /// reconnects or when a durable publish finds the stream missing.
     async fn ensure_stream(&self, stream: &DurableStream) -> Result<(), BusError>;
 
     /// Appends to the durable stream that captures `subject`; returns once stored

@@ -6,12 +6,19 @@
 //! The client reconnects by itself (unbounded attempts, backoff capped at
 //! [`NatsBusOptions::max_reconnect_delay`]) and re-subscribes core subscriptions, so a
 //! [`Subscription`] outlives a server restart; replays use ordered consumers, which the
-//! client recreates from the last delivered sequence. While the connection is down,
+//! client recreates from the last delivered sequence. The bus remembers every stream
+//! it declared and declares them again when it reconnects, and when a durable publish
+//! finds its stream missing: a memory-only stream does not outlive a server restart,
+//! and without this every durable publish to it would fail until the process
+//! restarted. A stream declared again starts a new epoch ([`StreamBounds::epoch`]).
+//! While the connection is down,
 //! every operation that needs the server fails fast with [`BusError::Unavailable`]
 //! instead of queueing, and every request is bounded by
 //! [`NatsBusOptions::request_timeout`].
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use async_nats::connection::State;
@@ -66,6 +73,15 @@ const JETSTREAM_INFO_SUBJECT: &str = "$JS.API.INFO";
 /// First pause between reconnection attempts; doubles up to the configured maximum.
 const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(50);
 
+/// How often the bus tries to declare its streams again after a reconnect, and how
+/// long it waits between tries: a restarted server may take a moment before
+/// JetStream answers.
+const REDECLARE_ATTEMPTS: u32 = 20;
+const REDECLARE_PAUSE: Duration = Duration::from_millis(100);
+
+/// The streams this bus declared, by JetStream name, as they were declared last.
+type Declared = Mutex<HashMap<String, stream::Config>>;
+
 /// The bus backed by a NATS server with JetStream. Cheap to clone; clones share the
 /// connection.
 #[derive(Clone)]
@@ -79,6 +95,9 @@ pub struct NatsBus {
     /// The server URL without credentials, for error messages.
     server: String,
     options: NatsBusOptions,
+    /// Every stream declared through this bus, to declare again when the server
+    /// lost it.
+    declared: Arc<Declared>,
 }
 
 impl std::fmt::Debug for NatsBus {
@@ -113,6 +132,7 @@ impl NatsBus {
         let server = redact_credentials(url);
         let max_reconnect_delay = options.max_reconnect_delay;
         let events_server = server.clone();
+        let (reconnected, reconnects) = tokio::sync::mpsc::unbounded_channel::<()>();
         let connect_options = async_nats::ConnectOptions::new()
             .name(&options.client_name)
             .connection_timeout(options.connect_timeout)
@@ -124,6 +144,10 @@ impl NatsBus {
             })
             .event_callback(move |event| {
                 let server = events_server.clone();
+                if matches!(event, async_nats::Event::Connected) {
+                    // Nobody listening only means the bus is gone.
+                    let _ = reconnected.send(());
+                }
                 async move { log_connection_event(&server, event) }
             });
         // The client's own timeout covers the TCP connect; this one also covers DNS and
@@ -155,6 +179,13 @@ impl NatsBus {
             )
         };
         tracing::info!(server = %server, prefix, "connected to nats");
+        let declared = Arc::new(Declared::default());
+        tokio::spawn(redeclare_on_reconnect(
+            Arc::downgrade(&declared),
+            jetstream.clone(),
+            server.clone(),
+            reconnects,
+        ));
         Ok(Self {
             client,
             jetstream,
@@ -162,6 +193,7 @@ impl NatsBus {
             stream_prefix,
             server,
             options,
+            declared,
         })
     }
 
@@ -226,6 +258,55 @@ impl NatsBus {
                 ))
             })
     }
+}
+
+/// Declares the bus's streams again each time the connection is (re)established,
+/// until the bus is dropped. Streams on disk are still there and the declaration
+/// changes nothing; a memory-only stream the server lost is created anew.
+async fn redeclare_on_reconnect(
+    declared: Weak<Declared>,
+    jetstream: jetstream::Context,
+    server: String,
+    mut reconnects: tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    while reconnects.recv().await.is_some() {
+        let Some(declared) = declared.upgrade() else {
+            return;
+        };
+        let configs: Vec<stream::Config> = lock(&declared).values().cloned().collect();
+        drop(declared);
+        for config in configs {
+            let name = config.name.clone();
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match jetstream.create_or_update_stream(config.clone()).await {
+                    Ok(_info) => {
+                        tracing::debug!(server, stream = %name, "stream declared again after reconnecting");
+                        break;
+                    }
+                    Err(error) if attempt < REDECLARE_ATTEMPTS => {
+                        tracing::debug!(server, stream = %name, error = %error, "cannot declare a stream again yet");
+                        tokio::time::sleep(REDECLARE_PAUSE).await;
+                    }
+                    Err(error) => {
+                        tracing::warn!(server, stream = %name, error = %error, "cannot declare a stream again after reconnecting; the next durable publish to it tries again");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A stream's creation time as its epoch, in microseconds since the Unix epoch.
+fn epoch_of(info: &stream::Info) -> u64 {
+    let micros = info.created.unix_timestamp_nanos() / 1_000;
+    u64::try_from(micros).unwrap_or(0)
 }
 
 /// Strips the prefix the bus added, so users see the subjects they used.
@@ -351,10 +432,11 @@ impl Bus for NatsBus {
             max_age: declaration.limits.max_age.unwrap_or_default(),
             ..Default::default()
         };
-        let declaring = self.jetstream.create_or_update_stream(config);
+        let declaring = self.jetstream.create_or_update_stream(config.clone());
         match self.bounded("declaring a stream", declaring).await? {
             Ok(_info) => {
                 tracing::debug!(stream = name, subjects = ?declaration.subjects, "durable stream declared");
+                lock(&self.declared).insert(config.name.clone(), config);
                 Ok(())
             }
             Err(err) => Err(match err.kind() {
@@ -383,11 +465,23 @@ impl Bus for NatsBus {
         validate_subject(subject)?;
         self.check_payload(&payload)?;
         self.ensure_connected()?;
+        let ack = match self
+            .durable_publish_attempt(subject, payload.clone())
+            .await?
+        {
+            Err(err) if err.kind() == context::PublishErrorKind::StreamNotFound => {
+                // The server lost the stream (a memory-only stream after a restart):
+                // declare what this bus declared again and try once more.
+                if self.declare_again().await {
+                    self.durable_publish_attempt(subject, payload.clone())
+                        .await?
+                } else {
+                    Err(err)
+                }
+            }
+            other => other,
+        };
         let size = payload.len();
-        let jetstream = self.jetstream.clone();
-        let prefixed = self.prefixed(subject);
-        let publishing = async move { jetstream.publish(prefixed, payload).await?.await };
-        let ack = self.bounded("a durable publish", publishing).await?;
         match ack {
             Ok(ack) => Ok(ack.sequence),
             Err(err) => Err(match err.kind() {
@@ -412,14 +506,19 @@ impl Bus for NatsBus {
             .get_stream(self.jetstream_stream_name(stream_name));
         match self.bounded("looking up a stream", getting).await? {
             Ok(stream) => {
-                let state = &stream.cached_info().state;
+                let info = stream.cached_info();
+                let state = &info.state;
                 let last = state.last_sequence;
                 let first = if state.messages == 0 {
                     last + 1
                 } else {
                     state.first_sequence
                 };
-                Ok(StreamBounds { first, last })
+                Ok(StreamBounds {
+                    first,
+                    last,
+                    epoch: epoch_of(info),
+                })
             }
             Err(err) => Err(match err.kind() {
                 context::GetStreamErrorKind::JetStream(js)
@@ -554,6 +653,43 @@ impl Bus for NatsBus {
 }
 
 impl NatsBus {
+    /// One durable publish and its acknowledgement, bounded by the request timeout.
+    async fn durable_publish_attempt(
+        &self,
+        subject: &str,
+        payload: Bytes,
+    ) -> Result<Result<jetstream::publish::PublishAck, context::PublishError>, BusError> {
+        let jetstream = self.jetstream.clone();
+        let prefixed = self.prefixed(subject);
+        let publishing = async move { jetstream.publish(prefixed, payload).await?.await };
+        self.bounded("a durable publish", publishing).await
+    }
+
+    /// Declares every stream this bus declared again; whether all of them are there
+    /// now.
+    async fn declare_again(&self) -> bool {
+        let configs: Vec<stream::Config> = lock(&self.declared).values().cloned().collect();
+        let mut all = true;
+        for config in configs {
+            let name = config.name.clone();
+            let declaring = self.jetstream.create_or_update_stream(config);
+            match self.bounded("declaring a stream again", declaring).await {
+                Ok(Ok(_info)) => {
+                    tracing::info!(server = %self.server, stream = %name, "declared a stream the server had lost");
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(server = %self.server, stream = %name, error = %error, "cannot declare a lost stream again");
+                    all = false;
+                }
+                Err(error) => {
+                    tracing::warn!(server = %self.server, stream = %name, error = %error, "cannot declare a lost stream again");
+                    all = false;
+                }
+            }
+        }
+        all
+    }
+
     /// Rejects payloads above the server's `max_payload` before sending, with the same
     /// error the in-process bus gives.
     fn check_payload(&self, payload: &Bytes) -> Result<(), BusError> {

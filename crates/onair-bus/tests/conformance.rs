@@ -97,27 +97,31 @@ mod cases {
             .expect("publish");
         assert_eq!(next_message(&mut replay).await.sequence, Some(6));
         assert_eq!(
-            bus.stream_bounds("recent").await.expect("bounds"),
-            StreamBounds { first: 4, last: 6 }
+            bus.stream_bounds("recent")
+                .await
+                .expect("bounds")
+                .sequences(),
+            (4, 6)
         );
     }
 
     pub async fn stream_bounds_name_the_oldest_and_newest_messages(bus: &SharedBus) {
         bus.ensure_stream(&ops_stream()).await.expect("declare");
-        assert_eq!(
-            bus.stream_bounds("ops").await.expect("empty"),
-            StreamBounds { first: 1, last: 0 }
-        );
+        let empty: StreamBounds = bus.stream_bounds("ops").await.expect("empty");
+        assert_eq!(empty.sequences(), (1, 0));
         bus.publish_durable("ops.one", payload("1"))
             .await
             .expect("publish");
         bus.publish_durable("ops.two", payload("2"))
             .await
             .expect("publish");
+        let bounds = bus.stream_bounds("ops").await.expect("bounds");
+        assert_eq!(bounds.sequences(), (1, 2));
         assert_eq!(
-            bus.stream_bounds("ops").await.expect("bounds"),
-            StreamBounds { first: 1, last: 2 }
+            bounds.epoch, empty.epoch,
+            "the stream's epoch stays while it lives"
         );
+        assert!(bounds.epoch > 0, "the epoch is the stream's creation time");
         assert!(matches!(
             bus.stream_bounds("missing").await,
             Err(BusError::UnknownStream(_))

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 
 use bytes::Bytes;
-use onair_bus::{Bus, BusError, DurableStream, InProcessBus, InProcessBusConfig};
+use onair_bus::{Bus, BusError, DurableStream, InProcessBus, InProcessBusConfig, StreamLimits};
 use support::{next_message, within_patience};
 
 fn ops_stream() -> DurableStream {
@@ -64,6 +64,46 @@ async fn acknowledged_messages_survive_a_restart() {
 
     let again = InProcessBus::new(Some(dir.path().to_owned()));
     assert_eq!(replay_payloads(&again, 6).await, numbered(1..=6));
+}
+
+#[tokio::test]
+async fn a_journaled_stream_keeps_its_epoch_and_a_memory_only_one_starts_a_new_one() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let live = DurableStream::new("live", ["live.>"]).with_limits(StreamLimits {
+        memory_only: true,
+        ..StreamLimits::default()
+    });
+    let (ops_epoch, live_epoch) = {
+        let bus = InProcessBus::new(Some(dir.path().to_owned()));
+        bus.ensure_stream(&ops_stream()).await.expect("declare ops");
+        bus.ensure_stream(&live).await.expect("declare live");
+        for _ in 0..3 {
+            bus.publish_durable("live.news.comment", Bytes::from("hi"))
+                .await
+                .expect("publish live");
+        }
+        let ops = bus.stream_bounds("ops").await.expect("ops bounds");
+        let live = bus.stream_bounds("live").await.expect("live bounds");
+        assert_eq!(live.last, 3);
+        (ops.epoch, live.epoch)
+    };
+    // Epochs are microseconds: make sure the clock has moved on.
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+
+    let restarted = InProcessBus::new(Some(dir.path().to_owned()));
+    restarted.ensure_stream(&live).await.expect("declare live");
+    let ops = restarted.stream_bounds("ops").await.expect("ops bounds");
+    assert_eq!(ops.epoch, ops_epoch, "the journal keeps its epoch");
+    let fresh = restarted.stream_bounds("live").await.expect("live bounds");
+    assert_eq!(
+        fresh.sequences(),
+        (1, 0),
+        "a memory-only stream starts over with the process"
+    );
+    assert_ne!(
+        fresh.epoch, live_epoch,
+        "sequences that start over come under a new epoch"
+    );
 }
 
 fn append_bytes(path: &Path, bytes: &[u8]) {

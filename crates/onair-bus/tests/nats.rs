@@ -6,7 +6,9 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use onair_bus::{Bus, BusError, DurableStream, NatsBus, NatsBusOptions, Subscription};
+use onair_bus::{
+    Bus, BusError, DurableStream, NatsBus, NatsBusOptions, StreamLimits, Subscription,
+};
 use support::{
     Fixture, NatsServer, PATIENCE, assert_eventually, eventually_ok, free_port, nats_url,
     next_message, quick_nats_options, unique_prefix, within_patience,
@@ -191,4 +193,43 @@ async fn the_bus_rides_out_a_server_restart() {
     let resumed = next_message(&mut replay_before).await;
     assert_eq!(resumed.sequence, Some(4));
     assert_eq!(resumed.payload, Bytes::from("event 4"));
+}
+
+#[tokio::test]
+async fn a_memory_only_stream_lost_in_a_restart_is_declared_again_under_a_new_epoch() {
+    let store = tempfile::tempdir().expect("temporary store directory");
+    let mut server = NatsServer::start(free_port(), store.path());
+    let url = server.url();
+    let bus = eventually_ok("the test nats-server accepts connections", || {
+        NatsBus::connect_with(&url, "lost", quick_nats_options())
+    })
+    .await;
+    assert_eventually("jetstream is ready", || async { bus.check().await.is_ok() }).await;
+    let live = DurableStream::new("live", ["live.>"]).with_limits(StreamLimits {
+        memory_only: true,
+        ..StreamLimits::default()
+    });
+    bus.ensure_stream(&live).await.expect("declare stream");
+    for index in 1..=3u64 {
+        let sequence = bus
+            .publish_durable("live.news.comment", Bytes::from(format!("event {index}")))
+            .await
+            .expect("durable publish");
+        assert_eq!(sequence, index);
+    }
+    let before = bus.stream_bounds("live").await.expect("bounds");
+
+    server.stop().await;
+    server.restart();
+
+    // Nobody declares the stream again: the bus does, on reconnecting or on the
+    // first durable publish that finds it missing.
+    let sequence = eventually_ok("a durable publish succeeds after the restart", || {
+        bus.publish_durable("live.news.comment", Bytes::from("after"))
+    })
+    .await;
+    assert_eq!(sequence, 1, "the lost stream starts over");
+    let after = bus.stream_bounds("live").await.expect("bounds");
+    assert_eq!(after.sequences(), (1, 1));
+    assert_ne!(after.epoch, before.epoch, "and says so with a new epoch");
 }

@@ -54,6 +54,9 @@ const JOURNAL_EXTENSION: &str = "log";
 /// File name suffix of a stream's definition (its subjects).
 const DEFINITION_EXTENSION: &str = "stream";
 
+/// File name suffix of the file that holds a journaled stream's epoch.
+const EPOCH_EXTENSION: &str = "epoch";
+
 /// Settings of an [`InProcessBus`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InProcessBusConfig {
@@ -249,7 +252,11 @@ impl Bus for InProcessBus {
             .front()
             .and_then(|stored| stored.message.sequence)
             .unwrap_or(last + 1);
-        Ok(StreamBounds { first, last })
+        Ok(StreamBounds {
+            first,
+            last,
+            epoch: state.epoch,
+        })
     }
 
     async fn check(&self) -> Result<(), BusError> {
@@ -384,8 +391,9 @@ impl Streams {
                 .map_err(|join_error| {
                     BusError::Storage(format!("loading durable streams failed: {join_error}"))
                 })??;
-            for (name, subjects, loaded_journal) in loaded {
-                let state = StreamState::from_journal(name.clone(), subjects, loaded_journal);
+            for (name, subjects, loaded_journal, epoch) in loaded {
+                let state =
+                    StreamState::from_journal(name.clone(), subjects, loaded_journal, epoch);
                 by_name.insert(name, Arc::new(state));
             }
             tracing::info!(
@@ -449,10 +457,12 @@ impl Streams {
                 let loaded = run_blocking(move || {
                     std::fs::create_dir_all(&dir)?;
                     journal::write_definition(&definition_path(&dir, &stream_name), &subjects)?;
-                    Journal::open(&journal_path(&dir, &stream_name))
+                    let epoch = journal_epoch(&dir, &stream_name)?;
+                    Ok((Journal::open(&journal_path(&dir, &stream_name))?, epoch))
                 })
                 .await?;
-                StreamState::from_journal(name.to_owned(), patterns, loaded)
+                let (loaded, epoch) = loaded;
+                StreamState::from_journal(name.to_owned(), patterns, loaded, epoch)
             }
         };
         *write(&state.limits) = declaration.limits;
@@ -486,6 +496,47 @@ fn definition_path(dir: &Path, stream: &str) -> PathBuf {
     dir.join(format!("{stream}.{DEFINITION_EXTENSION}"))
 }
 
+fn epoch_path(dir: &Path, stream: &str) -> PathBuf {
+    dir.join(format!("{stream}.{EPOCH_EXTENSION}"))
+}
+
+/// Now, in microseconds since the Unix epoch: the epoch of a stream created now.
+fn now_epoch() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
+        })
+}
+
+/// The epoch of a journaled stream: read from beside its journal, or, for a journal
+/// that has none yet (new, or written before epochs existed), made now and written
+/// there. Blocking.
+fn journal_epoch(dir: &Path, stream: &str) -> std::io::Result<u64> {
+    let path = epoch_path(dir, stream);
+    match std::fs::read_to_string(&path) {
+        Ok(contents) => contents.trim().parse::<u64>().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{} does not hold a stream epoch (a whole number); remove it to start a new epoch",
+                    path.display()
+                ),
+            )
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let epoch = now_epoch();
+            let temporary = path.with_extension("epoch.tmp");
+            std::fs::write(&temporary, format!("{epoch}\n"))?;
+            std::fs::File::open(&temporary)?.sync_all()?;
+            std::fs::rename(&temporary, &path)?;
+            journal::sync_parent_dir(&path)?;
+            Ok(epoch)
+        }
+        Err(error) => Err(error),
+    }
+}
+
 /// Runs file I/O off the async threads and turns its failure into a storage error.
 async fn run_blocking<T: Send + 'static>(
     work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
@@ -500,7 +551,9 @@ async fn run_blocking<T: Send + 'static>(
 }
 
 /// Reads every stream definition in `dir` with its journal. Blocking.
-fn load_dir(dir: &Path) -> Result<Vec<(String, Vec<SubjectPattern>, LoadedJournal)>, BusError> {
+fn load_dir(
+    dir: &Path,
+) -> Result<Vec<(String, Vec<SubjectPattern>, LoadedJournal, u64)>, BusError> {
     let storage =
         |context: String| move |err: std::io::Error| BusError::Storage(format!("{context}: {err}"));
     std::fs::create_dir_all(dir).map_err(storage(format!(
@@ -550,7 +603,11 @@ fn load_dir(dir: &Path) -> Result<Vec<(String, Vec<SubjectPattern>, LoadedJourna
                 "dropped an incomplete or corrupt tail of a durable stream journal (interrupted write)"
             );
         }
-        loaded.push((name.to_owned(), patterns, loaded_journal));
+        let epoch = journal_epoch(dir, name).map_err(storage(format!(
+            "cannot read the epoch of stream {name:?} in {}",
+            dir.display()
+        )))?;
+        loaded.push((name.to_owned(), patterns, loaded_journal, epoch));
     }
     Ok(loaded)
 }
@@ -567,6 +624,10 @@ struct StreamState {
     appended: watch::Sender<u64>,
     /// Serializes appends so sequences, the journal and fan-out agree on one order.
     writer: tokio::sync::Mutex<Writer>,
+    /// When this incarnation of the stream began (see [`StreamBounds::epoch`]):
+    /// kept beside the journal, or the time of the declaration for a memory-only
+    /// stream, whose sequences start over with the process.
+    epoch: u64,
 }
 
 /// The appending side of a stream.
@@ -581,10 +642,15 @@ struct Writer {
 
 impl StreamState {
     fn in_memory(name: String, subjects: Vec<SubjectPattern>) -> Self {
-        Self::with_contents(name, subjects, VecDeque::new(), None)
+        Self::with_contents(name, subjects, VecDeque::new(), None, now_epoch())
     }
 
-    fn from_journal(name: String, subjects: Vec<SubjectPattern>, loaded: LoadedJournal) -> Self {
+    fn from_journal(
+        name: String,
+        subjects: Vec<SubjectPattern>,
+        loaded: LoadedJournal,
+        epoch: u64,
+    ) -> Self {
         let loaded_at = Instant::now();
         let messages = loaded
             .records
@@ -598,7 +664,7 @@ impl StreamState {
                 stored_at: loaded_at,
             })
             .collect();
-        Self::with_contents(name, subjects, messages, Some(loaded.journal))
+        Self::with_contents(name, subjects, messages, Some(loaded.journal), epoch)
     }
 
     fn with_contents(
@@ -606,6 +672,7 @@ impl StreamState {
         subjects: Vec<SubjectPattern>,
         messages: VecDeque<Stored>,
         journal: Option<Journal>,
+        epoch: u64,
     ) -> Self {
         let last_sequence = messages
             .back()
@@ -623,6 +690,7 @@ impl StreamState {
                 broken: false,
                 last_sequence,
             }),
+            epoch,
         }
     }
 
