@@ -391,9 +391,14 @@ impl Streams {
                 .map_err(|join_error| {
                     BusError::Storage(format!("loading durable streams failed: {join_error}"))
                 })??;
-            for (name, subjects, loaded_journal, epoch) in loaded {
-                let state =
-                    StreamState::from_journal(name.clone(), subjects, loaded_journal, epoch);
+            for stream in loaded {
+                let name = stream.name;
+                let state = StreamState::from_journal(
+                    name.clone(),
+                    stream.patterns,
+                    stream.journal,
+                    stream.epoch,
+                );
                 by_name.insert(name, Arc::new(state));
             }
             tracing::info!(
@@ -550,10 +555,16 @@ async fn run_blocking<T: Send + 'static>(
     }
 }
 
+/// A stream found in the durable directory.
+struct LoadedStream {
+    name: String,
+    patterns: Vec<SubjectPattern>,
+    journal: LoadedJournal,
+    epoch: u64,
+}
+
 /// Reads every stream definition in `dir` with its journal. Blocking.
-fn load_dir(
-    dir: &Path,
-) -> Result<Vec<(String, Vec<SubjectPattern>, LoadedJournal, u64)>, BusError> {
+fn load_dir(dir: &Path) -> Result<Vec<LoadedStream>, BusError> {
     let storage =
         |context: String| move |err: std::io::Error| BusError::Storage(format!("{context}: {err}"));
     std::fs::create_dir_all(dir).map_err(storage(format!(
@@ -607,7 +618,12 @@ fn load_dir(
             "cannot read the epoch of stream {name:?} in {}",
             dir.display()
         )))?;
-        loaded.push((name.to_owned(), patterns, loaded_journal, epoch));
+        loaded.push(LoadedStream {
+            name: name.to_owned(),
+            patterns,
+            journal: loaded_journal,
+            epoch,
+        });
     }
     Ok(loaded)
 }
