@@ -24,19 +24,31 @@
 //!   gap. The others never wait for it. SSE connections read the same ring.
 //! - Offsets are the sequences of the bus's live stream
 //!   ([`onair_kit::live`]), the same on every gateway pod, so a viewer may resume
-//!   on any of them.
+//!   on any of them. They belong to the stream's epoch: a live stream that
+//!   starts over (the station restarted on the embedded bus, or NATS restarted
+//!   and lost it) has another epoch, and a resume from the old one is told
+//!   `reset` instead of being skipped silently.
+//! - A watcher asks the bus about the live stream every
+//!   [`LiveSettings::check_interval`]: `/readyz` fails while it is down, a lost
+//!   stream is declared again, and when it comes back each hub reopens its
+//!   feed and tells its connections `reset` in the stream itself, since events
+//!   published while it was down may be missing.
 //! - WebSocket pings keep connections alive and find dead ones; SSE gets comment
 //!   lines. On shutdown every connection gets a `closing` event with the offset to
 //!   resume from and a reconnect delay, then a clean close.
 //!
 //! On the wire, a WebSocket text message is a JSON array of events; with SSE each
 //! event is its own message (`id:` is its offset, so `EventSource` resumes by
-//! itself with `Last-Event-ID`). An event is
+//! itself with `Last-Event-ID`; the id is `EPOCH:OFFSET`). An event is
 //! `{"type": "comment", "offset": 17, "data": {…}}`; `data` is the service's
 //! message in the proto3 JSON mapping. Besides the five event types
 //! (`comment`, `viewers`, `poll`, `moderation`, `schedule`) a connection sees
-//! `ready` (first, with the offset it starts after), `reset` (a resume asked for
-//! events this gateway no longer has), `lagged` and `closing`.
+//! `ready` (first, with the offset it starts after and the `epoch`), `reset`
+//! (events may be missing: a resume asked for events this gateway no longer
+//! has or from another epoch, or live delivery was interrupted; reload the
+//! channel's state and go on from there), `lagged` and `closing`. A resume is
+//! `?after=OFFSET&epoch=EPOCH` (or `?after=EPOCH:OFFSET`); without an epoch the
+//! offset is taken to be of the current one.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -49,7 +61,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use http::{HeaderValue, StatusCode};
-use onair_kit::bus::{BusError, Message as BusMessage, SharedBus, Subscription};
+use onair_kit::bus::{BusError, DurableStream, Message as BusMessage, SharedBus, Subscription};
 use onair_kit::live::{LIVE_STREAM, LiveKind, channel_pattern, parse_subject};
 use onair_kit::metrics::Registry;
 use prost::Message as _;
@@ -76,6 +88,11 @@ pub struct LiveSettings {
     pub ping_interval: Duration,
     /// What clients are told to wait before they reconnect after a shutdown.
     pub reconnect_delay: Duration,
+    /// How often the live stream is checked on the bus: how soon a lost stream
+    /// is noticed, declared again and the feeds reopened.
+    pub check_interval: Duration,
+    /// The live stream's declaration, to declare it again when the bus lost it.
+    pub stream: Option<DurableStream>,
 }
 
 impl Default for LiveSettings {
@@ -87,6 +104,8 @@ impl Default for LiveSettings {
             history_events: 10_000,
             ping_interval: Duration::from_secs(20),
             reconnect_delay: Duration::from_secs(2),
+            check_interval: Duration::from_millis(500),
+            stream: None,
         }
     }
 }
@@ -112,7 +131,30 @@ struct Inner {
     hubs: tokio::sync::Mutex<HashMap<String, Arc<ChannelHub>>>,
     /// Set once, on shutdown.
     closing: watch::Sender<bool>,
+    /// What the watcher last learnt of the live stream.
+    path: watch::Sender<LivePath>,
     stats: Stats,
+}
+
+/// The state of live delivery as the watcher sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LivePath {
+    /// Not asked yet.
+    Unchecked,
+    /// The live stream answers, under this epoch. `outages` counts the times
+    /// it was down before: a hub that saw fewer may have missed events.
+    Up { epoch: u64, outages: u64 },
+    /// The bus or the stream cannot be reached.
+    Down { problem: String, outages: u64 },
+}
+
+impl LivePath {
+    fn outages(&self) -> u64 {
+        match self {
+            LivePath::Unchecked => 0,
+            LivePath::Up { outages, .. } | LivePath::Down { outages, .. } => *outages,
+        }
+    }
 }
 
 /// Hot-path metrics, held as handles so a delivery costs one atomic add.
@@ -176,8 +218,80 @@ impl Stats {
 /// One event, as JSON, ready to send.
 #[derive(Clone)]
 struct Event {
+    /// Its position in the hub (see [`position`]).
     offset: u64,
+    /// Its offset on the wire: the live stream's sequence.
+    sequence: u64,
+    /// The epoch of that sequence.
+    epoch: u64,
     json: Bytes,
+}
+
+/// How many bits of a position hold the sequence; the rest count segments.
+const SEGMENT_BITS: u32 = 40;
+
+/// Where an event sits in a hub: its sequence within the hub's segment. A hub
+/// starts a segment each time its feed starts over (another epoch) or may have
+/// missed events (the bus was down), so positions keep growing across them and
+/// the first segment's positions are its sequences.
+fn position(segment: u64, sequence: u64) -> u64 {
+    (segment << SEGMENT_BITS) | (sequence & ((1 << SEGMENT_BITS) - 1))
+}
+
+/// Why a connection is told `reset`: events after its offset may be missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResetReason {
+    /// The resume asked for events older than the history holds.
+    History,
+    /// The resume named another epoch of the live stream.
+    Epoch,
+    /// The resume named an offset the live stream has not reached.
+    Ahead,
+    /// Live delivery was down; events published meanwhile may be missing.
+    Interrupted,
+}
+
+impl ResetReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            ResetReason::History => "history",
+            ResetReason::Epoch => "epoch",
+            ResetReason::Ahead => "ahead",
+            ResetReason::Interrupted => "interrupted",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            ResetReason::History => {
+                "some events after the requested offset are no longer kept; reload the channel's state"
+            }
+            ResetReason::Epoch => {
+                "the live stream started over (the station or its message broker restarted), so events after the requested offset may be missing; reload the channel's state and go on from here"
+            }
+            ResetReason::Ahead => {
+                "the requested offset is ahead of the live stream, which must have started over; reload the channel's state and go on from here"
+            }
+            ResetReason::Interrupted => {
+                "live delivery was interrupted (the message broker could not be reached), so events may be missing; reload the channel's state"
+            }
+        }
+    }
+}
+
+/// A viewer's resume: the last offset it saw, and its epoch if it said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Resume {
+    epoch: Option<u64>,
+    after: u64,
+}
+
+/// One run of a hub's positions, fed from one epoch of the live stream.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    epoch: u64,
+    /// The first sequence the segment's feed asked for.
+    first_sequence: u64,
 }
 
 /// The most frames a connection's task (or an SSE connection) takes from the
@@ -298,7 +412,7 @@ fn sse_events(events: &[Event]) -> Bytes {
     for event in events {
         sse_event(
             &mut out,
-            Some(event.offset),
+            Some((event.epoch, event.sequence)),
             event_type(&event.json),
             &event.json,
         );
@@ -316,9 +430,11 @@ fn event_type(json: &[u8]) -> &str {
         .unwrap_or("message")
 }
 
-fn sse_event(out: &mut BytesMut, id: Option<u64>, kind: &str, data: &[u8]) {
-    if let Some(id) = id {
-        out.put_slice(format!("id: {id}\n").as_bytes());
+/// One server-sent event; its id, if any, is `EPOCH:OFFSET`, which a browser
+/// sends back as `Last-Event-ID` when it reconnects.
+fn sse_event(out: &mut BytesMut, id: Option<(u64, u64)>, kind: &str, data: &[u8]) {
+    if let Some((epoch, sequence)) = id {
+        out.put_slice(format!("id: {epoch}:{sequence}\n").as_bytes());
     }
     out.put_slice(format!("event: {kind}\ndata: ").as_bytes());
     // JSON from serde_json holds no raw newlines.
@@ -326,9 +442,10 @@ fn sse_event(out: &mut BytesMut, id: Option<u64>, kind: &str, data: &[u8]) {
     out.put_slice(b"\n\n");
 }
 
-/// A control event for one connection.
-fn control(kind: &str, offset: u64, extra: serde_json::Value) -> Bytes {
-    let mut event = serde_json::json!({"type": kind, "offset": offset});
+/// A control event for one connection, at a wire offset of an epoch. The
+/// epoch is a string: its microseconds do not fit a JavaScript number.
+fn control(kind: &str, (epoch, offset): (u64, u64), extra: serde_json::Value) -> Bytes {
+    let mut event = serde_json::json!({"type": kind, "offset": offset, "epoch": epoch.to_string()});
     if let (Some(event), serde_json::Value::Object(extra)) = (event.as_object_mut(), extra) {
         event.extend(extra);
     }
@@ -370,11 +487,53 @@ struct HubState {
     frames: VecDeque<Arc<EventFrame>>,
     /// The sequence number of the oldest frame in `frames`.
     first_frame: u64,
+    /// The hub's segments, oldest first; a segment's index is its place here.
+    /// One is added per outage of the live stream, so there are few.
+    segments: Vec<Segment>,
 }
 
 impl HubState {
     fn newest_frame(&self) -> u64 {
         self.first_frame + self.frames.len() as u64 - 1
+    }
+
+    /// The epoch and wire offset of a position.
+    fn wire(&self, at: u64) -> (u64, u64) {
+        let segment = usize::try_from(at >> SEGMENT_BITS).unwrap_or(usize::MAX);
+        let epoch = self
+            .segments
+            .get(segment)
+            .or(self.segments.last())
+            .map_or(0, |segment| segment.epoch);
+        (epoch, at & ((1 << SEGMENT_BITS) - 1))
+    }
+
+    /// The position a resume stands for, or why it cannot be honoured. An
+    /// offset of an epoch the hub saw twice (the bus was down in between)
+    /// belongs to the segment that holds it, so a viewer that left before the
+    /// outage is told of it when it comes back.
+    fn locate(&self, resume: Resume) -> Result<u64, ResetReason> {
+        let current = self.segments.len().saturating_sub(1);
+        let epoch = match (resume.epoch, self.segments.get(current)) {
+            (Some(epoch), _) => epoch,
+            (None, Some(segment)) => segment.epoch,
+            (None, None) => return Ok(resume.after),
+        };
+        let mut candidates = self
+            .segments
+            .iter()
+            .enumerate()
+            .filter(|(_, segment)| segment.epoch == epoch)
+            .peekable();
+        let Some(&(first, _)) = candidates.peek() else {
+            return Err(ResetReason::Epoch);
+        };
+        let index = candidates
+            .filter(|(_, segment)| segment.first_sequence <= resume.after)
+            .map(|(index, _)| index)
+            .last()
+            .unwrap_or(first);
+        Ok(position(index as u64, resume.after))
     }
 }
 
@@ -385,12 +544,14 @@ struct Missed(u64);
 struct Joined {
     /// Events it missed, from the history, to send before the frames.
     backlog: Vec<Event>,
-    /// The offset it has everything up to, once the backlog is sent.
+    /// The position it has everything up to, once the backlog is sent.
     sent: u64,
+    /// `sent` on the wire.
+    sent_wire: (u64, u64),
     /// The first frame it gets.
     next_frame: u64,
-    /// The resume asked for events older than the history holds.
-    incomplete: bool,
+    /// Why the resume cannot be honoured in full, if it cannot.
+    reset: Option<ResetReason>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -398,7 +559,16 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl ChannelHub {
-    fn new(channel_id: &str, complete_after: u64, live_from: u64, writers: usize) -> ChannelHub {
+    /// A hub whose first segment is fed from `epoch`, with every event after
+    /// sequence `complete_after` coming, and new viewers starting after
+    /// `live_from`.
+    fn new(
+        channel_id: &str,
+        epoch: u64,
+        complete_after: u64,
+        live_from: u64,
+        writers: usize,
+    ) -> ChannelHub {
         let (head, _) = watch::channel(0);
         let (ended, _) = watch::channel(false);
         ChannelHub {
@@ -409,6 +579,10 @@ impl ChannelHub {
                 head: complete_after,
                 frames: VecDeque::new(),
                 first_frame: 1,
+                segments: vec![Segment {
+                    epoch,
+                    first_sequence: complete_after + 1,
+                }],
             }),
             head,
             ended,
@@ -419,41 +593,97 @@ impl ChannelHub {
         }
     }
 
-    fn join(&self, after: Option<u64>) -> Joined {
+    /// A place for a new connection: after the newest event, or after a
+    /// resume's offset with what it missed. `ahead_ok` says the live stream
+    /// has reached a resume's offset although this hub has not seen it yet.
+    fn join(&self, resume: Option<Resume>, ahead_ok: bool) -> Joined {
         // Under the state lock, which the hub holds while it records a frame:
         // the connection gets each event exactly once, from the backlog or
         // from a frame.
         let state = lock(&self.state);
         let next_frame = state.newest_frame() + 1;
         let head = state.head.max(self.live_from);
-        match after {
-            Some(after) if after < head => {
-                let backlog = state
-                    .history
-                    .iter()
-                    .filter(|event| event.offset > after)
-                    .cloned()
-                    .collect();
-                Joined {
-                    backlog,
-                    sent: state.head.max(after),
-                    next_frame,
-                    incomplete: after < state.complete_after,
-                }
-            }
-            Some(after) => Joined {
-                backlog: Vec::new(),
-                sent: after,
+        let from_head = |reset| Joined {
+            backlog: Vec::new(),
+            sent: head,
+            sent_wire: state.wire(head),
+            next_frame,
+            reset,
+        };
+        let Some(resume) = resume else {
+            return from_head(None);
+        };
+        let after = match state.locate(resume) {
+            Ok(after) => after,
+            Err(reason) => return from_head(Some(reason)),
+        };
+        if after < head {
+            let backlog = state
+                .history
+                .iter()
+                .filter(|event| event.offset > after)
+                .cloned()
+                .collect();
+            let sent = state.head.max(after);
+            return Joined {
+                backlog,
+                sent,
+                sent_wire: state.wire(sent),
                 next_frame,
-                incomplete: false,
-            },
-            None => Joined {
-                backlog: Vec::new(),
-                sent: head,
-                next_frame,
-                incomplete: false,
-            },
+                reset: (after < state.complete_after).then_some(ResetReason::History),
+            };
         }
+        if after > head && !ahead_ok {
+            return from_head(Some(ResetReason::Ahead));
+        }
+        Joined {
+            backlog: Vec::new(),
+            sent: after,
+            sent_wire: state.wire(after),
+            next_frame,
+            reset: None,
+        }
+    }
+
+    /// Whether a resume names an offset beyond what this hub has seen.
+    fn is_ahead(&self, resume: Resume) -> bool {
+        let state = lock(&self.state);
+        let head = state.head.max(self.live_from);
+        state.locate(resume).is_ok_and(|after| after > head)
+    }
+
+    /// The epoch and wire offset of a position.
+    fn wire(&self, at: u64) -> (u64, u64) {
+        lock(&self.state).wire(at)
+    }
+
+    /// Starts a segment fed from `epoch` from `first_sequence` on, and tells
+    /// every connection, in the stream itself, that events before it may be
+    /// missing. Returns the segment's index.
+    fn begin_segment(&self, epoch: u64, first_sequence: u64, settings: &LiveSettings) -> u64 {
+        let index = {
+            let mut state = lock(&self.state);
+            state.segments.push(Segment {
+                epoch,
+                first_sequence,
+            });
+            state.segments.len() as u64 - 1
+        };
+        let sequence = first_sequence.saturating_sub(1);
+        let reason = ResetReason::Interrupted;
+        let json = control(
+            "reset",
+            (epoch, sequence),
+            serde_json::json!({"reason": reason.as_str(), "message": reason.message()}),
+        );
+        let marker = Event {
+            offset: position(index, sequence),
+            sequence,
+            epoch,
+            json,
+        };
+        self.publish(vec![marker], settings);
+        index
     }
 
     /// Records a batch and tells the writers and SSE connections about it.
@@ -690,7 +920,8 @@ impl Live {
         settings: LiveSettings,
     ) -> Live {
         let (closing, _) = watch::channel(false);
-        Live {
+        let (path, _) = watch::channel(LivePath::Unchecked);
+        let live = Live {
             inner: Arc::new(Inner {
                 bus,
                 pool,
@@ -698,8 +929,27 @@ impl Live {
                 check_channel,
                 hubs: tokio::sync::Mutex::new(HashMap::new()),
                 closing,
+                path,
                 stats: Stats::new(metrics),
             }),
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(watch_live_stream(Arc::downgrade(&live.inner)));
+        }
+        live
+    }
+
+    /// Whether live delivery works: the live stream answers on the bus. For
+    /// `/readyz`.
+    pub async fn check(&self) -> Result<(), String> {
+        let path = self.inner.path.borrow().clone();
+        match path {
+            LivePath::Up { .. } => Ok(()),
+            LivePath::Down { problem, .. } => Err(format!("live delivery is down: {problem}")),
+            LivePath::Unchecked => match self.inner.bus.stream_bounds(LIVE_STREAM).await {
+                Ok(_bounds) => Ok(()),
+                Err(error) => Err(format!("live delivery is down: {error}")),
+            },
         }
     }
 
@@ -721,8 +971,8 @@ impl Live {
     /// limits and credentials are checked by the caller).
     pub async fn serve(&self, channel_id: String, request: axum::extract::Request) -> Response {
         let (mut parts, _body) = request.into_parts();
-        let after = match resume_offset(&parts) {
-            Ok(after) => after,
+        let resume = match resume_position(&parts) {
+            Ok(resume) => resume,
             Err(message) => {
                 return status_response(
                     tonic::Code::InvalidArgument,
@@ -762,7 +1012,7 @@ impl Live {
                 }
             }
         };
-        let (viewing, joined) = match self.join(&channel_id, after).await {
+        let (viewing, joined) = match self.join(&channel_id, resume).await {
             Ok(joined) => joined,
             Err(error) => {
                 tracing::warn!(channel = %channel_id, error = %error, "cannot open the live feed");
@@ -788,13 +1038,17 @@ impl Live {
     async fn join(
         &self,
         channel_id: &str,
-        after: Option<u64>,
+        resume: Option<Resume>,
     ) -> Result<(Viewing, Joined), BusError> {
         let mut hubs = self.inner.hubs.lock().await;
         if let Some(hub) = hubs.get(channel_id) {
-            let joined = hub.join(after);
-            return Ok((Viewing::new(hub.clone()), joined));
+            let hub = hub.clone();
+            drop(hubs);
+            let ahead_ok = self.stream_reached(&hub, resume).await;
+            let joined = hub.join(resume, ahead_ok);
+            return Ok((Viewing::new(hub), joined));
         }
+        let outages = self.inner.path.borrow().outages();
         let bounds = self.inner.bus.stream_bounds(LIVE_STREAM).await?;
         // Load the tail of the stream into the history, so resumes work on a
         // gateway that has just opened the channel.
@@ -808,6 +1062,7 @@ impl Live {
         let writers = tokio::runtime::Handle::current().metrics().num_workers();
         let hub = Arc::new(ChannelHub::new(
             channel_id,
+            bounds.epoch,
             start.saturating_sub(1),
             bounds.last,
             writers,
@@ -818,16 +1073,84 @@ impl Live {
         for index in 0..hub.writers.len() {
             tokio::spawn(self.clone().run_writer(hub.clone(), index));
         }
-        tokio::spawn(self.clone().run_hub(hub.clone(), feed));
-        let joined = hub.join(after);
+        let fed = Fed {
+            segment: 0,
+            epoch: bounds.epoch,
+            last_sequence: start.saturating_sub(1),
+            outages,
+        };
+        tokio::spawn(self.clone().run_hub(hub.clone(), feed, fed));
+        // A hub that has just opened has not seen more than the stream held.
+        let joined = hub.join(resume, false);
         Ok((Viewing::new(hub), joined))
+    }
+
+    /// Whether the live stream has reached a resume's offset that the hub
+    /// has not seen yet: a viewer coming from a gateway a little ahead of
+    /// this one. Asks the bus, which is rare.
+    async fn stream_reached(&self, hub: &ChannelHub, resume: Option<Resume>) -> bool {
+        let Some(resume) = resume else {
+            return false;
+        };
+        if !hub.is_ahead(resume) {
+            return false;
+        }
+        match self.inner.bus.stream_bounds(LIVE_STREAM).await {
+            Ok(bounds) => {
+                resume.epoch.is_none_or(|epoch| epoch == bounds.epoch)
+                    && resume.after <= bounds.last
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Opens a hub's feed again after it ended or live delivery was down:
+    /// from where it was if the stream is the same and nothing can have been
+    /// missed, otherwise in a new segment, announced to every connection.
+    async fn reopen_feed(
+        &self,
+        hub: &ChannelHub,
+        fed: &mut Fed,
+        pending: &mut Vec<Event>,
+        epoch: u64,
+        outages: u64,
+    ) -> Result<Subscription, BusError> {
+        let same_stream = epoch == fed.epoch;
+        let from = if same_stream {
+            fed.last_sequence + 1
+        } else {
+            1
+        };
+        let feed = self
+            .inner
+            .bus
+            .replay(LIVE_STREAM, from, Some(&channel_pattern(&hub.channel_id)))
+            .await?;
+        self.flush(hub, pending);
+        if !same_stream || outages != fed.outages {
+            fed.segment = hub.begin_segment(epoch, from, &self.inner.settings);
+            tracing::info!(channel = %hub.channel_id, epoch, from, "live feed reopened after an interruption; viewers were told to reload");
+        } else {
+            tracing::info!(channel = %hub.channel_id, from, "live feed reopened");
+        }
+        fed.epoch = epoch;
+        fed.last_sequence = from - 1;
+        fed.outages = outages;
+        Ok(feed)
     }
 
     /// Reads the channel's events from the bus, batches them and records the
     /// frames, until nobody has watched for two ping intervals or the server
     /// shuts down.
-    async fn run_hub(self, hub: Arc<ChannelHub>, mut feed: Subscription) {
+    async fn run_hub(self, hub: Arc<ChannelHub>, feed: Subscription, mut fed: Fed) {
         let settings = &self.inner.settings;
+        let mut feed = Some(feed);
+        let mut path = self.inner.path.subscribe();
+        // Set while the feed must be opened again: it ended, or live delivery
+        // came back after an outage or under another epoch.
+        let mut reopen = false;
+        let mut retry = tokio::time::interval(settings.check_interval);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut closing = self.inner.closing.subscribe();
         let mut idle_check = tokio::time::interval(settings.ping_interval);
         idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -838,12 +1161,22 @@ impl Live {
         tokio::pin!(flush_at);
         loop {
             tokio::select! {
-                message = feed.next() => {
+                message = next_message(&mut feed) => {
                     let Some(message) = message else {
-                        tracing::warn!(channel = %hub.channel_id, "the live feed ended");
-                        break;
+                        tracing::warn!(channel = %hub.channel_id, "the live feed ended; opening it again");
+                        feed = None;
+                        reopen = true;
+                        continue;
                     };
-                    if let Some(event) = self.event(&message) {
+                    let Some(sequence) = message.sequence else {
+                        continue;
+                    };
+                    // A reopened feed may deliver again what it had delivered.
+                    if sequence <= fed.last_sequence {
+                        continue;
+                    }
+                    fed.last_sequence = sequence;
+                    if let Some(event) = self.event(&message, &fed) {
                         if pending.is_empty() {
                             flush_at.as_mut().reset(tokio::time::Instant::now() + settings.batch_window);
                         }
@@ -855,6 +1188,32 @@ impl Live {
                 }
                 () = &mut flush_at, if !pending.is_empty() => {
                     self.flush(&hub, &mut pending);
+                }
+                changed = path.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let now = path.borrow_and_update().clone();
+                    if let LivePath::Up { epoch, outages } = now
+                        && (epoch != fed.epoch || outages != fed.outages)
+                    {
+                        reopen = true;
+                        retry.reset_immediately();
+                    }
+                }
+                _ = retry.tick(), if reopen => {
+                    let LivePath::Up { epoch, outages } = path.borrow().clone() else {
+                        continue;
+                    };
+                    match self.reopen_feed(&hub, &mut fed, &mut pending, epoch, outages).await {
+                        Ok(reopened) => {
+                            feed = Some(reopened);
+                            reopen = false;
+                        }
+                        Err(error) => {
+                            tracing::warn!(channel = %hub.channel_id, error = %error, "cannot reopen the live feed yet");
+                        }
+                    }
                 }
                 _ = idle_check.tick() => {
                     if hub.viewers.load(Ordering::Relaxed) > 0 {
@@ -958,7 +1317,7 @@ impl Live {
     }
 
     /// Turns a bus message into the event's JSON, once.
-    fn event(&self, message: &BusMessage) -> Option<Event> {
+    fn event(&self, message: &BusMessage, fed: &Fed) -> Option<Event> {
         self.inner.stats.events.fetch_add(1, Ordering::Relaxed);
         let offset = message.sequence?;
         let decoded = parse_subject(&message.subject)
@@ -968,7 +1327,12 @@ impl Live {
                     .map_err(|error| format!("{kind:?} event {offset}: {error}"))
             });
         match decoded {
-            Ok(json) => Some(Event { offset, json }),
+            Ok(json) => Some(Event {
+                offset: position(fed.segment, offset),
+                sequence: offset,
+                epoch: fed.epoch,
+                json,
+            }),
             Err(error) => {
                 self.inner.stats.undecodable.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %error, "skipping a live event that does not decode");
@@ -989,10 +1353,10 @@ impl Live {
             &mut start,
             None,
             "ready",
-            &control("ready", joined.sent, serde_json::json!({})),
+            &control("ready", joined.sent_wire, serde_json::json!({})),
         );
-        if joined.incomplete {
-            sse_event(&mut start, None, "reset", &reset_event(&joined));
+        if let Some(reason) = joined.reset {
+            sse_event(&mut start, None, "reset", &reset_event(&joined, reason));
         }
         let backlog = sse_events(&joined.backlog);
         let period = inner.settings.ping_interval;
@@ -1053,14 +1417,11 @@ impl Live {
             inner: inner.clone(),
             answered_ping: true,
         };
-        let mut opening = vec![control("ready", joined.sent, serde_json::json!({}))];
-        if joined.incomplete {
-            opening.push(reset_event(&joined));
+        let mut opening = vec![control("ready", joined.sent_wire, serde_json::json!({}))];
+        if let Some(reason) = joined.reset {
+            opening.push(reset_event(&joined, reason));
         }
-        let opening: Vec<Event> = opening
-            .into_iter()
-            .map(|json| Event { offset: 0, json })
-            .collect();
+        let opening: Vec<Event> = opening.into_iter().map(connection_event).collect();
         let mut first_frames = vec![text_message(&opening)];
         // What it missed, in frames no larger than the live ones.
         let chunk_size = inner.settings.max_batch_events.max(1);
@@ -1072,6 +1433,101 @@ impl Live {
             Err(outcome) => outcome,
         };
         connection.finish(outcome).await;
+    }
+}
+
+/// What a hub's feed is reading: its segment, the stream's epoch, the last
+/// sequence it received, and the outages of live delivery it knows of.
+struct Fed {
+    segment: u64,
+    epoch: u64,
+    last_sequence: u64,
+    outages: u64,
+}
+
+/// The next message of a feed; never, while there is none.
+async fn next_message(feed: &mut Option<Subscription>) -> Option<BusMessage> {
+    match feed {
+        Some(feed) => feed.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Asks the bus about the live stream every [`LiveSettings::check_interval`]
+/// until the server shuts down, declares it again if the bus lost it, and
+/// tells the hubs what it found.
+async fn watch_live_stream(inner: std::sync::Weak<Inner>) {
+    loop {
+        let Some(live) = inner.upgrade() else {
+            return;
+        };
+        if *live.closing.borrow() {
+            return;
+        }
+        let interval = live.settings.check_interval;
+        let found = match tokio::time::timeout(
+            interval.max(Duration::from_secs(1)),
+            live.bus.stream_bounds(LIVE_STREAM),
+        )
+        .await
+        {
+            Ok(Ok(bounds)) => Ok(bounds.epoch),
+            Ok(Err(BusError::UnknownStream(_))) => match &live.settings.stream {
+                Some(declaration) => match live.bus.ensure_stream(declaration).await {
+                    Ok(()) => match live.bus.stream_bounds(LIVE_STREAM).await {
+                        Ok(bounds) => {
+                            tracing::info!(
+                                epoch = bounds.epoch,
+                                "declared the live stream again: the bus had lost it"
+                            );
+                            Ok(bounds.epoch)
+                        }
+                        Err(error) => Err(error.to_string()),
+                    },
+                    Err(error) => Err(format!(
+                        "the bus lost the live stream and cannot declare it again: {error}"
+                    )),
+                },
+                None => Err("the bus has no live stream".to_owned()),
+            },
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_elapsed) => Err(format!(
+                "the bus did not answer within {:?}",
+                interval.max(Duration::from_secs(1))
+            )),
+        };
+        live.path.send_if_modified(|path| {
+            let next = match (&found, &*path) {
+                (Ok(epoch), LivePath::Down { outages, .. }) => LivePath::Up {
+                    epoch: *epoch,
+                    outages: outages + 1,
+                },
+                (Ok(epoch), other) => LivePath::Up {
+                    epoch: *epoch,
+                    outages: other.outages(),
+                },
+                (Err(problem), other) => LivePath::Down {
+                    problem: problem.clone(),
+                    outages: other.outages(),
+                },
+            };
+            if next == *path {
+                return false;
+            }
+            match &next {
+                LivePath::Down { problem, .. } if !matches!(path, LivePath::Down { .. }) => {
+                    tracing::warn!(problem = %problem, "live delivery is down");
+                }
+                LivePath::Up { epoch, .. } if matches!(path, LivePath::Down { .. }) => {
+                    tracing::info!(epoch, "live delivery is back");
+                }
+                _ => {}
+            }
+            *path = next;
+            true
+        });
+        drop(live);
+        tokio::time::sleep(interval).await;
     }
 }
 
@@ -1108,14 +1564,27 @@ impl Drop for Viewing {
     }
 }
 
-fn reset_event(joined: &Joined) -> Bytes {
+fn reset_event(joined: &Joined, reason: ResetReason) -> Bytes {
     control(
         "reset",
-        joined.sent,
-        serde_json::json!({
-            "message": "some events after the requested offset are no longer kept; reload the channel's state"
-        }),
+        joined.sent_wire,
+        serde_json::json!({"reason": reason.as_str(), "message": reason.message()}),
     )
+}
+
+/// A control event for one connection only, outside the hub's positions.
+fn connection_event(json: Bytes) -> Event {
+    Event {
+        offset: 0,
+        sequence: 0,
+        epoch: 0,
+        json,
+    }
+}
+
+/// How a viewer resumes from a position: the query to reconnect with.
+fn resume_query((epoch, offset): (u64, u64)) -> String {
+    format!("?after={offset}&epoch={epoch}")
 }
 
 /// Why a WebSocket connection ends.
@@ -1294,6 +1763,7 @@ impl WebSocketConnection {
         let (mut frames, _) = self.take_over(true).unwrap_or_default();
         let settings = &self.inner.settings;
         let channel_id = self.viewing.hub.channel_id.clone();
+        let sent = self.viewing.hub.wire(self.sent);
         let (event, code, reason) = match outcome {
             Outcome::Gone => return,
             Outcome::ClosedByClient(code) => {
@@ -1325,20 +1795,20 @@ impl WebSocketConnection {
                 (
                     control(
                         "lagged",
-                        self.sent,
+                        sent,
                         serde_json::json!({
-                            "message": format!("this connection fell behind; reconnect with ?after={} to get what it missed", self.sent)
+                            "message": format!("this connection fell behind; reconnect with {} to get what it missed", resume_query(sent))
                         }),
                     ),
                     // Try Again Later.
                     1013,
-                    format!("lagged; resume with ?after={}", self.sent),
+                    format!("lagged; resume with {}", resume_query(sent)),
                 )
             }
             Outcome::Unresponsive => (
                 control(
                     "closing",
-                    self.sent,
+                    sent,
                     serde_json::json!({"message": "no answer to ping", "retryAfterMs": settings.reconnect_delay.as_millis() as u64}),
                 ),
                 // Policy Violation is the closest: the peer broke the keepalive.
@@ -1348,22 +1818,18 @@ impl WebSocketConnection {
             Outcome::Closing => (
                 control(
                     "closing",
-                    self.sent,
+                    sent,
                     serde_json::json!({
-                        "message": format!("the server is restarting; reconnect with ?after={}", self.sent),
+                        "message": format!("the server is restarting; reconnect with {}", resume_query(sent)),
                         "retryAfterMs": settings.reconnect_delay.as_millis() as u64,
                     }),
                 ),
                 // Service Restart.
                 1012,
-                format!("restarting; resume with ?after={}", self.sent),
+                format!("restarting; resume with {}", resume_query(sent)),
             ),
         };
-        let event = Event {
-            offset: 0,
-            json: event,
-        };
-        frames.push(text_message(&[event]));
+        frames.push(text_message(&[connection_event(event)]));
         frames.push(websocket::close_frame(code, &reason));
         if self.send(&frames).await.is_err() {
             return;
@@ -1431,19 +1897,16 @@ async fn next_sse_chunk(mut state: SseState) -> Option<(Bytes, SseState)> {
                 tracing::debug!(channel = %state.viewing.hub.channel_id, offset = state.sent, missed, "live connection lagged");
                 state.done = true;
                 let mut out = BytesMut::new();
+                let sent = state.viewing.hub.wire(state.sent);
                 let message = format!(
-                    "this connection fell behind; reconnect with ?after={} to get what it missed",
-                    state.sent
+                    "this connection fell behind; reconnect with {} to get what it missed",
+                    resume_query(sent)
                 );
                 sse_event(
                     &mut out,
                     None,
                     "lagged",
-                    &control(
-                        "lagged",
-                        state.sent,
-                        serde_json::json!({"message": message}),
-                    ),
+                    &control("lagged", sent, serde_json::json!({"message": message})),
                 );
                 return Some((out.freeze(), state));
             }
@@ -1458,9 +1921,10 @@ async fn next_sse_chunk(mut state: SseState) -> Option<(Bytes, SseState)> {
         if closing {
             state.done = true;
             let mut out = BytesMut::new();
+            let sent = state.viewing.hub.wire(state.sent);
             let message = format!(
-                "the server is restarting; reconnect with ?after={}",
-                state.sent
+                "the server is restarting; reconnect with {}",
+                resume_query(sent)
             );
             let retry = state.inner.settings.reconnect_delay.as_millis() as u64;
             sse_event(
@@ -1469,7 +1933,7 @@ async fn next_sse_chunk(mut state: SseState) -> Option<(Bytes, SseState)> {
                 "closing",
                 &control(
                     "closing",
-                    state.sent,
+                    sent,
                     serde_json::json!({"message": message, "retryAfterMs": retry}),
                 ),
             );
@@ -1478,13 +1942,17 @@ async fn next_sse_chunk(mut state: SseState) -> Option<(Bytes, SseState)> {
     }
 }
 
-/// `?after=OFFSET`, or SSE's `Last-Event-ID` header on a browser's reconnect.
-fn resume_offset(parts: &http::request::Parts) -> Result<Option<u64>, String> {
-    let from_query = parts.uri.query().and_then(|query| {
-        form_urlencoded::parse(query.as_bytes())
-            .find(|(name, _)| name == "after")
-            .map(|(_, value)| value.into_owned())
-    });
+/// `?after=OFFSET&epoch=EPOCH` (or `?after=EPOCH:OFFSET`), or SSE's
+/// `Last-Event-ID` header (`EPOCH:OFFSET`) on a browser's reconnect.
+fn resume_position(parts: &http::request::Parts) -> Result<Option<Resume>, String> {
+    let query_value = |wanted: &str| {
+        parts.uri.query().and_then(|query| {
+            form_urlencoded::parse(query.as_bytes())
+                .find(|(name, _)| name == wanted)
+                .map(|(_, value)| value.into_owned())
+        })
+    };
+    let from_query = query_value("after");
     let from_header = || {
         parts
             .headers
@@ -1495,9 +1963,25 @@ fn resume_offset(parts: &http::request::Parts) -> Result<Option<u64>, String> {
     let Some(value) = from_query.or_else(from_header) else {
         return Ok(None);
     };
-    value.trim().parse::<u64>().map(Some).map_err(|_| {
-        format!("after must be an event offset (a whole number such as 42), not {value:?}")
-    })
+    let unusable = || {
+        format!(
+            "after must be an event offset (a whole number such as 42, or EPOCH:OFFSET as in an event id), not {value:?}"
+        )
+    };
+    let (named_epoch, offset) = match value.trim().split_once(':') {
+        Some((epoch, offset)) => (Some(epoch.to_owned()), offset),
+        None => (None, value.trim()),
+    };
+    let after = offset.parse::<u64>().map_err(|_| unusable())?;
+    let epoch = match named_epoch.or_else(|| query_value("epoch")) {
+        None => None,
+        Some(epoch) => Some(epoch.trim().parse::<u64>().map_err(|_| {
+            format!(
+                "epoch must be the live stream's epoch as the ready event gives it (digits), not {epoch:?}"
+            )
+        })?),
+    };
+    Ok(Some(Resume { epoch, after }))
 }
 
 /// `{"type":…,"offset":…,"data":…}` for one event on the bus.
@@ -1530,9 +2014,17 @@ fn event_json(
 mod tests {
     use super::*;
 
+    const EPOCH: u64 = 1_764_000_000_000_000;
+
+    fn after(after: u64) -> Option<Resume> {
+        Some(Resume { epoch: None, after })
+    }
+
     fn event(offset: u64) -> Event {
         Event {
             offset,
+            sequence: offset,
+            epoch: EPOCH,
             json: Bytes::from(format!(
                 r#"{{"type":"comment","offset":{offset},"data":{{}}}}"#
             )),
@@ -1540,7 +2032,7 @@ mod tests {
     }
 
     fn hub() -> ChannelHub {
-        ChannelHub::new("news", 0, 0, 1)
+        ChannelHub::new("news", EPOCH, 0, 0, 1)
     }
 
     fn keeping(history_events: usize, queue_frames: usize) -> LiveSettings {
@@ -1560,8 +2052,8 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_slice(text).unwrap();
         assert_eq!(parsed[1]["offset"], 7);
         let sse = std::str::from_utf8(&frame.sse).unwrap();
-        assert!(sse.starts_with("id: 3\nevent: comment\ndata: {"));
-        assert!(sse.contains("\n\nid: 7\n"));
+        assert!(sse.starts_with(&format!("id: {EPOCH}:3\nevent: comment\ndata: {{")));
+        assert!(sse.contains(&format!("\n\nid: {EPOCH}:7\n")));
     }
 
     #[test]
@@ -1570,7 +2062,7 @@ mod tests {
         let settings = keeping(100, 8);
         hub.publish(vec![event(1), event(2)], &settings);
         hub.publish(vec![event(5)], &settings);
-        let joined = hub.join(Some(1));
+        let joined = hub.join(after(1), false);
         assert_eq!(
             joined
                 .backlog
@@ -1580,7 +2072,7 @@ mod tests {
             [2, 5]
         );
         assert_eq!(joined.sent, 5);
-        assert!(!joined.incomplete);
+        assert_eq!(joined.reset, None);
         hub.publish(vec![event(6)], &settings);
         let Ok(frames) = hub.frames_from(joined.next_frame, MAX_COALESCED_FRAMES) else {
             panic!("the ring holds the next frame");
@@ -1588,7 +2080,7 @@ mod tests {
         assert_eq!(frames.len(), 1);
         assert_eq!(frames[0].first, 6);
 
-        let fresh = hub.join(None);
+        let fresh = hub.join(None, false);
         assert!(fresh.backlog.is_empty());
         assert_eq!(fresh.sent, 6);
     }
@@ -1597,8 +2089,8 @@ mod tests {
     fn a_resume_older_than_the_history_is_flagged() {
         let hub = hub();
         hub.publish(vec![event(1), event(2), event(3)], &keeping(2, 8));
-        let joined = hub.join(Some(0));
-        assert!(joined.incomplete);
+        let joined = hub.join(after(0), false);
+        assert_eq!(joined.reset, Some(ResetReason::History));
         assert_eq!(
             joined
                 .backlog
@@ -1607,14 +2099,14 @@ mod tests {
                 .collect::<Vec<_>>(),
             [2, 3]
         );
-        assert!(!hub.join(Some(1)).incomplete);
+        assert_eq!(hub.join(after(1), false).reset, None);
     }
 
     #[test]
     fn a_connection_further_behind_than_the_ring_learns_how_far() {
         let hub = hub();
         let settings = keeping(100, 2);
-        let joined = hub.join(None);
+        let joined = hub.join(None, false);
         for offset in 1..=5 {
             hub.publish(vec![event(offset)], &settings);
         }
@@ -1656,6 +2148,102 @@ mod tests {
     }
 
     #[test]
+    fn a_resume_from_another_epoch_or_ahead_of_the_stream_is_reset_to_the_head() {
+        let hub = hub();
+        let settings = keeping(100, 8);
+        hub.publish(vec![event(1), event(2), event(3)], &settings);
+        let other_epoch = hub.join(
+            Some(Resume {
+                epoch: Some(EPOCH - 1),
+                after: 1,
+            }),
+            false,
+        );
+        assert_eq!(other_epoch.reset, Some(ResetReason::Epoch));
+        assert!(other_epoch.backlog.is_empty());
+        assert_eq!(other_epoch.sent_wire, (EPOCH, 3));
+        let same_epoch = hub.join(
+            Some(Resume {
+                epoch: Some(EPOCH),
+                after: 1,
+            }),
+            false,
+        );
+        assert_eq!(same_epoch.reset, None);
+        assert_eq!(same_epoch.backlog.len(), 2);
+        let ahead = hub.join(after(77), false);
+        assert_eq!(ahead.reset, Some(ResetReason::Ahead));
+        assert_eq!(ahead.sent_wire, (EPOCH, 3));
+        let ahead_but_published = hub.join(after(4), true);
+        assert_eq!(ahead_but_published.reset, None);
+        assert_eq!(ahead_but_published.sent_wire, (EPOCH, 4));
+    }
+
+    #[test]
+    fn an_interruption_reaches_every_viewer_that_resumes_from_before_it() {
+        let hub = hub();
+        let settings = keeping(100, 8);
+        hub.publish(vec![event(1), event(2)], &settings);
+        // The bus was down; the same stream comes back and the feed goes on
+        // from sequence 3 in a new segment.
+        let segment = hub.begin_segment(EPOCH, 3, &settings);
+        assert_eq!(segment, 1);
+        let later = Event {
+            offset: position(segment, 3),
+            ..event(3)
+        };
+        hub.publish(vec![later], &settings);
+
+        let before = hub.join(after(2), false);
+        let types: Vec<(String, u64)> = before
+            .backlog
+            .iter()
+            .map(|event| {
+                let json: serde_json::Value = serde_json::from_slice(&event.json).unwrap();
+                (
+                    json["type"].as_str().unwrap().to_owned(),
+                    json["offset"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            types,
+            [("reset".to_owned(), 2), ("comment".to_owned(), 3)],
+            "a viewer that left before the outage is told of it"
+        );
+        let after_it = hub.join(after(3), false);
+        assert!(after_it.backlog.is_empty());
+        assert_eq!(after_it.sent_wire, (EPOCH, 3));
+
+        // The stream itself started over under another epoch.
+        let new_epoch = EPOCH + 5;
+        let segment = hub.begin_segment(new_epoch, 1, &settings);
+        let fresh = Event {
+            offset: position(segment, 1),
+            sequence: 1,
+            epoch: new_epoch,
+            ..event(1)
+        };
+        hub.publish(vec![fresh], &settings);
+        let old = hub.join(
+            Some(Resume {
+                epoch: Some(EPOCH),
+                after: 3,
+            }),
+            false,
+        );
+        assert_eq!(
+            old.backlog.len(),
+            2,
+            "the reset, then the new epoch's event"
+        );
+        assert_eq!(old.sent_wire, (new_epoch, 1));
+        let current = hub.join(after(0), false);
+        assert_eq!(current.backlog.len(), 1, "only the new epoch's event");
+        assert_eq!(hub.join(None, false).sent_wire, (new_epoch, 1));
+    }
+
+    #[test]
     fn resume_offsets_come_from_the_query_or_last_event_id() {
         let parts = |uri: &str, header: Option<&str>| {
             let mut request = http::Request::builder().uri(uri);
@@ -1664,9 +2252,27 @@ mod tests {
             }
             request.body(()).unwrap().into_parts().0
         };
-        assert_eq!(resume_offset(&parts("/live?after=42", None)), Ok(Some(42)));
-        assert_eq!(resume_offset(&parts("/live", Some("7"))), Ok(Some(7)));
-        assert_eq!(resume_offset(&parts("/live", None)), Ok(None));
-        assert!(resume_offset(&parts("/live?after=yesterday", None)).is_err());
+        let resume = |epoch, after| Ok(Some(Resume { epoch, after }));
+        assert_eq!(
+            resume_position(&parts("/live?after=42", None)),
+            resume(None, 42)
+        );
+        assert_eq!(
+            resume_position(&parts("/live?after=42&epoch=9", None)),
+            resume(Some(9), 42)
+        );
+        assert_eq!(
+            resume_position(&parts("/live?after=9:42", None)),
+            resume(Some(9), 42)
+        );
+        assert_eq!(resume_position(&parts("/live", Some("7"))), resume(None, 7));
+        assert_eq!(
+            resume_position(&parts("/live", Some("3:7"))),
+            resume(Some(3), 7)
+        );
+        assert_eq!(resume_position(&parts("/live", None)), Ok(None));
+        assert!(resume_position(&parts("/live?after=yesterday", None)).is_err());
+        assert!(resume_position(&parts("/live?after=1&epoch=today", None)).is_err());
+        assert!(resume_position(&parts("/live?after=x:1", None)).is_err());
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{
     Backend, EVENTUALLY, TestStation, connect, connect_small_window, create_channel, live_url,
-    next_events, publish_comment, ready,
+    next_events, publish_comment, ready, ready_epoch,
 };
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -93,9 +93,10 @@ async fn schedule_changes_reach_websocket_and_sse_viewers(backend: Backend) {
         sse_text.push_str(std::str::from_utf8(&chunk).unwrap());
     }
     let offset = event["offset"].as_u64().unwrap();
+    let epoch = ready_epoch(&sse_text);
     assert!(
         sse_text.contains(&format!(
-            "id: {offset}\nevent: schedule\ndata: {{\"type\":\"schedule\""
+            "id: {epoch}:{offset}\nevent: schedule\ndata: {{\"type\":\"schedule\""
         )),
         "{sse_text}"
     );
@@ -413,9 +414,16 @@ impl SseStream {
                 data["offset"].as_u64()
             };
             match field("event: ").as_deref() {
-                Some("comment") => stream
-                    .comments
-                    .push(field("id: ").unwrap().parse().unwrap()),
+                // An SSE event's id is EPOCH:OFFSET.
+                Some("comment") => stream.comments.push(
+                    field("id: ")
+                        .unwrap()
+                        .rsplit_once(':')
+                        .unwrap()
+                        .1
+                        .parse()
+                        .unwrap(),
+                ),
                 Some("ready") => stream.ready = offset(),
                 Some("lagged") => stream.lagged = offset(),
                 _ => {}

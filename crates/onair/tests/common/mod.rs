@@ -258,6 +258,17 @@ pub async fn ready(socket: &mut Socket) -> u64 {
     events[0]["offset"].as_u64().expect("an offset")
 }
 
+/// The `epoch` of the `ready` event that starts an SSE stream's text.
+pub fn ready_epoch(sse_text: &str) -> String {
+    let data = sse_text
+        .split("\n\n")
+        .find(|event| event.contains("event: ready"))
+        .and_then(|event| event.lines().find_map(|line| line.strip_prefix("data: ")))
+        .expect("the stream starts with a ready event");
+    let ready: serde_json::Value = serde_json::from_str(data).expect("JSON");
+    ready["epoch"].as_str().expect("an epoch").to_owned()
+}
+
 /// Creates a channel as the operator.
 pub async fn create_channel(station: &TestStation, id: &str) {
     let response = reqwest::Client::new()
