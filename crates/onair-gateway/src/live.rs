@@ -519,20 +519,20 @@ impl HubState {
             (None, Some(segment)) => segment.epoch,
             (None, None) => return Ok(resume.after),
         };
-        let mut candidates = self
+        let candidates: Vec<(usize, &Segment)> = self
             .segments
             .iter()
             .enumerate()
             .filter(|(_, segment)| segment.epoch == epoch)
-            .peekable();
-        let Some(&(first, _)) = candidates.peek() else {
+            .collect();
+        let Some(&(first, _)) = candidates.first() else {
             return Err(ResetReason::Epoch);
         };
         let index = candidates
-            .filter(|(_, segment)| segment.first_sequence <= resume.after)
-            .map(|(index, _)| index)
-            .last()
-            .unwrap_or(first);
+            .iter()
+            .rev()
+            .find(|(_, segment)| segment.first_sequence <= resume.after)
+            .map_or(first, |(index, _)| *index);
         Ok(position(index as u64, resume.after))
     }
 }

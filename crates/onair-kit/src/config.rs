@@ -189,6 +189,9 @@ pub struct Settings {
     pub live_history_events: usize,
     /// How often live connections are pinged; two silent intervals close one.
     pub live_ping_interval: Duration,
+    /// How often each gateway checks the bus's live stream: how soon a lost
+    /// stream is declared again and live delivery resumes.
+    pub live_check_interval: Duration,
     /// Live events the bus keeps, across channels, for resumes on any gateway.
     pub live_stream_max_events: u64,
     /// How long the bus keeps a live event.
@@ -344,6 +347,10 @@ const KEYS: &[Key] = &[
     Key {
         name: "gateway.live_ping_seconds",
         default: Some("20"),
+    },
+    Key {
+        name: "gateway.live_check_ms",
+        default: Some("500"),
     },
     Key {
         name: "bus.live_max_events",
@@ -707,6 +714,17 @@ impl Layers {
             live_ping_interval: self.required("gateway.live_ping_seconds", seconds, |value| {
                 positive(value).map(Duration::from_secs)
             })?,
+            live_check_interval: self.required(
+                "gateway.live_check_ms",
+                "a whole number of milliseconds from 10 to 60000",
+                |value| {
+                    value
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|ms| (10..=60_000).contains(ms))
+                        .map(Duration::from_millis)
+                },
+            )?,
             live_stream_max_events: self.required(
                 "bus.live_max_events",
                 "a whole number of events, at least 1",

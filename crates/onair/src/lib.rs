@@ -321,6 +321,11 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         let (routes, live) = gateway_routes(&channels, &settings, &bus, clock.clone(), &metrics)?;
         http_routes = routes;
         on_stop.push(live.shutdown());
+        let checked_live = live.clone();
+        readiness.push(ReadinessCheck::new("live", move || {
+            let live = checked_live.clone();
+            async move { live.check().await }
+        }));
     }
     // Players and encoders reach the playout's files on the HTTP port of
     // the process that runs it.
@@ -488,6 +493,11 @@ fn live_sockets(
         queue_frames: settings.live_queue_frames,
         history_events: settings.live_history_events,
         ping_interval: settings.live_ping_interval,
+        check_interval: settings.live_check_interval,
+        stream: Some(onair_kit::live::live_stream(
+            settings.live_stream_max_events,
+            settings.live_stream_max_age,
+        )),
         ..onair_gateway::live::LiveSettings::default()
     };
     onair_gateway::live::Live::new(bus.clone(), pool, check_channel, metrics, live_settings)

@@ -70,6 +70,16 @@ impl TestStation {
         TestStation::start_configured(backend, dir, extra).await
     }
 
+    /// A station in `dir` with more settings: started again in the same dir,
+    /// it is the same station restarted.
+    pub async fn start_configured_in(
+        backend: Backend,
+        dir: tempfile::TempDir,
+        extra: &[(&str, &str)],
+    ) -> TestStation {
+        TestStation::start_configured(backend, dir, extra).await
+    }
+
     async fn start_configured(
         backend: Backend,
         dir: tempfile::TempDir,
@@ -331,4 +341,86 @@ pub fn rss_bytes() -> u64 {
         .and_then(|value| value.parse().ok())
         .expect("a number");
     kib * 1024
+}
+
+/// A `nats-server` with JetStream that a test owns, on a free port with its
+/// own store, so the test may stop and start it; killed when dropped.
+pub struct NatsServer {
+    child: Option<std::process::Child>,
+    port: u16,
+    store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut server = NatsServer {
+            child: None,
+            port,
+            store: tempfile::tempdir().expect("a store directory"),
+        };
+        server.start_again();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the stopped server again on the same port and store.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the server is running");
+        let binary = std::env::var_os("ONAIR_TEST_NATS_SERVER")
+            .unwrap_or_else(|| "/usr/sbin/nats-server".into());
+        let child = std::process::Command::new(&binary)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {binary:?}: {error}"));
+        self.child = Some(child);
+    }
+
+    /// Stops the server as an orchestrator does (SIGTERM) and waits for it.
+    pub async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = child.id().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid} failed");
+        let deadline = tokio::time::Instant::now() + EVENTUALLY;
+        while child.try_wait().expect("poll nats-server").is_none() {
+            if tokio::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("nats-server ignored SIGTERM for {EVENTUALLY:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
