@@ -59,7 +59,7 @@ impl Default for NatsBusOptions {
         Self {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
-            max_reconnect_delay: Duration::from_secs(2),
+            max_reconnect_delay: Duration::from_millis(500),
             subscription_capacity: 64 * 1024,
             client_name: "onair".to_owned(),
             replay_pull_expiry: Duration::from_secs(10),
