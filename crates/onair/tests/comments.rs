@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{
     Backend, EVENTUALLY, Socket, TestStation, authorized, connect, live_url, next_events, ready,
-    send,
+    rfc3339, send,
 };
 use onair_proto::user::v1::AdjustTrustScoreRequest;
 use reqwest::Method;
@@ -184,12 +184,6 @@ impl Newsroom {
         )
         .await
     }
-}
-
-fn rfc3339(millis: i64) -> String {
-    jiff::Timestamp::from_millisecond(millis)
-        .unwrap()
-        .to_string()
 }
 
 /// The next live event of one of `types`, skipping others.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{
     Backend, EVENTUALLY, NatsServer, TestStation, connect, create_channel, live_url, next_events,
-    publish_comment, send,
+    publish_comment, rfc3339, send,
 };
 use futures::StreamExt;
 use reqwest::Method;
@@ -133,12 +133,6 @@ async fn on_air(station: &TestStation) -> String {
     .await;
     assert_eq!(status, 201, "{slot}");
     slot["id"].as_str().unwrap().to_owned()
-}
-
-fn rfc3339(millis: i64) -> String {
-    jiff::Timestamp::from_millisecond(millis)
-        .expect("a valid time")
-        .to_string()
 }
 
 /// Posts a comment as the operator; its id if it was acknowledged as

@@ -279,6 +279,13 @@ pub fn ready_epoch(sse_text: &str) -> String {
     ready["epoch"].as_str().expect("an epoch").to_owned()
 }
 
+/// Unix milliseconds as an RFC 3339 time, as the API takes them.
+pub fn rfc3339(millis: i64) -> String {
+    jiff::Timestamp::from_millisecond(millis)
+        .expect("a time in range")
+        .to_string()
+}
+
 /// Creates a channel as the operator.
 pub async fn create_channel(station: &TestStation, id: &str) {
     let response = reqwest::Client::new()
