@@ -1042,11 +1042,12 @@ impl Live {
     ) -> Result<(Viewing, Joined), BusError> {
         let mut hubs = self.inner.hubs.lock().await;
         if let Some(hub) = hubs.get(channel_id) {
-            let hub = hub.clone();
+            // Counted as a viewer before the lock goes, so the hub stays open.
+            let viewing = Viewing::new(hub.clone());
             drop(hubs);
-            let ahead_ok = self.stream_reached(&hub, resume).await;
-            let joined = hub.join(resume, ahead_ok);
-            return Ok((Viewing::new(hub), joined));
+            let ahead_ok = self.stream_reached(&viewing.hub, resume).await;
+            let joined = viewing.hub.join(resume, ahead_ok);
+            return Ok((viewing, joined));
         }
         let outages = self.inner.path.borrow().outages();
         let bounds = self.inner.bus.stream_bounds(LIVE_STREAM).await?;
