@@ -1,22 +1,17 @@
 //! The user service's gRPC implementation.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use onair_kit::abuse::{
-    AddressLimiter, AddressRate, TrustedPeers, address_key, client_address, whole_seconds,
-};
 use onair_kit::auth::{
     AccessClaims, AuthError, Authenticator, Caller, CredentialSource, TOKEN_ISSUER,
 };
 use onair_kit::bus::SharedBus;
 use onair_kit::clock::{Clock, timestamp_from_millis};
-use onair_kit::error::RetryLater;
 use onair_kit::events::{self, OpsEvent};
 use onair_proto::user::v1 as pb;
 use onair_proto::user::v1::user_service_server::UserService;
@@ -45,10 +40,6 @@ pub struct UserServiceSettings {
     pub signing_key_rotation: Duration,
     /// Where the operator key is written on first start.
     pub data_dir: PathBuf,
-    /// New accounts one client address may create (`user.accounts_*`).
-    pub accounts_per_ip: AddressRate,
-    /// Whose word on a client's address is believed (`rpc.trusted_peers`).
-    pub trusted_peers: TrustedPeers,
 }
 
 /// The user service.
@@ -66,8 +57,6 @@ struct Inner {
     /// Carries operational events and cache evictions to other processes.
     bus: SharedBus,
     cache: UserCache,
-    /// Accounts made lately, by client address.
-    new_accounts: AddressLimiter<IpAddr>,
 }
 
 /// Lets the user service authenticate its own callers from its own keys and
@@ -148,7 +137,6 @@ impl UserServiceImpl {
             keys: keys.clone(),
         };
         let authenticator = Authenticator::new(Arc::new(credentials), clock.clone());
-        let new_accounts = AddressLimiter::new(settings.accounts_per_ip, &clock);
         let service = UserServiceImpl {
             inner: Arc::new(Inner {
                 store,
@@ -158,7 +146,6 @@ impl UserServiceImpl {
                 authenticator,
                 bus,
                 cache: UserCache::new(USER_CACHE_TTL, USER_CACHE_CAPACITY),
-                new_accounts,
             }),
         };
         service.ensure_operator().await?;
@@ -360,37 +347,6 @@ impl UserServiceImpl {
     }
 }
 
-impl UserServiceImpl {
-    /// Refuses a new account from an address that made too many lately, so
-    /// that making accounts can't multiply what one person may do.
-    /// Moderators and operators (and the operator key) make them freely.
-    async fn admit_new_account<T>(&self, request: &Request<T>) -> Result<(), UserError> {
-        let Some(address) = client_address(request, &self.inner.settings.trusted_peers) else {
-            return Ok(());
-        };
-        if request.metadata().get("authorization").is_some()
-            && let Ok(caller) = self.caller(request).await
-            && caller.require(pb::Role::Moderator).is_ok()
-        {
-            return Ok(());
-        }
-        self.inner
-            .new_accounts
-            .check(&address_key(address))
-            .map_err(|wait| {
-                UserError::Limited(RetryLater {
-                    message: format!(
-                        "too many accounts were made from your network address lately; \
-                         try again in {} s, or keep using the account you have \
-                         (POST /v1/tokens:refresh renews its token)",
-                        whole_seconds(wait)
-                    ),
-                    wait,
-                })
-            })
-    }
-}
-
 /// Writes a secret to a file only its owner can read.
 fn write_secret_file(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
     use std::io::Write;
@@ -421,7 +377,6 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::CreateUserResponse>, Status> {
-        self.admit_new_account(&request).await?;
         let request = request.into_inner();
         // No name at all means "make one up"; a blank one is a mistake.
         let display_name = if request.display_name.is_empty() {

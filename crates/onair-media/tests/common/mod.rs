@@ -217,8 +217,6 @@ impl TestStation {
             access_token_ttl: Duration::from_secs(3600),
             signing_key_rotation: Duration::from_secs(30 * 24 * 3600),
             data_dir: dir.path().to_path_buf(),
-            accounts_per_ip: onair_kit::abuse::AddressRate::default(),
-            trusted_peers: onair_kit::abuse::TrustedPeers::none(),
         };
         let users = UserServiceImpl::start(user_store, user_settings, clock.clone(), bus.clone())
             .await
