@@ -211,6 +211,32 @@ pub struct Settings {
     pub comment_user_cache: Duration,
     /// The playout's settings (`playout.*` keys).
     pub playout: PlayoutConfig,
+    /// How the HTTP and gRPC ports hold up against slow and greedy clients
+    /// (`server.*` keys).
+    pub front_door: FrontDoorConfig,
+}
+
+/// The `server.*` settings: the bounds that keep one client from tying up
+/// the ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrontDoorConfig {
+    /// How long a client has to send a request's head, from connecting or
+    /// from the first byte of its next request (on the gRPC port: to start
+    /// speaking).
+    pub header_timeout: Duration,
+    /// How long an HTTP connection with no request in flight stays open.
+    pub idle_timeout: Duration,
+    /// How long a request body may keep the server waiting before any credit
+    /// from [`FrontDoorConfig::body_min_bytes_per_second`].
+    pub body_timeout: Duration,
+    /// Every this many bytes of a body that arrive buy it one more second, so
+    /// long uploads go on while a trickle is cut off with 408.
+    pub body_min_bytes_per_second: u64,
+    /// Open connections per port, all clients together.
+    pub max_connections: usize,
+    /// Open connections per port from one client address (one IPv4 address
+    /// or one IPv6 /64); at most `max_connections`.
+    pub max_connections_per_ip: usize,
 }
 
 /// The `playout.*` settings, as given; the playout checks the ladder.
@@ -451,6 +477,30 @@ const KEYS: &[Key] = &[
     Key {
         name: "shutdown.grace_seconds",
         default: Some("20"),
+    },
+    Key {
+        name: "server.header_timeout_ms",
+        default: Some("10000"),
+    },
+    Key {
+        name: "server.idle_timeout_ms",
+        default: Some("60000"),
+    },
+    Key {
+        name: "server.body_timeout_ms",
+        default: Some("15000"),
+    },
+    Key {
+        name: "server.body_min_bytes_per_second",
+        default: Some("1024"),
+    },
+    Key {
+        name: "server.max_connections",
+        default: Some("16384"),
+    },
+    Key {
+        name: "server.max_connections_per_ip",
+        default: Some("512"),
     },
 ];
 
@@ -803,6 +853,48 @@ impl Layers {
             shutdown_grace: self.required("shutdown.grace_seconds", seconds, |value| {
                 value.parse().ok().map(Duration::from_secs)
             })?,
+            front_door: self.front_door()?,
+        })
+    }
+}
+
+impl Layers {
+    fn front_door(&self) -> Result<FrontDoorConfig, ConfigError> {
+        let milliseconds = |value: &str| {
+            value
+                .parse::<u64>()
+                .ok()
+                .filter(|millis| (1..=3_600_000).contains(millis))
+                .map(Duration::from_millis)
+        };
+        let timeout = "a whole number of milliseconds from 1 to 3600000";
+        let connections = |key: &str| -> Result<usize, ConfigError> {
+            self.required(
+                key,
+                "a whole number of connections from 1 to 1000000",
+                |value| {
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|connections| (1..=1_000_000).contains(connections))
+                },
+            )
+        };
+        let max_connections = connections("server.max_connections")?;
+        Ok(FrontDoorConfig {
+            header_timeout: self.required("server.header_timeout_ms", timeout, milliseconds)?,
+            idle_timeout: self.required("server.idle_timeout_ms", timeout, milliseconds)?,
+            body_timeout: self.required("server.body_timeout_ms", timeout, milliseconds)?,
+            body_min_bytes_per_second: self.required(
+                "server.body_min_bytes_per_second",
+                "a whole number of bytes a second, at least 1",
+                positive,
+            )?,
+            max_connections,
+            // Never more than the total: a per-address cap above it would
+            // not bind anyway.
+            max_connections_per_ip: connections("server.max_connections_per_ip")?
+                .min(max_connections),
         })
     }
 }
@@ -1116,6 +1208,39 @@ mod tests {
         std::fs::write(&file, "htp = \"127.0.0.1:1\"\n").unwrap();
         let error = Settings::resolve(&Flags::default(), &env(&[]), Some(&file)).unwrap_err();
         assert!(error.to_string().contains("unknown setting `htp`"));
+    }
+
+    #[test]
+    fn front_door_settings_come_from_a_server_table_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("onair.toml");
+        std::fs::write(
+            &file,
+            "http = \"127.0.0.1:1000\"\n[server]\nheader_timeout_ms = 5000\nmax_connections = 100\n",
+        )
+        .unwrap();
+        let settings = Settings::resolve(&Flags::default(), &env(&[]), Some(&file)).unwrap();
+        assert_eq!(settings.front_door.header_timeout, Duration::from_secs(5));
+        assert_eq!(settings.front_door.max_connections, 100);
+
+        // The per-address cap never exceeds the total.
+        assert_eq!(settings.front_door.max_connections_per_ip, 100);
+
+        let environment = env(&[("ONAIR_SERVER_MAX_CONNECTIONS_PER_IP", "0")]);
+        let error = Settings::resolve(&Flags::default(), &environment, None).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("`server.max_connections_per_ip`"),
+            "{error}"
+        );
+
+        let environment = env(&[("ONAIR_SERVER_IDLE_TIMEOUT_MS", "0")]);
+        let error = Settings::resolve(&Flags::default(), &environment, None).unwrap_err();
+        assert!(
+            error.to_string().contains("`server.idle_timeout_ms`"),
+            "{error}"
+        );
     }
 
     #[test]

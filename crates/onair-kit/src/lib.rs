@@ -6,6 +6,8 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod front_door;
+pub mod listener;
 pub mod live;
 pub mod metrics;
 pub mod server;

@@ -18,7 +18,9 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::{Layer, Service, ServiceExt};
 
-use crate::config::{ServiceRole, Settings};
+use crate::config::{FrontDoorConfig, ServiceRole, Settings};
+use crate::front_door::GrpcContentTypeLayer;
+use crate::listener::{Doorway, Port};
 use crate::metrics::Registry;
 use crate::telemetry::{GrpcClientLayer, GrpcServerLayer, GrpcServerService};
 
@@ -229,6 +231,8 @@ pub struct ServerParts {
     pub metrics: Registry,
     pub health: HealthReporter,
     pub shutdown_grace: Duration,
+    /// The caps and deadlines of both ports.
+    pub front_door: FrontDoorConfig,
     /// Run when shutdown starts, within the grace period: they close what the
     /// HTTP server does not drain by itself, such as upgraded WebSockets.
     pub on_stop: Vec<futures::future::BoxFuture<'static, ()>>,
@@ -260,8 +264,13 @@ pub async fn serve(
         metrics,
         health,
         shutdown_grace,
+        front_door,
         on_stop,
     } = parts;
+
+    if let Some(open_files) = crate::listener::raise_open_files_limit() {
+        crate::listener::check_caps_against_open_files(&front_door, open_files);
+    }
 
     for name in &service_names {
         health
@@ -276,35 +285,30 @@ pub async fn serve(
         let _ = receiver.wait_for(|stop| *stop).await;
     };
 
-    // Small responses must not wait for Nagle's algorithm and delayed ACKs.
-    let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)));
+    let incoming =
+        Doorway::new(grpc_listener, Port::Grpc, &front_door, &metrics).into_grpc_incoming();
     let grpc_server = tonic::transport::Server::builder()
         .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .http2_max_pending_accept_reset_streams(Some(20))
+        .layer(GrpcContentTypeLayer)
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(GrpcServerLayer::new(metrics.clone()))
         .add_routes(grpc_router)
         .serve_with_incoming_shutdown(incoming, stopped(stop_receiver.clone()));
 
+    let http_doorway = Doorway::new(http_listener, Port::Http, &front_door, &metrics);
     let http_app = ops_router(metrics.clone(), readiness)
         .merge(http_routes)
         .route_layer(axum::middleware::from_fn_with_state(
             metrics,
             record_http_request,
         ));
-    // Client addresses reach the handlers for rate limits and logs.
-    let http_service = http_app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    // Live frames and small responses must not wait for Nagle's algorithm.
-    let http_listener = axum::serve::ListenerExt::tap_io(http_listener, |tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %error, "cannot set TCP_NODELAY on an HTTP connection");
-        }
-    });
-    let http_server = axum::serve(http_listener, http_service)
-        .with_graceful_shutdown(stopped(stop_receiver.clone()))
-        .into_future();
+    let http_server = async move {
+        crate::front_door::serve_http(http_doorway, http_app, stopped(stop_receiver.clone())).await;
+        Ok::<(), std::io::Error>(())
+    };
 
     let grpc_task = tokio::spawn(grpc_server);
     let http_task = tokio::spawn(http_server);

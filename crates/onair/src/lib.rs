@@ -358,6 +358,7 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         metrics,
         health,
         shutdown_grace: settings.shutdown_grace,
+        front_door: settings.front_door.clone(),
         on_stop,
     };
     Ok(Prepared {

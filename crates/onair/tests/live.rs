@@ -162,6 +162,8 @@ async fn a_thousand_clients_each_receive_every_event_in_order() {
         &[
             ("gateway.rate_limit_per_ip", "0"),
             ("gateway.live_batch_window_ms", "20"),
+            // A thousand viewers behind one address.
+            ("server.max_connections_per_ip", "2000"),
         ],
     )
     .await;
