@@ -163,6 +163,10 @@ pub struct Settings {
     pub log_level: String,
     /// How long an access token is valid.
     pub access_token_ttl: Duration,
+    /// How long any service trusts what it read of a user's role and ban (a
+    /// demotion or a ban lands within this time even if the bus loses the
+    /// news; `user.changed` makes it land at once).
+    pub user_cache: Duration,
     /// How long a signing key signs before a new one replaces it.
     pub signing_key_rotation: Duration,
     /// How long a call to a peer may take to connect.
@@ -329,6 +333,10 @@ const KEYS: &[Key] = &[
     Key {
         name: "user.access_token_ttl_seconds",
         default: Some("3600"),
+    },
+    Key {
+        name: "user.cache_ms",
+        default: Some("1000"),
     },
     Key {
         name: "user.signing_key_rotation_hours",
@@ -698,6 +706,17 @@ impl Layers {
             access_token_ttl: self.required("user.access_token_ttl_seconds", seconds, |value| {
                 positive(value).map(Duration::from_secs)
             })?,
+            user_cache: self.required(
+                "user.cache_ms",
+                "a whole number of milliseconds from 0 to 60000",
+                |value| {
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|millis| *millis <= 60_000)
+                        .map(Duration::from_millis)
+                },
+            )?,
             signing_key_rotation: self.required(
                 "user.signing_key_rotation_hours",
                 "a whole number of hours",

@@ -8,16 +8,18 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::store::UserRecord;
+use onair_kit::store::StoreError;
 
-/// How long a cached user is trusted without news from the bus.
-pub const USER_CACHE_TTL: Duration = Duration::from_secs(2);
+use crate::store::{UserRecord, UserStore};
+
 /// How many users are cached at most.
 pub const USER_CACHE_CAPACITY: usize = 100_000;
 
 /// The bus subject on which a changed user's id is announced.
 pub const USER_CHANGED_SUBJECT: &str = onair_kit::subjects::USER_CHANGED;
 
+/// The users read lately. `ttl` is the station's `user.cache_ms`: how long a
+/// cached user is trusted without news from the bus.
 pub struct UserCache {
     entries: Mutex<HashMap<String, (UserRecord, Instant)>>,
     /// Counts evictions. A read that started before an eviction may have
@@ -70,6 +72,23 @@ impl UserCache {
             }
         }
         entries.insert(user.id.clone(), (user, Instant::now()));
+    }
+
+    /// The user, from the cache or else from the store (and then cached).
+    pub async fn get_or_load(
+        &self,
+        store: &UserStore,
+        id: &str,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        if let Some(user) = self.get(id) {
+            return Ok(Some(user));
+        }
+        let read_generation = self.generation();
+        let Some(user) = store.get_user(id).await? else {
+            return Ok(None);
+        };
+        self.put(user.clone(), read_generation);
+        Ok(Some(user))
     }
 
     pub fn evict(&self, id: &str) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use onair_kit::auth::{
-    AccessClaims, AuthError, Authenticator, Caller, CredentialSource, TOKEN_ISSUER,
+    AccessClaims, AuthError, Authenticator, Caller, CredentialSource, Standing, TOKEN_ISSUER,
 };
 use onair_kit::bus::SharedBus;
 use onair_kit::clock::{Clock, timestamp_from_millis};
@@ -18,11 +18,11 @@ use onair_proto::user::v1::user_service_server::UserService;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
-use crate::cache::{USER_CACHE_CAPACITY, USER_CACHE_TTL, USER_CHANGED_SUBJECT, UserCache};
+use crate::cache::{USER_CACHE_CAPACITY, USER_CHANGED_SUBJECT, UserCache};
 use crate::display_name::DisplayName;
 use crate::error::UserError;
 use crate::keys::KeyRing;
-use crate::store::{BanRecord, CredentialKind, UserRecord, UserStore};
+use crate::store::{BanRecord, CredentialKind, RefreshTokenState, UserRecord, UserStore};
 
 /// The most ids one BatchGetUsers call may ask for.
 pub const MAX_BATCH_GET_USERS: usize = 1000;
@@ -40,6 +40,10 @@ pub struct UserServiceSettings {
     pub signing_key_rotation: Duration,
     /// Where the operator key is written on first start.
     pub data_dir: PathBuf,
+    /// How long a user read from the store is trusted without news from the
+    /// bus (`user.cache_ms`): the bound on how late a role change or a ban
+    /// reaches a process that missed the news.
+    pub user_cache_ttl: Duration,
 }
 
 /// The user service.
@@ -56,7 +60,7 @@ struct Inner {
     authenticator: Authenticator,
     /// Carries operational events and cache evictions to other processes.
     bus: SharedBus,
-    cache: UserCache,
+    cache: Arc<UserCache>,
 }
 
 /// Lets the user service authenticate its own callers from its own keys and
@@ -64,6 +68,21 @@ struct Inner {
 struct LocalCredentials {
     store: UserStore,
     keys: KeyRing,
+    /// The service's own cache of users: a caller's standing costs a lookup
+    /// here, and a store read only when the cache has none.
+    cache: Arc<UserCache>,
+    clock: Clock,
+}
+
+impl LocalCredentials {
+    async fn standing_of(&self, user_id: &str) -> Result<Option<Standing>, AuthError> {
+        let user = self
+            .cache
+            .get_or_load(&self.store, user_id)
+            .await
+            .map_err(|error| AuthError::Unavailable(error.to_string()))?;
+        Ok(user.map(|user| standing_of(&user, self.clock.now_ms())))
+    }
 }
 
 #[async_trait::async_trait]
@@ -72,7 +91,7 @@ impl CredentialSource for LocalCredentials {
         Ok(self.keys.jwks())
     }
 
-    async fn resolve_api_key(&self, api_key: &str) -> Result<Caller, AuthError> {
+    async fn resolve_api_key(&self, api_key: &str) -> Result<Standing, AuthError> {
         let owner = self
             .store
             .credential_owner(&hash_secret(api_key), CredentialKind::ApiKey)
@@ -81,16 +100,29 @@ impl CredentialSource for LocalCredentials {
         let Some(user_id) = owner else {
             return Err(AuthError::UnknownApiKey);
         };
-        let user = self
-            .store
-            .get_user(&user_id)
-            .await
-            .map_err(|error| AuthError::Unavailable(error.to_string()))?
-            .ok_or(AuthError::UnknownApiKey)?;
-        Ok(Caller {
-            user_id: user.id,
-            role: pb::Role::try_from(user.role).unwrap_or(pb::Role::Viewer),
-        })
+        self.standing_of(&user_id)
+            .await?
+            .ok_or(AuthError::UnknownApiKey)
+    }
+
+    async fn standing(&self, user_id: &str, _access_token: &str) -> Result<Standing, AuthError> {
+        self.standing_of(user_id)
+            .await?
+            .ok_or_else(|| AuthError::InvalidToken("the token's user does not exist".to_owned()))
+    }
+}
+
+/// How a stored user stands at `now_ms`.
+fn standing_of(record: &UserRecord, now_ms: i64) -> Standing {
+    let banned_until_ms = record
+        .ban
+        .as_ref()
+        .filter(|ban| ban.is_active(now_ms))
+        .map(|ban| ban.expire_time_ms.unwrap_or(i64::MAX));
+    Standing {
+        user_id: record.id.clone(),
+        role: role_of(record),
+        banned_until_ms,
     }
 }
 
@@ -132,11 +164,20 @@ impl UserServiceImpl {
             clock.now_ms(),
         )
         .await?;
+        let cache = Arc::new(UserCache::new(settings.user_cache_ttl, USER_CACHE_CAPACITY));
         let credentials = LocalCredentials {
             store: store.clone(),
             keys: keys.clone(),
+            cache: cache.clone(),
+            clock: clock.clone(),
         };
-        let authenticator = Authenticator::new(Arc::new(credentials), clock.clone());
+        // Other instances of this service announce their changes on the bus.
+        let user_changes = bus.subscribe(USER_CHANGED_SUBJECT).await.map_err(|error| {
+            UserError::Internal(format!("cannot subscribe to user changes: {error}"))
+        })?;
+        let authenticator = Authenticator::new(Arc::new(credentials), clock.clone())
+            .with_user_cache(settings.user_cache_ttl)
+            .with_user_changes(user_changes);
         let service = UserServiceImpl {
             inner: Arc::new(Inner {
                 store,
@@ -145,7 +186,7 @@ impl UserServiceImpl {
                 clock,
                 authenticator,
                 bus,
-                cache: UserCache::new(USER_CACHE_TTL, USER_CACHE_CAPACITY),
+                cache,
             }),
         };
         service.ensure_operator().await?;
@@ -255,23 +296,17 @@ impl UserServiceImpl {
         if id.is_empty() {
             return Err(UserError::InvalidArgument("user_id is required".to_owned()));
         }
-        if let Some(user) = self.inner.cache.get(id) {
-            return Ok(user);
-        }
-        let generation = self.inner.cache.generation();
-        let user = self
-            .inner
-            .store
-            .get_user(id)
+        self.inner
+            .cache
+            .get_or_load(&self.inner.store, id)
             .await?
-            .ok_or_else(|| UserError::NotFound(id.to_owned()))?;
-        self.inner.cache.put(user.clone(), generation);
-        Ok(user)
+            .ok_or_else(|| UserError::NotFound(id.to_owned()))
     }
 
     /// Forgets a changed user here and tells the other processes to.
     async fn changed(&self, user_id: &str) {
         self.inner.cache.evict(user_id);
+        self.inner.authenticator.forget_user(user_id);
         let payload = bytes_of(user_id);
         if let Err(error) = self.inner.bus.publish(USER_CHANGED_SUBJECT, payload).await {
             tracing::warn!(error = %error, user_id, "cannot announce a user change; other processes see it within their cache time");
@@ -545,18 +580,58 @@ impl UserService for UserServiceImpl {
         if refresh_token.is_empty() {
             return Err(UserError::InvalidArgument("refresh_token is required".to_owned()).into());
         }
-        let owner = self
+        let secret_hash = hash_secret(&refresh_token);
+        let state = self
             .inner
             .store
-            .credential_owner(&hash_secret(&refresh_token), CredentialKind::RefreshToken)
+            .refresh_token_state(&secret_hash)
             .await
             .map_err(UserError::from)?;
-        let Some(user_id) = owner else {
-            return Err(Status::unauthenticated(
-                "unknown refresh token: create a new user with POST /v1/users",
-            ));
+        let replaced = || {
+            Status::unauthenticated(
+                "this refresh token was replaced after your role changed or you were banned; \
+                 use the refreshToken that the refresh which replaced it returned",
+            )
         };
-        let user = self.user(&user_id).await?;
+        // A token revoked by a role change or a ban is exchanged once more,
+        // for one issued after the change: the user keeps their account, and
+        // the old token can't be replayed.
+        let (user_id, refresh_token) = match state {
+            None => {
+                return Err(Status::unauthenticated(
+                    "unknown refresh token: create a new user with POST /v1/users",
+                ));
+            }
+            Some(RefreshTokenState::Replaced { .. }) => return Err(replaced()),
+            Some(RefreshTokenState::Valid { user_id }) => (user_id, refresh_token),
+            Some(RefreshTokenState::Revoked { user_id }) => {
+                let replacement = new_secret("onair_rt_");
+                let exchanged = self
+                    .inner
+                    .store
+                    .replace_revoked_refresh_token(
+                        &secret_hash,
+                        &hash_secret(&replacement),
+                        &user_id,
+                        self.inner.clock.now_ms(),
+                    )
+                    .await
+                    .map_err(UserError::from)?;
+                if !exchanged {
+                    return Err(replaced());
+                }
+                (user_id, replacement)
+            }
+        };
+        // From the store, not the cache: the token carries the role the user
+        // has now, whatever another process's cache last heard.
+        let user = self
+            .inner
+            .store
+            .get_user(&user_id)
+            .await
+            .map_err(UserError::from)?
+            .ok_or_else(|| UserError::NotFound(user_id.clone()))?;
         let (access_token, expire_ms) = self.issue_access_token(&user)?;
         Ok(Response::new(pb::AccessToken {
             access_token,
@@ -635,6 +710,13 @@ impl UserService for UserServiceImpl {
                 caller.role.as_str_name().to_lowercase(),
                 target_role.as_str_name().to_lowercase()
             ))
+            .into());
+        }
+        if user.id == OPERATOR_USER_ID {
+            return Err(UserError::FailedPrecondition(
+                "the station's operator account cannot be banned: its API key runs the station"
+                    .to_owned(),
+            )
             .into());
         }
         let now_ms = self.inner.clock.now_ms();

@@ -5,10 +5,11 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 /// The user service's schema, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "users, credentials and signing keys",
-    sql: "CREATE TABLE users (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "users, credentials and signing keys",
+        sql: "CREATE TABLE users (
             id TEXT PRIMARY KEY,
             display_name TEXT NOT NULL,
             role BIGINT NOT NULL,
@@ -34,7 +35,13 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             create_time_ms BIGINT NOT NULL,
             retire_time_ms BIGINT
           );",
-}];
+    },
+    Migration {
+        version: 2,
+        description: "refresh tokens revoked by a role change or a ban",
+        sql: "ALTER TABLE user_credentials ADD COLUMN revoke_time_ms BIGINT;",
+    },
+];
 
 /// A user as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +77,9 @@ pub enum CredentialKind {
     ApiKey,
     /// Only exchanges for access tokens.
     RefreshToken,
+    /// A refresh token that a role change or a ban revoked and that was then
+    /// exchanged for a new one; kept so that its holder is told so.
+    ReplacedRefreshToken,
 }
 
 impl CredentialKind {
@@ -77,8 +87,21 @@ impl CredentialKind {
         match self {
             CredentialKind::ApiKey => "api_key",
             CredentialKind::RefreshToken => "refresh_token",
+            CredentialKind::ReplacedRefreshToken => "replaced_refresh_token",
         }
     }
+}
+
+/// What a refresh token stands for now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshTokenState {
+    /// Exchanges for access tokens of its user's current role.
+    Valid { user_id: String },
+    /// Issued before its user's role changed or they were banned: exchanges
+    /// once more, for an access token and a new refresh token.
+    Revoked { user_id: String },
+    /// Was revoked and has been exchanged for a new one.
+    Replaced { user_id: String },
 }
 
 /// A signing key as stored: the Ed25519 secret and public key, base64url.
@@ -213,22 +236,42 @@ impl UserStore {
         Ok(result.rows_affected() == 1)
     }
 
+    /// Gives a user a role. When that changes their role, the refresh
+    /// tokens issued to them until now are revoked in the same transaction,
+    /// so that none can be exchanged as if nothing had changed.
     pub async fn update_role(&self, id: &str, role: i32, now_ms: i64) -> Result<bool, StoreError> {
-        let result = sqlx::query("UPDATE users SET role = $1, update_time_ms = $2 WHERE id = $3")
-            .bind(i64::from(role))
-            .bind(now_ms)
+        let mut transaction = self.db.pool().begin().await?;
+        let changed = sqlx::query(
+            "UPDATE users SET role = $1, update_time_ms = $2 WHERE id = $3 AND role <> $1",
+        )
+        .bind(i64::from(role))
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut *transaction)
+        .await?;
+        if changed.rows_affected() == 1 {
+            revoke_refresh_tokens(&mut transaction, id, now_ms).await?;
+            transaction.commit().await?;
+            return Ok(true);
+        }
+        let exists = sqlx::query("SELECT id FROM users WHERE id = $1")
             .bind(id)
-            .execute(self.db.pool())
-            .await?;
-        Ok(result.rows_affected() == 1)
+            .fetch_optional(&mut *transaction)
+            .await?
+            .is_some();
+        transaction.commit().await?;
+        Ok(exists)
     }
 
+    /// Bans a user (`Some`) or lifts their ban (`None`). A ban revokes the
+    /// refresh tokens issued to them until now, in the same transaction.
     pub async fn set_ban(
         &self,
         id: &str,
         ban: Option<&BanRecord>,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
+        let mut transaction = self.db.pool().begin().await?;
         let result = sqlx::query(
             "UPDATE users SET ban_create_time_ms = $1, ban_expire_time_ms = $2, ban_reason = $3, \
              ban_moderator_id = $4, update_time_ms = $5 WHERE id = $6",
@@ -239,9 +282,14 @@ impl UserStore {
         .bind(ban.map(|ban| ban.moderator_id.clone()))
         .bind(now_ms)
         .bind(id)
-        .execute(self.db.pool())
+        .execute(&mut *transaction)
         .await?;
-        Ok(result.rows_affected() == 1)
+        let found = result.rows_affected() == 1;
+        if found && ban.is_some() {
+            revoke_refresh_tokens(&mut transaction, id, now_ms).await?;
+        }
+        transaction.commit().await?;
+        Ok(found)
     }
 
     /// Moves a trust score by `delta` within 0..=100 in one statement, so that
@@ -303,6 +351,74 @@ impl UserStore {
         Ok(row.map(|row| row.try_get("user_id")).transpose()?)
     }
 
+    /// What a refresh token stands for, if it was ever issued.
+    pub async fn refresh_token_state(
+        &self,
+        secret_hash: &str,
+    ) -> Result<Option<RefreshTokenState>, StoreError> {
+        let row = sqlx::query(
+            "SELECT user_id, kind, revoke_time_ms FROM user_credentials \
+             WHERE secret_hash = $1 AND kind IN ($2, $3)",
+        )
+        .bind(secret_hash)
+        .bind(CredentialKind::RefreshToken.as_str())
+        .bind(CredentialKind::ReplacedRefreshToken.as_str())
+        .fetch_optional(self.db.pool())
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let user_id: String = row.try_get("user_id")?;
+        let kind: String = row.try_get("kind")?;
+        let revoke_time_ms: Option<i64> = row.try_get("revoke_time_ms")?;
+        if kind == CredentialKind::ReplacedRefreshToken.as_str() {
+            return Ok(Some(RefreshTokenState::Replaced { user_id }));
+        }
+        if revoke_time_ms.is_some() {
+            return Ok(Some(RefreshTokenState::Revoked { user_id }));
+        }
+        Ok(Some(RefreshTokenState::Valid { user_id }))
+    }
+
+    /// Exchanges a revoked refresh token for a new one, once: returns false
+    /// when it is not (or no longer) a revoked refresh token, e.g. because a
+    /// concurrent exchange won.
+    pub async fn replace_revoked_refresh_token(
+        &self,
+        secret_hash: &str,
+        new_secret_hash: &str,
+        user_id: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut transaction = self.db.pool().begin().await?;
+        let replaced = sqlx::query(
+            "UPDATE user_credentials SET kind = $1 \
+             WHERE secret_hash = $2 AND user_id = $3 AND kind = $4 AND revoke_time_ms IS NOT NULL",
+        )
+        .bind(CredentialKind::ReplacedRefreshToken.as_str())
+        .bind(secret_hash)
+        .bind(user_id)
+        .bind(CredentialKind::RefreshToken.as_str())
+        .execute(&mut *transaction)
+        .await?;
+        if replaced.rows_affected() != 1 {
+            transaction.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO user_credentials (secret_hash, user_id, kind, create_time_ms) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(new_secret_hash)
+        .bind(user_id)
+        .bind(CredentialKind::RefreshToken.as_str())
+        .bind(now_ms)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(true)
+    }
+
     pub async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT kid, secret_key, public_key, create_time_ms, retire_time_ms \
@@ -352,4 +468,22 @@ impl UserStore {
             .await?;
         Ok(result.rows_affected())
     }
+}
+
+/// Revokes the refresh tokens issued to a user until now.
+async fn revoke_refresh_tokens(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
+    user_id: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE user_credentials SET revoke_time_ms = $1 \
+         WHERE user_id = $2 AND kind = $3 AND revoke_time_ms IS NULL",
+    )
+    .bind(now_ms)
+    .bind(user_id)
+    .bind(CredentialKind::RefreshToken.as_str())
+    .execute(&mut **transaction)
+    .await?;
+    Ok(())
 }

@@ -211,6 +211,17 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         readiness.push(ReadinessCheck::peer(*role, channel.clone()));
     }
 
+    // One authenticator for this process's services: they share what it
+    // heard of users' roles and bans, and `user.changed` reaches it at once.
+    let user_changes = bus
+        .subscribe(onair_kit::subjects::USER_CHANGED)
+        .await
+        .context("cannot subscribe to user changes")?;
+    let credentials = onair_kit::auth::UserServiceCredentials::new(channels.user());
+    let authenticator = onair_kit::auth::Authenticator::new(Arc::new(credentials), clock.clone())
+        .with_user_cache(settings.user_cache)
+        .with_user_changes(user_changes);
+
     let (health, health_service) = tonic_health::server::health_reporter();
     let mut routes = Routes::new(health_service);
     let mut service_names = Vec::new();
@@ -225,6 +236,7 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
             access_token_ttl: settings.access_token_ttl,
             signing_key_rotation: settings.signing_key_rotation,
             data_dir: settings.data_dir.clone(),
+            user_cache_ttl: settings.user_cache,
         };
         let service =
             UserServiceImpl::start(store, user_settings, clock.clone(), bus.clone()).await?;
@@ -242,15 +254,12 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         let media_settings =
             MediaServiceSettings::for_station(&settings.time_zone, &settings.broadcast_day_start)
                 .context("invalid media.time_zone or media.broadcast_day_start")?;
-        let credentials = onair_kit::auth::UserServiceCredentials::new(channels.user());
-        let authenticator =
-            onair_kit::auth::Authenticator::new(Arc::new(credentials), clock.clone());
         let service = MediaServiceImpl::start(
             store,
             media_settings,
             clock.clone(),
             bus.clone(),
-            authenticator,
+            authenticator.clone(),
         )
         .await?;
         background.extend(service.spawn_background().await?);
@@ -269,15 +278,12 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
             user_cache_ttl: settings.comment_user_cache,
             ..CommentServiceSettings::default()
         };
-        let credentials = onair_kit::auth::UserServiceCredentials::new(channels.user());
-        let authenticator =
-            onair_kit::auth::Authenticator::new(Arc::new(credentials), clock.clone());
         let service = CommentServiceImpl::start(
             store,
             comment_settings,
             clock.clone(),
             bus.clone(),
-            authenticator,
+            authenticator.clone(),
             channels.user(),
             onair_proto::clients::MediaClient::new(channels.channel(ServiceRole::Media)),
         )
@@ -294,8 +300,16 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         let Some(db) = db.clone() else {
             anyhow::bail!("the playout role needs a database");
         };
-        let playout =
-            start_playout(db, &settings, http_addr, &channels, clock.clone(), &metrics).await?;
+        let playout = start_playout(
+            db,
+            &settings,
+            http_addr,
+            &channels,
+            clock.clone(),
+            authenticator.clone(),
+            &metrics,
+        )
+        .await?;
         background.extend(playout.spawn_background().await?);
         routes = routes.add_service(
             PlayoutServiceServer::new(playout.service())
@@ -318,7 +332,14 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
     let mut http_routes = axum::Router::new();
     let mut on_stop = Vec::new();
     if settings.runs(ServiceRole::Gateway) {
-        let (routes, live) = gateway_routes(&channels, &settings, &bus, clock.clone(), &metrics)?;
+        let (routes, live) = gateway_routes(
+            &channels,
+            &settings,
+            &bus,
+            clock.clone(),
+            authenticator.clone(),
+            &metrics,
+        )?;
         http_routes = routes;
         on_stop.push(live.shutdown());
         let checked_live = live.clone();
@@ -380,6 +401,7 @@ async fn start_playout(
     http_addr: SocketAddr,
     channels: &ServiceChannels,
     clock: Clock,
+    authenticator: onair_kit::auth::Authenticator,
     metrics: &Registry,
 ) -> anyhow::Result<Playout> {
     let config = &settings.playout;
@@ -409,8 +431,6 @@ async fn start_playout(
         .unwrap_or_else(|| format!("http://{http_addr}"));
     let store = PlayoutStore::open(db).await?;
     let storage = Arc::new(LocalDiskStorage::new(settings.data_dir.join("segments")));
-    let credentials = onair_kit::auth::UserServiceCredentials::new(channels.user());
-    let authenticator = onair_kit::auth::Authenticator::new(Arc::new(credentials), clock.clone());
     let playout = Playout::start(
         store,
         storage,
@@ -431,12 +451,12 @@ fn gateway_routes(
     settings: &Settings,
     bus: &Arc<dyn Bus>,
     clock: Clock,
+    authenticator: onair_kit::auth::Authenticator,
     metrics: &Registry,
 ) -> anyhow::Result<(axum::Router, onair_gateway::live::Live)> {
-    let iptv = iptv_routes(channels, settings, clock.clone(), metrics)?;
+    let iptv = iptv_routes(channels, settings, clock, metrics)?;
     let pool = prost_reflect::DescriptorPool::decode(onair_proto::FILE_DESCRIPTOR_SET)
         .context("the embedded descriptor set does not decode")?;
-    let user_client = channels.user();
     let live = live_sockets(channels, settings, bus, pool.clone(), metrics);
     let channels = channels.clone();
     let resolve: onair_gateway::ChannelResolver =
@@ -453,8 +473,6 @@ fn gateway_routes(
         rate_limit_per_user: settings.rate_limit_per_user,
         cors_origins: settings.cors_origins.clone(),
     };
-    let credentials = onair_kit::auth::UserServiceCredentials::new(user_client);
-    let authenticator = onair_kit::auth::Authenticator::new(Arc::new(credentials), clock);
     let gateway = onair_gateway::Gateway::new(
         &pool,
         resolve,

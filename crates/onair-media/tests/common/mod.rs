@@ -217,6 +217,7 @@ impl TestStation {
             access_token_ttl: Duration::from_secs(3600),
             signing_key_rotation: Duration::from_secs(30 * 24 * 3600),
             data_dir: dir.path().to_path_buf(),
+            user_cache_ttl: onair_kit::auth::DEFAULT_USER_CACHE_TTL,
         };
         let users = UserServiceImpl::start(user_store, user_settings, clock.clone(), bus.clone())
             .await
