@@ -83,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
         &[
             ("ONAIR_GATEWAY_RATE_LIMIT_PER_IP", "0"),
             ("ONAIR_GATEWAY_RATE_LIMIT_PER_USER", "0"),
+            ("ONAIR_USER_ACCOUNTS_PER_IP_PER_MINUTE", "0"),
         ],
     )?;
     let channel = Channel::from_shared(format!("http://{}", server.grpc))?

@@ -123,7 +123,17 @@ async fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("onair-user-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let extra: Vec<&str> = args.serve_args.iter().map(String::as_str).collect();
-    let server = ServerUnderTest::start(&binary, &dir, args.server_cpu, &extra)?;
+    // The load comes from one address: the per-address limits would refuse it.
+    let server = ServerUnderTest::start_with_env(
+        &binary,
+        &dir,
+        args.server_cpu,
+        &extra,
+        &[
+            ("ONAIR_USER_ACCOUNTS_PER_IP_PER_MINUTE", "0"),
+            ("ONAIR_COMMENT_PER_IP_PER_MINUTE", "0"),
+        ],
+    )?;
     let endpoint = format!("http://{}", server.grpc);
     let mut channels = Vec::new();
     for _ in 0..args.connections {

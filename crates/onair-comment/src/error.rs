@@ -1,7 +1,7 @@
 //! The comment service's errors and their transport-neutral codes.
 
 use onair_kit::auth::AuthError;
-use onair_kit::error::{ErrorCode, ServiceError};
+use onair_kit::error::{ErrorCode, RetryLater, ServiceError};
 use onair_kit::store::StoreError;
 
 /// Everything a comment call can fail with; each variant names its gRPC/HTTP code.
@@ -29,14 +29,14 @@ pub enum CommentError {
     /// The user is banned or may not do this.
     #[error("{0}")]
     PermissionDenied(String),
-    /// The user posts faster than slow mode or the flood limit allows; the
-    /// message says how long to wait.
-    #[error("{0}")]
-    ResourceExhausted(String),
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The user posts faster than slow mode or the flood limit allows, or
+    /// their address faster than its limit; says how long to wait.
+    #[error(transparent)]
+    Limited(#[from] RetryLater),
     /// Another service or the bus does not answer.
     #[error("{0}")]
     Unavailable(String),
@@ -88,11 +88,18 @@ impl ServiceError for CommentError {
             CommentError::NotFound { .. } | CommentError::PeerNotFound(_) => ErrorCode::NotFound,
             CommentError::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             CommentError::PermissionDenied(_) => ErrorCode::PermissionDenied,
-            CommentError::ResourceExhausted(_) => ErrorCode::ResourceExhausted,
             CommentError::Auth(error) => error.error_code(),
             CommentError::Store(error) => error.error_code(),
+            CommentError::Limited(error) => error.error_code(),
             CommentError::Unavailable(_) => ErrorCode::Unavailable,
             CommentError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            CommentError::Limited(error) => error.retry_after(),
+            _ => None,
         }
     }
 }

@@ -6,6 +6,8 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 
+use onair_kit::error::RetryLater;
+
 use crate::error::CommentError;
 use crate::settings::{ChatRules, MAX_DUPLICATE_WINDOW_SECONDS};
 use crate::text;
@@ -64,6 +66,11 @@ pub fn judge_content(
         ));
     }
     Verdict::Publish
+}
+
+/// A wait in milliseconds as a duration (never negative).
+fn wait_of(millis: i64) -> std::time::Duration {
+    std::time::Duration::from_millis(u64::try_from(millis).unwrap_or(0))
 }
 
 /// How many of a user's recent comments are remembered per channel, at most.
@@ -150,11 +157,15 @@ impl Pace {
         if limits.slow_mode_ms > 0 && !recent.posts.is_empty() {
             let since = now_ms - recent.last_post_ms;
             if since < limits.slow_mode_ms {
-                let wait_seconds = (limits.slow_mode_ms - since + 999) / 1000;
-                return Err(CommentError::ResourceExhausted(format!(
-                    "slow mode is on: one comment every {} s; wait {wait_seconds} s",
-                    limits.slow_mode_ms / 1000
-                )));
+                let wait_ms = limits.slow_mode_ms - since;
+                let wait_seconds = (wait_ms + 999) / 1000;
+                return Err(CommentError::Limited(RetryLater {
+                    message: format!(
+                        "slow mode is on: one comment every {} s; wait {wait_seconds} s",
+                        limits.slow_mode_ms / 1000
+                    ),
+                    wait: wait_of(wait_ms),
+                }));
             }
         }
         if limits.duplicate_window_ms > 0 {
@@ -178,11 +189,15 @@ impl Pace {
                 .collect();
             if in_window.len() >= limits.max_per_minute {
                 let oldest = in_window[in_window.len() - limits.max_per_minute];
-                let wait_seconds = (FLOOD_WINDOW_MS - (now_ms - oldest) + 999) / 1000;
-                return Err(CommentError::ResourceExhausted(format!(
-                    "at most {} comments a minute on this channel; wait {wait_seconds} s",
-                    limits.max_per_minute
-                )));
+                let wait_ms = FLOOD_WINDOW_MS - (now_ms - oldest);
+                let wait_seconds = (wait_ms + 999) / 1000;
+                return Err(CommentError::Limited(RetryLater {
+                    message: format!(
+                        "at most {} comments a minute on this channel; wait {wait_seconds} s",
+                        limits.max_per_minute
+                    ),
+                    wait: wait_of(wait_ms),
+                }));
             }
         }
         recent.last_post_ms = now_ms;

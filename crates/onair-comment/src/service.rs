@@ -1,15 +1,18 @@
 //! The comment service's gRPC implementation.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::{Stream, StreamExt as _};
+use onair_kit::abuse::{AddressLimiter, address_key, client_address, whole_seconds};
 use onair_kit::auth::{Authenticator, Caller};
 use onair_kit::bus::SharedBus;
 use onair_kit::clock::{Clock, millis_from_timestamp as millis_of};
+use onair_kit::error::RetryLater;
 use onair_kit::events::{self, OpsEvent};
 use onair_kit::live::{self, LiveKind};
 use onair_proto::comment::v1 as pb;
@@ -60,6 +63,8 @@ struct Inner {
     authenticator: Authenticator,
     lookups: Lookups,
     pace: Pace,
+    /// Comments lately by client address and channel.
+    comments_by_address: AddressLimiter<(IpAddr, String)>,
     display: DisplayMeter,
     /// Chat settings as last read, per channel.
     chat_rules: Mutex<HashMap<String, (Arc<ChatRules>, std::time::Instant)>>,
@@ -109,6 +114,7 @@ impl CommentServiceImpl {
             write_batch = settings.write_batch,
             "comment service started"
         );
+        let comments_by_address = AddressLimiter::new(settings.comments_per_ip, &clock);
         Ok(CommentServiceImpl {
             inner: Arc::new(Inner {
                 store,
@@ -119,6 +125,7 @@ impl CommentServiceImpl {
                 authenticator,
                 lookups,
                 pace: Pace::default(),
+                comments_by_address,
                 display: DisplayMeter::default(),
                 chat_rules: Mutex::new(HashMap::new()),
                 chat_changes,
@@ -237,11 +244,13 @@ impl CommentServiceImpl {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Decides, stores and announces a viewer's comment.
+    /// Decides, stores and announces a viewer's comment; `address` is the
+    /// client's, when the request came from one.
     async fn post(
         &self,
         caller: &Caller,
         authorization: Option<&tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+        address: Option<IpAddr>,
         request: pb::PostCommentRequest,
     ) -> Result<CommentRecord, CommentError> {
         require_id("channel_id", &request.channel_id)?;
@@ -287,6 +296,11 @@ impl CommentServiceImpl {
         let verdict = if privileged {
             Verdict::Publish
         } else {
+            // Before any other rule, so that every comment a viewer makes
+            // counts, a refused one included.
+            if let Some(address) = address {
+                self.admit_from_address(channel_id, address)?;
+            }
             let folded = text::fold(body.as_str());
             match moderation::blocked_term(&rules, &folded) {
                 Some(rejected) => rejected,
@@ -342,6 +356,23 @@ impl CommentServiceImpl {
             Verdict::Reject(reason) => self.record_automatic(&record, reason).await,
         }
         Ok(record)
+    }
+
+    /// Refuses a viewer's comment when their network address posts on the
+    /// channel faster than many viewers at the per-user pace would: making
+    /// accounts must not multiply what one person may post.
+    fn admit_from_address(&self, channel_id: &str, address: IpAddr) -> Result<(), CommentError> {
+        let key = (address_key(address), channel_id.to_owned());
+        self.inner.comments_by_address.check(&key).map_err(|wait| {
+            CommentError::Limited(RetryLater {
+                message: format!(
+                    "too many comments from your network address on channel {channel_id} \
+                         right now; try again in {} s",
+                    whole_seconds(wait)
+                ),
+                wait,
+            })
+        })
     }
 
     /// Puts a published comment on the channel's live stream, unless the
@@ -670,8 +701,14 @@ impl CommentService for CommentServiceImpl {
     ) -> Result<Response<pb::Comment>, Status> {
         let caller = self.caller_with(&request, Role::Viewer).await?;
         let authorization = request.metadata().get("authorization").cloned();
+        let address = client_address(&request, &self.inner.settings.trusted_peers);
         let record = self
-            .post(&caller, authorization.as_ref(), request.into_inner())
+            .post(
+                &caller,
+                authorization.as_ref(),
+                address,
+                request.into_inner(),
+            )
             .await?;
         Ok(Response::new(record.to_author_proto()))
     }

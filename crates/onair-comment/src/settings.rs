@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use onair_kit::abuse::{AddressRate, TrustedPeers};
 use onair_proto::comment::v1 as pb;
 
 use crate::error::CommentError;
@@ -51,6 +52,11 @@ pub struct CommentServiceSettings {
     /// The most queued comments `WatchModerationQueue` sends before the live
     /// ones.
     pub queue_backlog: usize,
+    /// Comments one client address may post on one channel, whichever
+    /// accounts post them (off by default here; the station sets it).
+    pub comments_per_ip: AddressRate,
+    /// Whose word on a client's address is believed (`rpc.trusted_peers`).
+    pub trusted_peers: TrustedPeers,
 }
 
 impl Default for CommentServiceSettings {
@@ -66,6 +72,8 @@ impl Default for CommentServiceSettings {
             trust_on_reject: 5,
             trust_on_upheld_report: 10,
             queue_backlog: 1000,
+            comments_per_ip: AddressRate::default(),
+            trusted_peers: TrustedPeers::none(),
         }
     }
 }

@@ -675,12 +675,14 @@ fn xmltv_id(channel_id: &str, domain: &str) -> String {
 }
 
 /// M3U has no escaping: a value inside quotes loses its quotes, and nothing
-/// may break the line.
+/// may break the line, not even what only some parsers split lines at (NEL,
+/// U+2028, U+2029). The media service refuses those in names already; this
+/// holds for whatever is stored from before.
 fn m3u_attribute(text: &str) -> String {
     text.chars()
         .map(|character| match character {
             '"' => '\'',
-            character if character.is_control() => ' ',
+            character if onair_kit::input::breaks_line(character) => ' ',
             character => character,
         })
         .collect()
@@ -690,7 +692,7 @@ fn m3u_attribute(text: &str) -> String {
 fn m3u_title(text: &str) -> String {
     text.chars()
         .map(|character| {
-            if character.is_control() {
+            if onair_kit::input::breaks_line(character) {
                 ' '
             } else {
                 character
@@ -1009,6 +1011,24 @@ mod tests {
         headers.insert("x-forwarded-proto", HeaderValue::from_static("gopher"));
         assert!(public_base_url(&headers, &uri).is_err());
         assert!(public_base_url(&HeaderMap::new(), &uri).is_err());
+    }
+
+    #[test]
+    fn playlist_lines_split_nowhere_but_at_their_ends() {
+        let channel = pb::Channel {
+            id: "news-1".to_owned(),
+            number: 7,
+            name: "News\u{2028}#EXTINF:-1,Fake\u{2029}http://evil/\u{85}x".to_owned(),
+            logo_url: "https://example.com/\u{2028}logo.png".to_owned(),
+            group: "News\u{2029}".to_owned(),
+            ..pb::Channel::default()
+        };
+        let playlist = write_playlist("http://tv", &[channel], "onair");
+        assert!(
+            !playlist.contains(['\u{85}', '\u{2028}', '\u{2029}', '\r']),
+            "{playlist:?}"
+        );
+        assert_eq!(playlist.lines().count(), 3, "{playlist}");
     }
 
     #[test]

@@ -207,11 +207,7 @@ impl Gateway {
     /// Refuses a request over its address's or its user's rate, or with bad
     /// credentials, before any service sees it.
     async fn admit(&self, parts: &http::request::Parts) -> Result<(), Response> {
-        let address = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|info| info.0.ip());
-        if let Some(address) = address {
+        if let Some(address) = client_address(parts) {
             self.limits.check_ip(address).map_err(too_many_requests)?;
         }
         let credential = parts
@@ -332,6 +328,12 @@ impl Gateway {
         };
         let mut request = tonic::Request::new(message);
         forward_headers(&parts.headers, request.metadata_mut());
+        // The services count abuse limits by the address the gateway saw,
+        // never one a client claims.
+        onair_kit::abuse::forget_client_address(request.metadata_mut());
+        if let Some(address) = client_address(&parts) {
+            onair_kit::abuse::tell_client_address(&mut request, address);
+        }
         if !route.method.is_server_streaming() {
             // The service learns the deadline too (grpc-timeout).
             request.set_timeout(self.settings.request_timeout);
@@ -404,19 +406,62 @@ impl RouteMiss {
 }
 
 fn too_many_requests(limited: protection::Limited) -> Response {
-    let seconds = limited.retry_after.as_secs_f64().ceil().max(1.0) as u64;
-    let mut response = status_response(
+    let seconds = onair_kit::abuse::whole_seconds(limited.retry_after);
+    retry_response(
         tonic::Code::ResourceExhausted,
         &format!(
             "too many requests from {}; retry after {seconds} s",
             limited.what
         ),
         StatusCode::TOO_MANY_REQUESTS,
-    );
+        limited.retry_after,
+    )
+}
+
+/// An error that says when to come back: `Retry-After` in whole seconds
+/// (rounded up), and the `google.rpc.RetryInfo` detail as grpc-gateway
+/// writes it.
+fn retry_response(
+    code: tonic::Code,
+    message: &str,
+    status: StatusCode,
+    wait: std::time::Duration,
+) -> Response {
+    let detail = serde_json::json!({
+        "@type": onair_kit::error::RETRY_INFO_TYPE_URL,
+        "retryDelay": duration_json(wait),
+    });
+    let body = serde_json::json!({"code": code as i32, "message": message, "details": [detail]});
+    let mut response = json_response(status, &body);
+    let seconds = onair_kit::abuse::whole_seconds(wait);
     response
         .headers_mut()
         .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
     response
+}
+
+/// A `google.protobuf.Duration` in the proto3 JSON mapping: `"2.500s"`.
+fn duration_json(duration: std::time::Duration) -> String {
+    let seconds = duration.as_secs();
+    let nanos = duration.subsec_nanos();
+    if nanos == 0 {
+        format!("{seconds}s")
+    } else if nanos.is_multiple_of(1_000_000) {
+        format!("{seconds}.{:03}s", nanos / 1_000_000)
+    } else if nanos.is_multiple_of(1_000) {
+        format!("{seconds}.{:06}s", nanos / 1_000)
+    } else {
+        format!("{seconds}.{nanos:09}s")
+    }
+}
+
+/// The address of the client on the other end of the connection. The
+/// gateway does not take `X-Forwarded-For`: any client can write one.
+fn client_address(parts: &http::request::Parts) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip())
 }
 
 pub(crate) fn accepts_event_stream(headers: &HeaderMap) -> bool {
@@ -660,6 +705,11 @@ pub fn status_response(code: tonic::Code, message: &str, status: StatusCode) -> 
 
 pub(crate) fn error_response(status: &tonic::Status) -> Response {
     let http_status = onair_kit::error::http_status_of(status.code());
+    if let Some(wait) = onair_kit::error::retry_delay(status) {
+        let mut response = retry_response(status.code(), status.message(), http_status, wait);
+        metadata_headers(status.metadata(), response.headers_mut());
+        return response;
+    }
     let mut response = status_response(status.code(), status.message(), http_status);
     metadata_headers(status.metadata(), response.headers_mut());
     if let Some(retry) = status.metadata().get("retry-after")
@@ -827,5 +877,31 @@ fn scalar_json(kind: &Kind, text: &str) -> Result<Json, String> {
             scalar_json(&Kind::Bool, text)
         }
         _ => Ok(Json::String(text.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_in_the_status_becomes_retry_after_in_whole_seconds() {
+        let status = onair_kit::error::status_with_retry(
+            tonic::Code::ResourceExhausted,
+            "slow mode is on",
+            std::time::Duration::from_millis(2_500),
+        );
+        let response = error_response(&status);
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "3");
+        assert_eq!(
+            duration_json(std::time::Duration::from_millis(2_500)),
+            "2.500s"
+        );
+        assert_eq!(duration_json(std::time::Duration::from_secs(4)), "4s");
+        assert_eq!(
+            duration_json(std::time::Duration::from_nanos(1)),
+            "0.000000001s"
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! The time services read, so that tests can move it instead of sleeping.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::store::{from_unix_millis, unix_millis};
 
@@ -34,6 +34,20 @@ impl Clock {
         match &self.manual {
             Some(millis) => millis.load(Ordering::SeqCst),
             None => unix_millis(SystemTime::now()),
+        }
+    }
+
+    /// Time since a fixed point that never goes back, for rate limits: the
+    /// process's monotonic clock, or a manual clock's own time in tests.
+    pub fn monotonic(&self) -> Duration {
+        match &self.manual {
+            Some(millis) => {
+                Duration::from_millis(u64::try_from(millis.load(Ordering::SeqCst)).unwrap_or(0))
+            }
+            None => {
+                static START: OnceLock<Instant> = OnceLock::new();
+                START.get_or_init(Instant::now).elapsed()
+            }
         }
     }
 

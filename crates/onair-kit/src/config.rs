@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::abuse::{AddressRate, TrustedPeers};
+
 /// Where a setting's value came from, so that an error can point at it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
@@ -218,6 +220,8 @@ pub struct Settings {
     /// How the HTTP and gRPC ports hold up against slow and greedy clients
     /// (`server.*` keys).
     pub front_door: FrontDoorConfig,
+    /// What one client address may do however many accounts it makes.
+    pub address_limits: AddressLimitsConfig,
 }
 
 /// The `server.*` settings: the bounds that keep one client from tying up
@@ -241,6 +245,22 @@ pub struct FrontDoorConfig {
     /// Open connections per port from one client address (one IPv4 address
     /// or one IPv6 /64); at most `max_connections`.
     pub max_connections_per_ip: usize,
+}
+
+/// Limits per client address (`user.accounts_*`, `comment.*_per_ip`) and
+/// whose word on a client's address the services believe
+/// (`rpc.trusted_peers`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressLimitsConfig {
+    /// New accounts one address may create. Viewers behind one NAT share
+    /// it, so the burst lets a crowd in at once.
+    pub accounts_per_ip: AddressRate,
+    /// Comments one address may post on one channel: several viewers'
+    /// worth of the per-user pace, so a shared address still chats.
+    pub comments_per_ip: AddressRate,
+    /// The gateways (and processes that forward gRPC) whose
+    /// `x-onair-client-address` the services believe.
+    pub trusted_peers: TrustedPeers,
 }
 
 /// The `playout.*` settings, as given; the playout checks the ladder.
@@ -509,6 +529,26 @@ const KEYS: &[Key] = &[
     Key {
         name: "server.max_connections_per_ip",
         default: Some("512"),
+    },
+    Key {
+        name: "user.accounts_per_ip_per_minute",
+        default: Some("10"),
+    },
+    Key {
+        name: "user.accounts_burst_per_ip",
+        default: Some("30"),
+    },
+    Key {
+        name: "comment.per_ip_per_minute",
+        default: Some("240"),
+    },
+    Key {
+        name: "comment.burst_per_ip",
+        default: Some("40"),
+    },
+    Key {
+        name: "rpc.trusted_peers",
+        default: Some(""),
     },
 ];
 
@@ -873,6 +913,7 @@ impl Layers {
                 value.parse().ok().map(Duration::from_secs)
             })?,
             front_door: self.front_door()?,
+            address_limits: self.address_limits()?,
         })
     }
 }
@@ -914,6 +955,46 @@ impl Layers {
             // not bind anyway.
             max_connections_per_ip: connections("server.max_connections_per_ip")?
                 .min(max_connections),
+        })
+    }
+
+    fn address_limits(&self) -> Result<AddressLimitsConfig, ConfigError> {
+        let per_minute = |value: &str| {
+            value
+                .parse::<u32>()
+                .ok()
+                .filter(|count| *count <= 1_000_000)
+        };
+        let per_minute_expected = "a whole number a minute from 0 (no limit) to 1000000";
+        let burst = |value: &str| {
+            value
+                .parse::<u32>()
+                .ok()
+                .filter(|count| (1..=1_000_000).contains(count))
+        };
+        let burst_expected = "a whole number from 1 to 1000000";
+        Ok(AddressLimitsConfig {
+            accounts_per_ip: AddressRate {
+                per_minute: self.required(
+                    "user.accounts_per_ip_per_minute",
+                    per_minute_expected,
+                    per_minute,
+                )?,
+                burst: self.required("user.accounts_burst_per_ip", burst_expected, burst)?,
+            },
+            comments_per_ip: AddressRate {
+                per_minute: self.required(
+                    "comment.per_ip_per_minute",
+                    per_minute_expected,
+                    per_minute,
+                )?,
+                burst: self.required("comment.burst_per_ip", burst_expected, burst)?,
+            },
+            trusted_peers: self.required(
+                "rpc.trusted_peers",
+                "a comma-separated list of IP addresses or CIDR networks, e.g. 10.0.0.0/8,fd00::/8",
+                TrustedPeers::parse,
+            )?,
         })
     }
 }

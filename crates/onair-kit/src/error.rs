@@ -5,6 +5,8 @@
 //! The gateway maps a status back to HTTP with [`ErrorCode::http_status`], as
 //! grpc-gateway does.
 
+use std::time::Duration;
+
 use http::StatusCode;
 use tonic::Code;
 
@@ -94,6 +96,12 @@ pub fn http_status_of(code: Code) -> StatusCode {
 /// An error that knows its transport-neutral code.
 pub trait ServiceError: std::error::Error {
     fn error_code(&self) -> ErrorCode;
+
+    /// How long the caller should wait before trying again, when waiting is
+    /// what it takes (a rate limit); carried as `google.rpc.RetryInfo`.
+    fn retry_after(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// Turns a service error into a gRPC status. Internal errors are logged with
@@ -107,7 +115,78 @@ pub fn into_status<E: ServiceError>(error: E) -> tonic::Status {
     if code == ErrorCode::Unavailable {
         tracing::warn!(error = %error, "dependency unavailable");
     }
+    if let Some(wait) = error.retry_after() {
+        return status_with_retry(code.grpc_code(), &error.to_string(), wait);
+    }
     tonic::Status::new(code.grpc_code(), error.to_string())
+}
+
+/// A request over a rate limit: what to tell the person, and how long until
+/// the same request would pass.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RetryLater {
+    pub message: String,
+    pub wait: Duration,
+}
+
+impl ServiceError for RetryLater {
+    fn error_code(&self) -> ErrorCode {
+        ErrorCode::ResourceExhausted
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        Some(self.wait)
+    }
+}
+
+/// `google.rpc.RetryInfo`: how long to wait before retrying, the standard
+/// detail of a status that grpc-gateway and Google's clients read.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    pub retry_delay: Option<prost_types::Duration>,
+}
+
+/// The `Any` type URL of [`RetryInfo`].
+pub const RETRY_INFO_TYPE_URL: &str = "type.googleapis.com/google.rpc.RetryInfo";
+
+/// A status whose details (`grpc-status-details-bin`, a `google.rpc.Status`)
+/// carry a [`RetryInfo`] with `wait`.
+pub fn status_with_retry(code: Code, message: &str, wait: Duration) -> tonic::Status {
+    use prost::Message as _;
+    let retry = RetryInfo {
+        retry_delay: Some(prost_types::Duration {
+            seconds: i64::try_from(wait.as_secs()).unwrap_or(i64::MAX),
+            nanos: i32::try_from(wait.subsec_nanos()).unwrap_or(0),
+        }),
+    };
+    let details = onair_proto::google::rpc::Status {
+        code: code as i32,
+        message: message.to_owned(),
+        details: vec![prost_types::Any {
+            type_url: RETRY_INFO_TYPE_URL.to_owned(),
+            value: retry.encode_to_vec(),
+        }],
+    };
+    tonic::Status::with_details(code, message, details.encode_to_vec().into())
+}
+
+/// The wait a status's `RetryInfo` detail asks for, if it has one.
+pub fn retry_delay(status: &tonic::Status) -> Option<Duration> {
+    use prost::Message as _;
+    if status.details().is_empty() {
+        return None;
+    }
+    let details = onair_proto::google::rpc::Status::decode(status.details()).ok()?;
+    let any = details
+        .details
+        .iter()
+        .find(|any| any.type_url == RETRY_INFO_TYPE_URL)?;
+    let delay = RetryInfo::decode(any.value.as_slice()).ok()?.retry_delay?;
+    let seconds = u64::try_from(delay.seconds).ok()?;
+    let nanos = u32::try_from(delay.nanos).ok()?;
+    Some(Duration::new(seconds, nanos))
 }
 
 #[cfg(test)]
@@ -130,5 +209,20 @@ mod tests {
             assert_eq!(code.http_status().as_u16(), status, "{code:?}");
             assert_eq!(ErrorCode::from_grpc(code.grpc_code()), code);
         }
+    }
+
+    #[test]
+    fn a_wait_travels_in_the_status_details() {
+        let limited = RetryLater {
+            message: "too many comments from your address; try again in 3 s".to_owned(),
+            wait: Duration::from_millis(2_500),
+        };
+        let status = into_status(limited);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(retry_delay(&status), Some(Duration::from_millis(2_500)));
+        assert_eq!(
+            retry_delay(&tonic::Status::resource_exhausted("no wait")),
+            None
+        );
     }
 }

@@ -1,12 +1,14 @@
 //! What every onair service stands on: configuration, the server bootstrap,
 //! errors, the bus, storage, authentication and telemetry.
 
+pub mod abuse;
 pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod front_door;
+pub mod input;
 pub mod listener;
 pub mod live;
 pub mod metrics;

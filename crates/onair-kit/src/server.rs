@@ -389,7 +389,20 @@ async fn forward(
     channel: ServiceChannel,
     request: axum::extract::Request,
 ) -> axum::response::Response {
-    let request = request.map(Body::new);
+    let mut request = request.map(Body::new);
+    // The peer believes this process on who the client is: say it is the
+    // caller on the other end, never what the caller claimed.
+    let caller = request
+        .extensions()
+        .get::<tonic::transport::server::TcpConnectInfo>()
+        .and_then(|info| info.remote_addr());
+    let headers = request.headers_mut();
+    headers.remove(crate::abuse::CLIENT_ADDRESS_METADATA);
+    if let Some(caller) = caller
+        && let Ok(value) = http::HeaderValue::from_str(&caller.ip().to_string())
+    {
+        headers.insert(crate::abuse::CLIENT_ADDRESS_METADATA, value);
+    }
     match channel.oneshot(request).await {
         Ok(response) => response.map(axum::body::Body::new),
         Err(error) => {

@@ -26,12 +26,18 @@ pub enum StoreError {
     Unavailable(String),
     #[error("database error: {0}")]
     Query(String),
+    /// The database refused a value it can't hold (PostgreSQL: a NUL in
+    /// text). Services refuse those first; this keeps any that slip through
+    /// the caller's mistake, not a server fault.
+    #[error("a value of the request cannot be stored: {0}")]
+    Unstorable(String),
 }
 
 impl ServiceError for StoreError {
     fn error_code(&self) -> ErrorCode {
         match self {
             StoreError::Unavailable(_) => ErrorCode::Unavailable,
+            StoreError::Unstorable(_) => ErrorCode::InvalidArgument,
             _ => ErrorCode::Internal,
         }
     }
@@ -43,9 +49,22 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 StoreError::Unavailable(error.to_string())
             }
+            sqlx::Error::Database(database) if is_unstorable(database.as_ref()) => {
+                StoreError::Unstorable(database.message().to_owned())
+            }
             other => StoreError::Query(other.to_string()),
         }
     }
+}
+
+/// Whether the database refused a value for its characters: PostgreSQL's
+/// `character_not_in_repertoire` (22021: `invalid byte sequence for encoding
+/// "UTF8": 0x00`) and `untranslatable_character` (22P05).
+fn is_unstorable(error: &dyn sqlx::error::DatabaseError) -> bool {
+    let by_code = error
+        .code()
+        .is_some_and(|code| matches!(code.as_ref(), "22021" | "22P05"));
+    by_code || error.message().contains("invalid byte sequence")
 }
 
 /// Which engine a [`Db`] talks to, for the few statements that differ.

@@ -196,14 +196,13 @@ fn check_text(field: &str, value: &str, max_len: usize) -> Result<(), MediaError
     Ok(())
 }
 
+/// Names, titles and URLs end up on one line of a playlist or a guide, where
+/// a line or paragraph separator (U+2028, U+2029, NEL) would start a new
+/// entry for parsers that split lines at them.
 fn check_single_line(field: &str, value: &str, max_len: usize) -> Result<(), MediaError> {
-    check_text(field, value, max_len)?;
-    if value.contains(['\n', '\t']) {
-        return Err(MediaError::InvalidArgument(format!(
-            "{field} must be one line"
-        )));
-    }
-    Ok(())
+    onair_kit::input::one_line(field, value)
+        .map_err(|error| MediaError::InvalidArgument(error.to_string()))?;
+    check_text(field, value, max_len)
 }
 
 fn check_required(field: &str, value: &str, max_len: usize) -> Result<(), MediaError> {
@@ -503,6 +502,50 @@ mod tests {
         ] {
             assert!(validate_id("id", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn names_that_reach_playlists_are_one_line() {
+        let channel = |name: &str, group: &str, logo_url: &str| ChannelRecord {
+            id: "news-1".to_owned(),
+            number: 1,
+            name: name.to_owned(),
+            logo_url: logo_url.to_owned(),
+            group: group.to_owned(),
+            slate_asset_id: String::new(),
+            comments_enabled: true,
+            create_time_ms: 0,
+            update_time_ms: 0,
+        };
+        assert!(check_channel_fields(&channel("News 24", "News", "https://x/logo.png")).is_ok());
+        for separator in ["\u{2028}", "\u{2029}", "\u{85}", "\n", "\r"] {
+            let name = format!("News{separator}#EXTINF:-1,Fake");
+            let refused = check_channel_fields(&channel(&name, "", "")).expect_err("name");
+            assert!(refused.to_string().contains("one line"), "{refused}");
+            let group = format!("News{separator}");
+            assert!(check_channel_fields(&channel("News", &group, "")).is_err());
+            let logo = format!("https://x/{separator}logo.png");
+            assert!(check_channel_fields(&channel("News", "", &logo)).is_err());
+        }
+        let program = ProgramRecord {
+            id: "p".to_owned(),
+            title: "Night\u{2028}News".to_owned(),
+            description: "Two\nparagraphs are fine here".to_owned(),
+            genres: Vec::new(),
+            duration_ms: 0,
+            rating: String::new(),
+            artwork_url: String::new(),
+            asset_id: String::new(),
+            live: false,
+            create_time_ms: 0,
+            update_time_ms: 0,
+        };
+        assert!(check_program_fields(&program).is_err());
+        let fine = ProgramRecord {
+            title: "Night News".to_owned(),
+            ..program
+        };
+        assert!(check_program_fields(&fine).is_ok());
     }
 
     #[test]

@@ -66,7 +66,30 @@ pub fn router(playout: Playout) -> Router {
             get(live_segment),
         )
         .merge(ingest)
+        .layer(axum::middleware::from_fn(refuse_unstorable_path))
         .with_state(playout)
+}
+
+/// Refuses a path with a NUL in it (`%00`, the only way a URI carries one)
+/// as the services refuse one in any field: channel and slot ids, stream
+/// keys and file names reach the store and the disk.
+async fn refuse_unstorable_path(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    if path.contains("%00") {
+        let refusal = onair_kit::input::InputError::Nul {
+            field: "the path".to_owned(),
+        }
+        .to_string();
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            tonic::Code::InvalidArgument,
+            &refusal,
+        );
+    }
+    next.run(request).await
 }
 
 /// Stamps an ingest request with its arrival, then runs it to its end even

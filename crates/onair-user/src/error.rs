@@ -1,5 +1,5 @@
 use onair_kit::auth::AuthError;
-use onair_kit::error::{ErrorCode, ServiceError};
+use onair_kit::error::{ErrorCode, RetryLater, ServiceError};
 use onair_kit::store::StoreError;
 
 use crate::display_name::DisplayNameError;
@@ -20,6 +20,9 @@ pub enum UserError {
     Auth(#[from] AuthError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Over a limit per client address; says when to try again.
+    #[error(transparent)]
+    Limited(#[from] RetryLater),
     #[error("{0}")]
     Internal(String),
 }
@@ -33,7 +36,15 @@ impl ServiceError for UserError {
             UserError::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             UserError::Auth(error) => error.error_code(),
             UserError::Store(error) => error.error_code(),
+            UserError::Limited(error) => error.error_code(),
             UserError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            UserError::Limited(error) => error.retry_after(),
+            _ => None,
         }
     }
 }

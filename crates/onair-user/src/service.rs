@@ -1,17 +1,22 @@
 //! The user service's gRPC implementation.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use onair_kit::abuse::{
+    AddressLimiter, AddressRate, TrustedPeers, address_key, client_address, whole_seconds,
+};
 use onair_kit::auth::{
     AccessClaims, AuthError, Authenticator, Caller, CredentialSource, Standing, TOKEN_ISSUER,
 };
 use onair_kit::bus::SharedBus;
 use onair_kit::clock::{Clock, timestamp_from_millis};
+use onair_kit::error::RetryLater;
 use onair_kit::events::{self, OpsEvent};
 use onair_proto::user::v1 as pb;
 use onair_proto::user::v1::user_service_server::UserService;
@@ -44,6 +49,10 @@ pub struct UserServiceSettings {
     /// bus (`user.cache_ms`): the bound on how late a role change or a ban
     /// reaches a process that missed the news.
     pub user_cache_ttl: Duration,
+    /// New accounts one client address may create (`user.accounts_*`).
+    pub accounts_per_ip: AddressRate,
+    /// Whose word on a client's address is believed (`rpc.trusted_peers`).
+    pub trusted_peers: TrustedPeers,
 }
 
 /// The user service.
@@ -61,6 +70,8 @@ struct Inner {
     /// Carries operational events and cache evictions to other processes.
     bus: SharedBus,
     cache: Arc<UserCache>,
+    /// Accounts made lately, by client address.
+    new_accounts: AddressLimiter<IpAddr>,
 }
 
 /// Lets the user service authenticate its own callers from its own keys and
@@ -178,6 +189,7 @@ impl UserServiceImpl {
         let authenticator = Authenticator::new(Arc::new(credentials), clock.clone())
             .with_user_cache(settings.user_cache_ttl)
             .with_user_changes(user_changes);
+        let new_accounts = AddressLimiter::new(settings.accounts_per_ip, &clock);
         let service = UserServiceImpl {
             inner: Arc::new(Inner {
                 store,
@@ -187,6 +199,7 @@ impl UserServiceImpl {
                 authenticator,
                 bus,
                 cache,
+                new_accounts,
             }),
         };
         service.ensure_operator().await?;
@@ -382,6 +395,37 @@ impl UserServiceImpl {
     }
 }
 
+impl UserServiceImpl {
+    /// Refuses a new account from an address that made too many lately, so
+    /// that making accounts can't multiply what one person may do.
+    /// Moderators and operators (and the operator key) make them freely.
+    async fn admit_new_account<T>(&self, request: &Request<T>) -> Result<(), UserError> {
+        let Some(address) = client_address(request, &self.inner.settings.trusted_peers) else {
+            return Ok(());
+        };
+        if request.metadata().get("authorization").is_some()
+            && let Ok(caller) = self.caller(request).await
+            && caller.require(pb::Role::Moderator).is_ok()
+        {
+            return Ok(());
+        }
+        self.inner
+            .new_accounts
+            .check(&address_key(address))
+            .map_err(|wait| {
+                UserError::Limited(RetryLater {
+                    message: format!(
+                        "too many accounts were made from your network address lately; \
+                         try again in {} s, or keep using the account you have \
+                         (POST /v1/tokens:refresh renews its token)",
+                        whole_seconds(wait)
+                    ),
+                    wait,
+                })
+            })
+    }
+}
+
 /// Writes a secret to a file only its owner can read.
 fn write_secret_file(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
     use std::io::Write;
@@ -412,6 +456,7 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::CreateUserResponse>, Status> {
+        self.admit_new_account(&request).await?;
         let request = request.into_inner();
         // No name at all means "make one up"; a blank one is a mistake.
         let display_name = if request.display_name.is_empty() {

@@ -9,6 +9,7 @@ use onair_comment::{CommentServiceImpl, CommentServiceSettings, CommentStore};
 use onair_kit::bus::{Bus, InProcessBus, NatsBus};
 use onair_kit::clock::Clock;
 use onair_kit::config::{ServiceRole, Settings};
+use onair_kit::input::CheckedStrings;
 use onair_kit::metrics::Registry;
 use onair_kit::server::{LocalServices, ReadinessCheck, ServerParts, ServiceChannels};
 use onair_kit::store::{Db, redact_password};
@@ -237,13 +238,16 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
             signing_key_rotation: settings.signing_key_rotation,
             data_dir: settings.data_dir.clone(),
             user_cache_ttl: settings.user_cache,
+            accounts_per_ip: settings.address_limits.accounts_per_ip,
+            trusted_peers: settings.address_limits.trusted_peers.clone(),
         };
         let service =
             UserServiceImpl::start(store, user_settings, clock.clone(), bus.clone()).await?;
         background.extend(service.spawn_background().await?);
-        routes = routes.add_service(
+        routes = routes.add_service(CheckedStrings::new(
             UserServiceServer::new(service).max_decoding_message_size(settings.max_message_bytes),
-        );
+            settings.max_message_bytes,
+        ));
         service_names.push("onair.user.v1.UserService");
     }
     if settings.runs(ServiceRole::Media) {
@@ -263,9 +267,10 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         )
         .await?;
         background.extend(service.spawn_background().await?);
-        routes = routes.add_service(
+        routes = routes.add_service(CheckedStrings::new(
             MediaGrpcServer::new(service).max_decoding_message_size(settings.max_message_bytes),
-        );
+            settings.max_message_bytes,
+        ));
         service_names.push("onair.media.v1.MediaService");
     }
     if settings.runs(ServiceRole::Comment) {
@@ -276,6 +281,8 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         let comment_settings = CommentServiceSettings {
             max_body_chars: settings.comment_max_chars,
             user_cache_ttl: settings.comment_user_cache,
+            comments_per_ip: settings.address_limits.comments_per_ip,
+            trusted_peers: settings.address_limits.trusted_peers.clone(),
             ..CommentServiceSettings::default()
         };
         let service = CommentServiceImpl::start(
@@ -289,10 +296,11 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         )
         .await?;
         background.extend(service.spawn_background());
-        routes = routes.add_service(
+        routes = routes.add_service(CheckedStrings::new(
             CommentServiceServer::new(service)
                 .max_decoding_message_size(settings.max_message_bytes),
-        );
+            settings.max_message_bytes,
+        ));
         service_names.push("onair.comment.v1.CommentService");
     }
     let mut playout_routes = None;
@@ -311,10 +319,11 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         )
         .await?;
         background.extend(playout.spawn_background().await?);
-        routes = routes.add_service(
+        routes = routes.add_service(CheckedStrings::new(
             PlayoutServiceServer::new(playout.service())
                 .max_decoding_message_size(settings.max_message_bytes),
-        );
+            settings.max_message_bytes,
+        ));
         service_names.push("onair.playout.v1.PlayoutService");
         playout_routes = Some(playout.router());
     }

@@ -218,6 +218,8 @@ impl TestStation {
             signing_key_rotation: Duration::from_secs(30 * 24 * 3600),
             data_dir: dir.path().to_path_buf(),
             user_cache_ttl: onair_kit::auth::DEFAULT_USER_CACHE_TTL,
+            accounts_per_ip: onair_kit::abuse::AddressRate::default(),
+            trusted_peers: onair_kit::abuse::TrustedPeers::none(),
         };
         let users = UserServiceImpl::start(user_store, user_settings, clock.clone(), bus.clone())
             .await
