@@ -160,6 +160,14 @@ pub fn summary(histogram: &hdrhistogram::Histogram<u64>) -> String {
     )
 }
 
+/// Environment that turns off the per-address limits on new accounts and
+/// comments: a load generator sends everything from one address, which those
+/// limits exist to stop.
+pub const ONE_ADDRESS_LOAD: &[(&str, &str)] = &[
+    ("ONAIR_USER_ACCOUNTS_PER_IP_PER_MINUTE", "0"),
+    ("ONAIR_COMMENT_PER_IP_PER_MINUTE", "0"),
+];
+
 /// The release binary next to this one, e.g. target/release/onair.
 pub fn default_server_binary() -> PathBuf {
     let current = std::env::current_exe().unwrap_or_default();

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use onair_bench::{ServerUnderTest, authorized, closed_loop, default_server_binary, summary};
+use onair_bench::{
+    ONE_ADDRESS_LOAD, ServerUnderTest, authorized, closed_loop, default_server_binary, summary,
+};
 use onair_comment::moderation::{self, Pace, PaceLimits};
 use onair_comment::settings::{ChatRules, default_chat_settings};
 use onair_comment::text;
@@ -92,17 +94,8 @@ async fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("onair-comment-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let extra: Vec<&str> = args.serve_args.iter().map(String::as_str).collect();
-    // The load comes from one address: the per-address limits would refuse it.
-    let server = ServerUnderTest::start_with_env(
-        &binary,
-        &dir,
-        args.server_cpu,
-        &extra,
-        &[
-            ("ONAIR_USER_ACCOUNTS_PER_IP_PER_MINUTE", "0"),
-            ("ONAIR_COMMENT_PER_IP_PER_MINUTE", "0"),
-        ],
-    )?;
+    let server =
+        ServerUnderTest::start_with_env(&binary, &dir, args.server_cpu, &extra, ONE_ADDRESS_LOAD)?;
     let operator = server.operator_key()?;
     let endpoint = format!("http://{}", server.grpc);
     let mut channels = Vec::new();

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use onair_bench::{
-    LoopResult, ServerUnderTest, authorized, closed_loop, default_server_binary, summary,
+    LoopResult, ONE_ADDRESS_LOAD, ServerUnderTest, authorized, closed_loop, default_server_binary,
+    summary,
 };
 use onair_proto::user::v1 as pb;
 use onair_proto::user::v1::user_service_client::UserServiceClient;
@@ -123,17 +124,8 @@ async fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("onair-user-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let extra: Vec<&str> = args.serve_args.iter().map(String::as_str).collect();
-    // The load comes from one address: the per-address limits would refuse it.
-    let server = ServerUnderTest::start_with_env(
-        &binary,
-        &dir,
-        args.server_cpu,
-        &extra,
-        &[
-            ("ONAIR_USER_ACCOUNTS_PER_IP_PER_MINUTE", "0"),
-            ("ONAIR_COMMENT_PER_IP_PER_MINUTE", "0"),
-        ],
-    )?;
+    let server =
+        ServerUnderTest::start_with_env(&binary, &dir, args.server_cpu, &extra, ONE_ADDRESS_LOAD)?;
     let endpoint = format!("http://{}", server.grpc);
     let mut channels = Vec::new();
     for _ in 0..args.connections {

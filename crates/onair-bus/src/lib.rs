@@ -168,14 +168,6 @@ pub struct StreamBounds {
     pub epoch: u64,
 }
 
-impl StreamBounds {
-    /// The same bounds under any epoch, for comparisons that care only about
-    /// sequences.
-    pub fn sequences(&self) -> (u64, u64) {
-        (self.first, self.last)
-    }
-}
-
 /// The publish/subscribe bus every service talks through.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {

@@ -275,28 +275,43 @@ async fn redeclare_on_reconnect(
         };
         let configs: Vec<stream::Config> = lock(&declared).values().cloned().collect();
         drop(declared);
-        for config in configs {
-            let name = config.name.clone();
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                match jetstream.create_or_update_stream(config.clone()).await {
-                    Ok(_info) => {
-                        tracing::debug!(server, stream = %name, "stream declared again after reconnecting");
-                        break;
-                    }
-                    Err(error) if attempt < REDECLARE_ATTEMPTS => {
-                        tracing::debug!(server, stream = %name, error = %error, "cannot declare a stream again yet");
-                        tokio::time::sleep(REDECLARE_PAUSE).await;
-                    }
-                    Err(error) => {
-                        tracing::warn!(server, stream = %name, error = %error, "cannot declare a stream again after reconnecting; the next durable publish to it tries again");
-                        break;
-                    }
+        declare_streams(&jetstream, configs, &server, REDECLARE_ATTEMPTS).await;
+    }
+}
+
+/// Declares `configs` (again), trying each up to `attempts` times; whether
+/// all of them are declared now. The context bounds every request by the
+/// bus's request timeout.
+async fn declare_streams(
+    jetstream: &jetstream::Context,
+    configs: Vec<stream::Config>,
+    server: &str,
+    attempts: u32,
+) -> bool {
+    let mut all = true;
+    for config in configs {
+        let name = config.name.clone();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match jetstream.create_or_update_stream(config.clone()).await {
+                Ok(_info) => {
+                    tracing::info!(server, stream = %name, "declared a stream again");
+                    break;
+                }
+                Err(error) if attempt < attempts => {
+                    tracing::debug!(server, stream = %name, error = %error, "cannot declare a stream again yet");
+                    tokio::time::sleep(REDECLARE_PAUSE).await;
+                }
+                Err(error) => {
+                    tracing::warn!(server, stream = %name, error = %error, "cannot declare a stream again; the next durable publish to it tries again");
+                    all = false;
+                    break;
                 }
             }
         }
     }
+    all
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -669,25 +684,7 @@ impl NatsBus {
     /// now.
     async fn declare_again(&self) -> bool {
         let configs: Vec<stream::Config> = lock(&self.declared).values().cloned().collect();
-        let mut all = true;
-        for config in configs {
-            let name = config.name.clone();
-            let declaring = self.jetstream.create_or_update_stream(config);
-            match self.bounded("declaring a stream again", declaring).await {
-                Ok(Ok(_info)) => {
-                    tracing::info!(server = %self.server, stream = %name, "declared a stream the server had lost");
-                }
-                Ok(Err(error)) => {
-                    tracing::warn!(server = %self.server, stream = %name, error = %error, "cannot declare a lost stream again");
-                    all = false;
-                }
-                Err(error) => {
-                    tracing::warn!(server = %self.server, stream = %name, error = %error, "cannot declare a lost stream again");
-                    all = false;
-                }
-            }
-        }
-        all
+        declare_streams(&self.jetstream, configs, &self.server, 1).await
     }
 
     /// Rejects payloads above the server's `max_payload` before sending, with the same

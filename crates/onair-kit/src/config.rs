@@ -749,13 +749,7 @@ impl Layers {
             user_cache: self.required(
                 "user.cache_ms",
                 "a whole number of milliseconds from 0 to 60000",
-                |value| {
-                    value
-                        .parse()
-                        .ok()
-                        .filter(|millis| *millis <= 60_000)
-                        .map(Duration::from_millis)
-                },
+                milliseconds_within(0..=60_000),
             )?,
             signing_key_rotation: self.required(
                 "user.signing_key_rotation_hours",
@@ -826,13 +820,7 @@ impl Layers {
             live_check_interval: self.required(
                 "gateway.live_check_ms",
                 "a whole number of milliseconds from 10 to 60000",
-                |value| {
-                    value
-                        .parse::<u64>()
-                        .ok()
-                        .filter(|ms| (10..=60_000).contains(ms))
-                        .map(Duration::from_millis)
-                },
+                milliseconds_within(10..=60_000),
             )?,
             live_stream_max_events: self.required(
                 "bus.live_max_events",
@@ -895,13 +883,7 @@ impl Layers {
             comment_user_cache: self.required(
                 "comment.user_cache_ms",
                 "a whole number of milliseconds from 0 to 60000",
-                |value| {
-                    value
-                        .parse()
-                        .ok()
-                        .filter(|millis| *millis <= 60_000)
-                        .map(Duration::from_millis)
-                },
+                milliseconds_within(0..=60_000),
             )?,
             playout: self.playout()?,
             max_message_bytes: self.required(
@@ -920,13 +902,7 @@ impl Layers {
 
 impl Layers {
     fn front_door(&self) -> Result<FrontDoorConfig, ConfigError> {
-        let milliseconds = |value: &str| {
-            value
-                .parse::<u64>()
-                .ok()
-                .filter(|millis| (1..=3_600_000).contains(millis))
-                .map(Duration::from_millis)
-        };
+        let milliseconds = milliseconds_within(1..=3_600_000);
         let timeout = "a whole number of milliseconds from 1 to 3600000";
         let connections = |key: &str| -> Result<usize, ConfigError> {
             self.required(
@@ -942,9 +918,9 @@ impl Layers {
         };
         let max_connections = connections("server.max_connections")?;
         Ok(FrontDoorConfig {
-            header_timeout: self.required("server.header_timeout_ms", timeout, milliseconds)?,
-            idle_timeout: self.required("server.idle_timeout_ms", timeout, milliseconds)?,
-            body_timeout: self.required("server.body_timeout_ms", timeout, milliseconds)?,
+            header_timeout: self.required("server.header_timeout_ms", timeout, &milliseconds)?,
+            idle_timeout: self.required("server.idle_timeout_ms", timeout, &milliseconds)?,
+            body_timeout: self.required("server.body_timeout_ms", timeout, &milliseconds)?,
             body_min_bytes_per_second: self.required(
                 "server.body_min_bytes_per_second",
                 "a whole number of bytes a second, at least 1",
@@ -1103,6 +1079,17 @@ impl Settings {
     /// The path of the SQLite database used when no database URL is given.
     pub fn sqlite_path(&self) -> PathBuf {
         self.data_dir.join("onair.db")
+    }
+}
+
+/// Parses a duration given in whole milliseconds within `range`.
+fn milliseconds_within(range: std::ops::RangeInclusive<u64>) -> impl Fn(&str) -> Option<Duration> {
+    move |value| {
+        value
+            .parse::<u64>()
+            .ok()
+            .filter(|millis| range.contains(millis))
+            .map(Duration::from_millis)
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 
+use crate::abuse::address_key;
 use crate::config::FrontDoorConfig;
 use crate::metrics::Registry;
 
@@ -111,7 +112,7 @@ impl PortMetrics {
 struct ConnectionCount {
     max_total: usize,
     max_per_ip: usize,
-    /// Connections open now, by client address (see [`client_key`]).
+    /// Connections open now, by client address (see [`address_key`]).
     by_client: Mutex<ByClient>,
     /// The same total, for `/metrics`.
     open: Arc<AtomicI64>,
@@ -180,27 +181,6 @@ impl Drop for Slot {
     }
 }
 
-/// The address a client is counted under: an IPv4 address, or the /64 of an
-/// IPv6 address (one household or phone usually has a whole /64).
-fn client_key(address: IpAddr) -> IpAddr {
-    match address.to_canonical() {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => {
-            let segments = v6.segments();
-            IpAddr::V6(Ipv6Addr::new(
-                segments[0],
-                segments[1],
-                segments[2],
-                segments[3],
-                0,
-                0,
-                0,
-                0,
-            ))
-        }
-    }
-}
-
 /// A listening port with its caps.
 pub struct Doorway {
     listener: TcpListener,
@@ -265,7 +245,7 @@ impl Doorway {
                     continue;
                 }
             };
-            let slot = match self.count.admit(client_key(peer.ip())) {
+            let slot = match self.count.admit(address_key(peer.ip())) {
                 Ok(slot) => slot,
                 Err(refusal) => {
                     let refused = match refusal {

@@ -31,19 +31,34 @@ const OTHER_CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 /// and returns what it sent; panics if it is still open after
 /// [`EVENTUALLY`], which is only a guard against hanging.
 async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    answer_while_sending(stream, std::future::pending()).await
+}
+
+/// Runs `sending`, which goes on for longer than the server should allow,
+/// while reading what the server answers, until it closes the connection;
+/// returns the answer.
+async fn answer_while_sending(
+    reader: &mut (impl tokio::io::AsyncRead + Unpin),
+    sending: impl Future<Output = ()>,
+) -> Vec<u8> {
     let mut received = Vec::new();
     let read_all = async {
         let mut buffer = [0u8; 4096];
         loop {
-            match stream.read(&mut buffer).await {
+            match reader.read(&mut buffer).await {
                 Ok(0) | Err(_) => return,
                 Ok(read) => received.extend_from_slice(&buffer[..read]),
             }
         }
     };
-    tokio::time::timeout(EVENTUALLY, read_all)
-        .await
-        .expect("the server closes the connection");
+    tokio::time::timeout(EVENTUALLY, async {
+        tokio::select! {
+            () = sending => {}
+            () = read_all => {}
+        }
+    })
+    .await
+    .expect("the server closes the connection");
     received
 }
 
@@ -107,24 +122,7 @@ async fn a_silent_connection_and_a_trickled_head_are_closed(backend: Backend) {
         }
         panic!("the whole head went through");
     };
-    let mut answer = Vec::new();
-    let closed = async {
-        let mut buffer = [0u8; 1024];
-        loop {
-            match reader.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(read) => answer.extend_from_slice(&buffer[..read]),
-            }
-        }
-    };
-    tokio::time::timeout(EVENTUALLY, async {
-        tokio::select! {
-            () = trickle => {}
-            () = closed => {}
-        }
-    })
-    .await
-    .expect("the server closes the trickling connection");
+    let answer = answer_while_sending(&mut reader, trickle).await;
     assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
 
     // A client that speaks in time is answered.
@@ -180,24 +178,7 @@ async fn a_body_that_stalls_or_trickles_gets_408_and_a_steady_one_goes_through(b
         }
         panic!("the whole body went through");
     };
-    let mut answer = Vec::new();
-    let closed = async {
-        let mut buffer = [0u8; 1024];
-        loop {
-            match reader.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(read) => answer.extend_from_slice(&buffer[..read]),
-            }
-        }
-    };
-    tokio::time::timeout(EVENTUALLY, async {
-        tokio::select! {
-            () = trickle => {}
-            () = closed => {}
-        }
-    })
-    .await
-    .expect("the server cuts the trickle off");
+    let answer = answer_while_sending(&mut reader, trickle).await;
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 
