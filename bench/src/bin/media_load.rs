@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use onair_bench::{LoopResult, ServerUnderTest, closed_loop, default_server_binary, summary};
-use onair_kit::testing::{TestDatabase, nats_url, unique_name};
 use onair_proto::media::v1 as pb;
 use onair_proto::media::v1::media_service_client::MediaServiceClient;
+use onair_testkit::{TestDatabase, nats_url, unique_name};
 
 const SLOT_MINUTES: i64 = 30;
 const SLOTS_PER_DAY: i64 = 24 * 60 / SLOT_MINUTES;

@@ -1,13 +1,11 @@
 //! One suite, two buses: every case runs against the in-process bus and against NATS,
 //! so code written for one behaves the same on the other.
 
-mod support;
-
 use bytes::Bytes;
 use onair_bus::{
     BusError, DEFAULT_MAX_PAYLOAD, DurableStream, Message, SharedBus, StreamBounds, StreamLimits,
 };
-use support::{Fixture, next_message};
+use onair_testkit::bus::{Fixture, next_message};
 
 /// Instantiates every case once per bus.
 macro_rules! conformance {

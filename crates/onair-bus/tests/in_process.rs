@@ -1,14 +1,12 @@
 //! Behaviour only the in-process bus has: its journal files and its per-subscriber
 //! queues.
 
-mod support;
-
 use std::io::Write;
 use std::path::Path;
 
 use bytes::Bytes;
 use onair_bus::{Bus, BusError, DurableStream, InProcessBus, InProcessBusConfig, StreamLimits};
-use support::{next_message, within_patience};
+use onair_testkit::bus::{next_message, within_patience};
 
 fn ops_stream() -> DurableStream {
     DurableStream::new("ops", ["ops.>"])

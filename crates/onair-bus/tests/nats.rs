@@ -1,18 +1,14 @@
 //! Behaviour only the NATS bus has: connecting, prefixes, and riding out a server
 //! restart. The restart test runs its own `nats-server`.
 
-mod support;
-
 use std::time::Duration;
 
 use bytes::Bytes;
 use onair_bus::{
     Bus, BusError, DurableStream, NatsBus, NatsBusOptions, StreamLimits, Subscription,
 };
-use support::{
-    Fixture, NatsServer, PATIENCE, assert_eventually, eventually_ok, free_port, nats_url,
-    next_message, quick_nats_options, unique_prefix, within_patience,
-};
+use onair_testkit::bus::{Fixture, next_message, quick_nats_options, within_patience};
+use onair_testkit::{NatsServer, PATIENCE, assert_eventually, free_port, nats_url, unique_name};
 use tokio::time::Instant;
 
 #[tokio::test]
@@ -49,7 +45,7 @@ async fn credentials_in_the_url_stay_out_of_errors() {
 async fn prefixes_keep_stations_apart() {
     let url = nats_url();
     let ours = Fixture::nats().await;
-    let theirs = NatsBus::connect_with(&url, &unique_prefix(), quick_nats_options())
+    let theirs = NatsBus::connect_with(&url, &unique_name("t"), quick_nats_options())
         .await
         .expect("connect a second station");
 
@@ -84,7 +80,7 @@ async fn prefixes_keep_stations_apart() {
         .expect("durable publish");
     assert_eq!(sequence, 1);
 
-    support::delete_streams_under_prefix(&theirs).await;
+    onair_testkit::bus::delete_streams_under_prefix(&theirs).await;
     ours.cleanup().await;
 }
 
@@ -113,15 +109,14 @@ async fn receive_eventually(bus: &NatsBus, subscription: &mut Subscription, subj
 
 #[tokio::test]
 async fn the_bus_rides_out_a_server_restart() {
-    let store = tempfile::tempdir().expect("temporary store directory");
-    let mut server = NatsServer::start(free_port(), store.path());
+    let mut server = NatsServer::start();
     let url = server.url();
 
-    let bus = eventually_ok("the test nats-server accepts connections", || {
-        NatsBus::connect_with(&url, "restart", quick_nats_options())
-    })
-    .await;
-    assert_eventually("jetstream is ready", || async { bus.check().await.is_ok() }).await;
+    let bus = assert_eventually!(
+        NatsBus::connect_with(&url, "restart", quick_nats_options()).await,
+        "the test nats-server accepts connections"
+    );
+    assert_eventually!(bus.check().await.is_ok(), "jetstream is ready");
 
     bus.ensure_stream(&DurableStream::new("ops", ["ops.>"]))
         .await
@@ -145,10 +140,10 @@ async fn the_bus_rides_out_a_server_restart() {
 
     server.stop().await;
 
-    assert_eventually("check() reports the server gone", || async {
-        matches!(bus.check().await, Err(BusError::Unavailable(_)))
-    })
-    .await;
+    assert_eventually!(
+        matches!(bus.check().await, Err(BusError::Unavailable(_))),
+        "check() reports the server gone"
+    );
     let while_down = within_patience(
         "a durable publish while the server is down",
         bus.publish_durable("ops.event", Bytes::from("while down")),
@@ -168,19 +163,17 @@ async fn the_bus_rides_out_a_server_restart() {
         "got {core_while_down:?}"
     );
 
-    server.restart();
+    server.start_again();
 
-    assert_eventually("check() reports the server back", || async {
-        bus.check().await.is_ok()
-    })
-    .await;
+    assert_eventually!(bus.check().await.is_ok(), "check() reports the server back");
     receive_eventually(&bus, &mut live, "live.after").await;
 
     // Durable history survived, and sequences continue.
-    let sequence = eventually_ok("a durable publish succeeds after the restart", || {
+    let sequence = assert_eventually!(
         bus.publish_durable("ops.event", Bytes::from("event 4"))
-    })
-    .await;
+            .await,
+        "a durable publish succeeds after the restart"
+    );
     assert_eq!(sequence, 4);
     let mut replay_after = bus.replay("ops", 1, None).await.expect("replay");
     for index in 1..=4u64 {
@@ -197,14 +190,13 @@ async fn the_bus_rides_out_a_server_restart() {
 
 #[tokio::test]
 async fn a_memory_only_stream_lost_in_a_restart_is_declared_again_under_a_new_epoch() {
-    let store = tempfile::tempdir().expect("temporary store directory");
-    let mut server = NatsServer::start(free_port(), store.path());
+    let mut server = NatsServer::start();
     let url = server.url();
-    let bus = eventually_ok("the test nats-server accepts connections", || {
-        NatsBus::connect_with(&url, "lost", quick_nats_options())
-    })
-    .await;
-    assert_eventually("jetstream is ready", || async { bus.check().await.is_ok() }).await;
+    let bus = assert_eventually!(
+        NatsBus::connect_with(&url, "lost", quick_nats_options()).await,
+        "the test nats-server accepts connections"
+    );
+    assert_eventually!(bus.check().await.is_ok(), "jetstream is ready");
     let live = DurableStream::new("live", ["live.>"]).with_limits(StreamLimits {
         memory_only: true,
         ..StreamLimits::default()
@@ -220,14 +212,15 @@ async fn a_memory_only_stream_lost_in_a_restart_is_declared_again_under_a_new_ep
     let before = bus.stream_bounds("live").await.expect("bounds");
 
     server.stop().await;
-    server.restart();
+    server.start_again();
 
     // Nobody declares the stream again: the bus does, on reconnecting or on the
     // first durable publish that finds it missing.
-    let sequence = eventually_ok("a durable publish succeeds after the restart", || {
+    let sequence = assert_eventually!(
         bus.publish_durable("live.news.comment", Bytes::from("after"))
-    })
-    .await;
+            .await,
+        "a durable publish succeeds after the restart"
+    );
     assert_eq!(sequence, 1, "the lost stream starts over");
     let after = bus.stream_bounds("live").await.expect("bounds");
     assert_eq!((after.first, after.last), (1, 1));

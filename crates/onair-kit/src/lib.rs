@@ -16,7 +16,6 @@ pub mod server;
 pub mod store;
 pub mod subjects;
 pub mod telemetry;
-pub mod testing;
 
 // The publish/subscribe bus.
 pub use onair_bus as bus;

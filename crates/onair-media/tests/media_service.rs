@@ -1,21 +1,21 @@
 //! The media service end to end: a real server on port 0 with the real user
 //! service beside it, reached over gRPC, on SQLite and on PostgreSQL.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Backend, BusKind, TestStation, at, authorized, instant, rfc3339};
 use futures::StreamExt;
 use onair_media::MediaServiceSettings;
 use onair_media::import_file::{self, FileFormat};
 use onair_proto::media::v1 as pb;
+use onair_testkit::media::{BusKind, MediaStation, at, instant, rfc3339};
+use onair_testkit::{Backend, assert_eventually, authorized, on_both_backends};
 use tonic::Code;
 
 /// How long a test waits for an event that should arrive at once.
 const EVENT_WAIT: Duration = Duration::from_secs(10);
 
 on_both_backends!(
+    multi_thread;
     channels_and_programs_are_created_listed_and_batch_read,
     overlapping_slots_are_refused_naming_the_conflict,
     a_slot_shorter_than_its_program_needs_cut,
@@ -34,7 +34,7 @@ on_both_backends!(
 );
 
 async fn channels_and_programs_are_created_listed_and_batch_read(backend: Backend) {
-    let station = TestStation::start(backend).await;
+    let station = MediaStation::start(backend).await;
     let mut client = station.media_client().await;
 
     let news = station.create_channel("news-1", 1, "onair News").await;
@@ -177,7 +177,7 @@ async fn channels_and_programs_are_created_listed_and_batch_read(backend: Backen
 }
 
 async fn overlapping_slots_are_refused_naming_the_conflict(backend: Backend) {
-    let station = TestStation::start(backend).await;
+    let station = MediaStation::start(backend).await;
     station.create_channel("news-1", 1, "News").await;
     station.create_channel("news-2", 2, "News 2").await;
     station.create_program("show", "Show", 30).await;
@@ -270,7 +270,7 @@ async fn overlapping_slots_are_refused_naming_the_conflict(backend: Backend) {
 }
 
 async fn a_slot_shorter_than_its_program_needs_cut(backend: Backend) {
-    let station = TestStation::start(backend).await;
+    let station = MediaStation::start(backend).await;
     station.create_channel("movies", 1, "Movies").await;
     station.create_program("epic", "Epic", 120).await;
 
@@ -310,7 +310,7 @@ async fn a_slot_shorter_than_its_program_needs_cut(backend: Backend) {
 }
 
 async fn now_and_next_follow_the_clock_across_a_slot_boundary(backend: Backend) {
-    let station = TestStation::start(backend).await;
+    let station = MediaStation::start(backend).await;
     station.create_channel("news-1", 1, "News").await;
     station.create_channel("news-2", 2, "Quiet").await;
     station.create_program("morning", "Morning", 30).await;
@@ -435,7 +435,7 @@ async fn now_and_next_follow_the_clock_across_a_slot_boundary(backend: Backend) 
 }
 
 async fn gaps_are_reported_for_the_slate(backend: Backend) {
-    let station = TestStation::start(backend).await;
+    let station = MediaStation::start(backend).await;
     station.create_channel("news-1", 1, "News").await;
     station.create_channel("news-2", 2, "Empty").await;
     station.create_program("show", "Show", 30).await;
@@ -502,7 +502,7 @@ async fn gaps_are_reported_for_the_slate(backend: Backend) {
 
 async fn a_tokyo_broadcast_day_runs_from_five_to_five(backend: Backend) {
     let settings = MediaServiceSettings::for_station("Asia/Tokyo", "05:00").expect("settings");
-    let station = TestStation::start_with(backend, BusKind::InProcess, settings).await;
+    let station = MediaStation::start_with(backend, BusKind::InProcess, settings).await;
     station.create_channel("tokyo-1", 1, "Tokyo 1").await;
     station.create_channel("tokyo-2", 2, "Tokyo 2").await;
     station.create_program("show", "Show", 30).await;
@@ -638,7 +638,7 @@ async fn a_tokyo_broadcast_day_runs_from_five_to_five(backend: Backend) {
 }
 
 async fn watch_schedule(backend: Backend, bus: BusKind) {
-    let station = TestStation::start_with(backend, bus, MediaServiceSettings::default()).await;
+    let station = MediaStation::start_with(backend, bus, MediaServiceSettings::default()).await;
     station.create_channel("news-1", 1, "News").await;
     station.create_channel("news-2", 2, "News 2").await;
     station.create_program("show", "Show", 30).await;
@@ -735,7 +735,7 @@ async fn watch_schedule_works_over_nats(backend: Backend) {
 /// reaches the other's watchers, and the other's cached timetable follows.
 async fn another_process_hears_changes_over_nats(backend: Backend) {
     let station =
-        TestStation::start_with(backend, BusKind::Nats, MediaServiceSettings::default()).await;
+        MediaStation::start_with(backend, BusKind::Nats, MediaServiceSettings::default()).await;
     station.create_channel("news-1", 1, "News").await;
     station.create_program("show", "Show", 30).await;
     // A cache time far beyond the test's: only the bus can make the other
@@ -783,17 +783,13 @@ async fn another_process_hears_changes_over_nats(backend: Backend) {
         .expect("an event");
     assert_eq!(event.slot.expect("slot").id, created.id);
 
-    let seen = onair_kit::testing::eventually(EVENT_WAIT, || {
-        let mut client = other_client.clone();
-        let request = day.clone();
-        async move {
-            let timetable = client.get_timetable(request).await.ok()?.into_inner();
+    assert_eventually!(
+        async {
+            let mut client = other_client.clone();
+            let timetable = client.get_timetable(day.clone()).await.ok()?.into_inner();
             (timetable.channels[0].entries.len() == 1).then_some(())
         }
-    })
-    .await;
-    assert!(
-        seen.is_some(),
+        .await,
         "the other process's timetable shows the new slot"
     );
 }
@@ -801,7 +797,7 @@ async fn another_process_hears_changes_over_nats(backend: Backend) {
 /// The station's timetable is cached by channel: each kind of write shows in
 /// the next read, on the channel it changed and nowhere else.
 async fn a_cached_station_timetable_follows_each_write(backend: Backend) {
-    let station = TestStation::start(backend).await;
+    let station = MediaStation::start(backend).await;
     let mut client = station.media_client().await;
     station.create_channel("news-1", 1, "News").await;
     station.create_channel("sports-2", 2, "Sports").await;
@@ -954,7 +950,7 @@ async fn a_cached_station_timetable_follows_each_write(backend: Backend) {
     assert_eq!(sports_only.channels[0].entries.len(), 2);
 }
 
-async fn import(station: &TestStation, text: &str) -> pb::ImportScheduleResponse {
+async fn import(station: &MediaStation, text: &str) -> pb::ImportScheduleResponse {
     let items = import_file::parse(text, FileFormat::Yaml).expect("the file parses");
     let mut client = station.media_client().await;
     client
@@ -998,7 +994,7 @@ slots:
 ";
 
 async fn an_import_applies_all_or_nothing_with_line_numbered_errors(backend: Backend) {
-    let station = TestStation::start(backend).await;
+    let station = MediaStation::start(backend).await;
     station.create_channel("sports", 10, "Sports").await;
     station.create_program("match", "Match", 60).await;
     let stored = station
@@ -1093,7 +1089,7 @@ async fn an_import_applies_all_or_nothing_with_line_numbered_errors(backend: Bac
 }
 
 async fn concurrent_overlapping_creates_have_exactly_one_winner(backend: Backend) {
-    let station = TestStation::start(backend).await;
+    let station = MediaStation::start(backend).await;
     station.create_channel("news-1", 1, "News").await;
     station.create_program("show", "Show", 30).await;
     let contenders = 16;
@@ -1148,7 +1144,7 @@ async fn concurrent_overlapping_creates_have_exactly_one_winner(backend: Backend
 }
 
 async fn unknown_ids_are_not_found_and_bad_times_are_invalid(backend: Backend) {
-    let station = TestStation::start(backend).await;
+    let station = MediaStation::start(backend).await;
     station.create_channel("news-1", 1, "News").await;
     station.create_program("show", "Show", 30).await;
     let mut client = station.media_client().await;
@@ -1282,7 +1278,7 @@ async fn unknown_ids_are_not_found_and_bad_times_are_invalid(backend: Backend) {
 }
 
 async fn viewers_read_but_cannot_write(backend: Backend) {
-    let station = TestStation::start(backend).await;
+    let station = MediaStation::start(backend).await;
     station.create_channel("news-1", 1, "News").await;
     station.create_program("show", "Show", 30).await;
     let viewer = station.viewer_token().await;
@@ -1357,7 +1353,7 @@ async fn viewers_read_but_cannot_write(backend: Backend) {
 }
 
 async fn slots_on_air_change_only_when_forced(backend: Backend) {
-    let station = TestStation::start(backend).await;
+    let station = MediaStation::start(backend).await;
     station.create_channel("news-1", 1, "News").await;
     station.create_program("show", "Show", 30).await;
     // The clock stands at 00:00; this slot is on air.

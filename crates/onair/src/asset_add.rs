@@ -13,11 +13,12 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 use futures::StreamExt;
+use onair_kit::config::Environment;
 use onair_proto::playout::v1 as pb;
 use onair_proto::playout::v1::playout_service_client::PlayoutServiceClient;
 use tokio::io::AsyncReadExt;
 
-use crate::schedule_import::{self, Environment, Target};
+use crate::schedule_import::{self, Target};
 
 /// How many bytes one upload message carries (under the station's message
 /// size limit).

@@ -140,6 +140,7 @@ pub fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send) -> Exi
         let channels = prepared.channels.clone();
         let data_dir = prepared.data_dir.clone();
         let http_addr = prepared.http_addr;
+        let grpc_addr = prepared.grpc_addr;
         let seeding = tokio::spawn(async move {
             let key = match seed_schedule(&channels, &data_dir, segment_ms).await {
                 Ok(key) => key,
@@ -150,7 +151,7 @@ pub fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send) -> Exi
             };
             // The channels air (the slate) from here on; the programs air as
             // their clips become ready, and the audience comments meanwhile.
-            print_welcome(http_addr);
+            print_welcome(http_addr, grpc_addr, &data_dir);
             let clips = async {
                 match seed_clips(&channels, &data_dir, &key).await {
                     Ok(()) => tracing::info!("the demo station is seeded"),
@@ -186,7 +187,11 @@ pub fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send) -> Exi
     }
 }
 
-fn print_welcome(http_addr: std::net::SocketAddr) {
+fn print_welcome(
+    http_addr: std::net::SocketAddr,
+    grpc_addr: std::net::SocketAddr,
+    data_dir: &Path,
+) {
     println!();
     println!("onair demo is on air. Watch a channel with any HLS player:");
     for channel in CHANNELS {
@@ -198,6 +203,18 @@ fn print_welcome(http_addr: std::net::SocketAddr) {
     println!("  e.g. ffplay http://{http_addr}/hls/news/master.m3u8   (or VLC, mpv)");
     println!("IPTV apps: http://{http_addr}/iptv/channels.m3u and http://{http_addr}/iptv/epg.xml");
     println!("The guide: curl 'http://{http_addr}/v1/now'");
+    let key = data_dir.join("operator.key");
+    println!(
+        "As the operator: curl http://{http_addr}/v1/users/me -H \"authorization: Bearer $(cat {})\"",
+        key.display()
+    );
+    let binary = std::env::current_exe()
+        .map(|path| path.display().to_string())
+        .unwrap_or_else(|_| "onair".to_owned());
+    println!(
+        "Import a schedule: {binary} schedule import --grpc {grpc_addr} --data-dir {} FILE",
+        data_dir.display()
+    );
     println!("Stop with Ctrl-C.");
 }
 

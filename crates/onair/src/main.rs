@@ -34,6 +34,10 @@ enum Command {
     /// Serves a ready demo station: three channels with a schedule around
     /// now, programs made with ffmpeg (installed if missing and possible),
     /// gaps filled with a slate. Data in ./onair-demo unless --data-dir.
+    #[command(mut_arg("data_dir", |arg| arg.help(
+        "Directory for the demo station's SQLite database, operator key, clips and \
+         bus streams [env: ONAIR_DATA_DIR] [default: ./onair-demo]"
+    )))]
     Demo(ServeArgs),
     /// Works on a running station's assets (video files).
     #[command(subcommand)]
@@ -120,11 +124,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Demo(args) => demo(args),
-        Command::Asset(AssetCommand::Add(args)) => {
-            asset_add::run(args, &schedule_import::ProcessEnvironment)
-        }
+        Command::Asset(AssetCommand::Add(args)) => asset_add::run(args, &ProcessEnvironment),
         Command::Schedule(ScheduleCommand::Import(args)) => {
-            schedule_import::run(args, &schedule_import::ProcessEnvironment)
+            schedule_import::run(args, &ProcessEnvironment)
         }
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
+use onair_kit::config::Environment;
 use onair_media::import_file::{self, FileFormat};
 use onair_proto::media::v1 as pb;
 use onair_proto::media::v1::media_service_client::MediaServiceClient;
@@ -53,21 +54,6 @@ enum Format {
 pub(crate) struct Target {
     pub(crate) endpoint: String,
     pub(crate) credential: String,
-}
-
-/// The environment variables the command reads, so tests need not touch
-/// the process environment.
-pub trait Environment {
-    fn var(&self, name: &str) -> Option<String>;
-}
-
-/// The process's environment.
-pub struct ProcessEnvironment;
-
-impl Environment for ProcessEnvironment {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok().filter(|value| !value.is_empty())
-    }
 }
 
 /// Runs the command; what it prints is the report.
@@ -283,12 +269,6 @@ mod tests {
 
     use super::*;
 
-    impl Environment for BTreeMap<&str, &str> {
-        fn var(&self, name: &str) -> Option<String> {
-            self.get(name).map(|value| (*value).to_owned())
-        }
-    }
-
     fn args(grpc: Option<&str>, token: Option<&str>, data_dir: Option<&Path>) -> ImportArgs {
         ImportArgs {
             file: PathBuf::from("schedule.yaml"),
@@ -304,8 +284,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("operator.key"), "from-file\n").unwrap();
         let environment = BTreeMap::from([
-            ("ONAIR_GRPC", "10.0.0.5:50051"),
-            ("ONAIR_TOKEN", "from-env"),
+            ("ONAIR_GRPC".to_owned(), "10.0.0.5:50051".to_owned()),
+            ("ONAIR_TOKEN".to_owned(), "from-env".to_owned()),
         ]);
 
         let flagged = target(

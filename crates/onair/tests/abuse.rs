@@ -5,12 +5,9 @@
 //! with 400, the same on SQLite and PostgreSQL; and nothing a client names
 //! can split a line of the IPTV playlist.
 
-mod common;
-
 use std::net::IpAddr;
 use std::time::Duration;
 
-use common::{Backend, TestStation, authorized, rfc3339};
 use onair_proto::comment::v1 as comment_pb;
 use onair_proto::comment::v1::comment_service_client::CommentServiceClient;
 use onair_proto::media::v1 as media_pb;
@@ -19,6 +16,8 @@ use onair_proto::playout::v1 as playout_pb;
 use onair_proto::playout::v1::playout_service_client::PlayoutServiceClient;
 use onair_proto::user::v1 as user_pb;
 use onair_proto::user::v1::user_service_client::UserServiceClient;
+use onair_testkit::on_both_backends;
+use onair_testkit::{Backend, TestStation, authorized, rfc3339};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tonic::transport::Channel;

@@ -3,15 +3,14 @@
 //! REST, gRPC and the live socket. SQLite stations use the in-process bus;
 //! PostgreSQL stations use NATS, so events cross a real bus.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{
-    Backend, EVENTUALLY, Socket, TestStation, authorized, connect, live_url, next_events, ready,
+use onair_proto::user::v1::AdjustTrustScoreRequest;
+use onair_testkit::on_both_backends;
+use onair_testkit::{
+    Backend, PATIENCE, Socket, TestStation, authorized, connect, live_url, next_events, ready,
     rfc3339, send,
 };
-use onair_proto::user::v1::AdjustTrustScoreRequest;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -29,8 +28,8 @@ struct Newsroom {
 const SLOT_MS: i64 = 10 * 60 * 1000;
 
 async fn newsroom(backend: Backend) -> Newsroom {
-    let prefix = onair_kit::testing::unique_name("comments");
-    let nats = onair_kit::testing::nats_url();
+    let prefix = onair_testkit::unique_name("comments");
+    let nats = onair_testkit::nats_url();
     let extra: Vec<(&str, &str)> = match backend {
         Backend::Sqlite => Vec::new(),
         Backend::Postgres => vec![("nats_url", nats.as_str()), ("bus_prefix", prefix.as_str())],
@@ -219,7 +218,7 @@ impl Lines {
                 let line: Vec<u8> = self.buffer.drain(..=end).collect();
                 return serde_json::from_slice(&line).expect("an NDJSON line");
             }
-            let chunk = tokio::time::timeout(EVENTUALLY, self.response.chunk())
+            let chunk = tokio::time::timeout(PATIENCE, self.response.chunk())
                 .await
                 .expect("the stream says something")
                 .unwrap()
@@ -345,7 +344,7 @@ async fn comments_turned_off_for_the_program_on_air_are_refused(backend: Backend
     assert_eq!(slot["commentsEnabled"], false, "{slot}");
 
     let mut attempt = 0;
-    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     let refused = loop {
         attempt += 1;
         let (status, answer) = room.post(&ann_token, &format!("still on {attempt}")).await;
@@ -472,7 +471,7 @@ async fn refusals_say_why(backend: Backend) {
     .await;
     assert_eq!(status, 200, "{banned}");
     let mut attempt = 0;
-    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     let refused = loop {
         attempt += 1;
         let (status, answer) = room

@@ -4,15 +4,15 @@
 //! exhausting the open-files limit), every HTTP answer says `nosniff`, and
 //! the gRPC port refuses what is not gRPC.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Backend, EVENTUALLY, TestStation, create_channel, publish_comment, ready};
+use onair_testkit::assert_eventually;
+use onair_testkit::on_both_backends;
+use onair_testkit::{Backend, PATIENCE, TestStation, create_channel, publish_comment, ready};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -29,7 +29,7 @@ const OTHER_CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
 /// Reads until the server closes the connection (end of stream or reset)
 /// and returns what it sent; panics if it is still open after
-/// [`EVENTUALLY`], which is only a guard against hanging.
+/// [`PATIENCE`], which is only a guard against hanging.
 async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
     answer_while_sending(stream, std::future::pending()).await
 }
@@ -51,7 +51,7 @@ async fn answer_while_sending(
             }
         }
     };
-    tokio::time::timeout(EVENTUALLY, async {
+    tokio::time::timeout(PATIENCE, async {
         tokio::select! {
             () = sending => {}
             () = read_all => {}
@@ -75,7 +75,7 @@ async fn exchange(stream: &mut TcpStream, request: &str) -> String {
     let mut received = Vec::new();
     let mut buffer = [0u8; 4096];
     loop {
-        let read = tokio::time::timeout(EVENTUALLY, stream.read(&mut buffer))
+        let read = tokio::time::timeout(PATIENCE, stream.read(&mut buffer))
             .await
             .expect("an answer")
             .unwrap();
@@ -201,7 +201,8 @@ async fn a_body_that_stalls_or_trickles_gets_408_and_a_steady_one_goes_through(b
 async fn an_idle_connection_is_closed_and_live_sockets_stay(backend: Backend) {
     let station = TestStation::start_with(backend, SHORT_DEADLINES).await;
     create_channel(&station, "news").await;
-    let mut websocket = common::connect(&common::live_url(&station, "news", None)).await;
+    let mut websocket =
+        onair_testkit::connect(&onair_testkit::live_url(&station, "news", None)).await;
     ready(&mut websocket).await;
     let mut sse = reqwest::Client::new()
         .get(station.http_url("/v1/channels/news/live"))
@@ -226,13 +227,13 @@ async fn an_idle_connection_is_closed_and_live_sockets_stay(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     publish_comment(&station, 1, 10).await;
-    let events = common::next_events(&mut websocket)
+    let events = onair_testkit::next_events(&mut websocket)
         .await
         .expect("the live socket is still open");
     assert_eq!(events[0]["data"]["id"], "c1", "{events:?}");
     let mut sse_text = String::new();
     while !sse_text.contains("\"c1\"") {
-        let chunk = tokio::time::timeout(EVENTUALLY, sse.chunk())
+        let chunk = tokio::time::timeout(PATIENCE, sse.chunk())
             .await
             .expect("an event")
             .unwrap()
@@ -445,9 +446,7 @@ impl Process {
     /// The HTTP and gRPC addresses, from the "listening" line.
     async fn addresses(&self) -> (SocketAddr, SocketAddr) {
         let listening =
-            onair_kit::testing::eventually(EVENTUALLY, || async { self.log_line("listening") })
-                .await
-                .expect("the station logs its addresses");
+            assert_eventually!(self.log_line("listening"), "the station logs its addresses");
         let address = |name: &str| listening[name].as_str().unwrap().parse().unwrap();
         (address("http"), address("grpc"))
     }
@@ -468,7 +467,7 @@ impl Drop for Process {
 async fn healthz_from_another_client(http: SocketAddr) -> u16 {
     let client = reqwest::Client::builder()
         .local_address(OTHER_CLIENT)
-        .timeout(EVENTUALLY)
+        .timeout(PATIENCE)
         .build()
         .unwrap();
     let response = client
@@ -488,7 +487,7 @@ async fn grpc_health_from_another_client(grpc: SocketAddr) -> i32 {
     });
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
         .unwrap()
-        .timeout(EVENTUALLY)
+        .timeout(PATIENCE)
         .connect_with_connector(connector)
         .await
         .expect("the gRPC port takes another client");
@@ -558,27 +557,29 @@ async fn two_thousand_half_open_connections_from_one_address_leave_the_station_a
         .local_address(OTHER_CLIENT)
         .build()
         .unwrap();
-    let refused = onair_kit::testing::eventually(EVENTUALLY, || async {
-        let text = metrics_client
-            .get(format!("http://{http}/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        let http_refused = metric(
-            &text,
-            "onair_server_connections_refused_total{port=\"http\",cap=\"per_ip\"}",
-        );
-        let grpc_refused = metric(
-            &text,
-            "onair_server_connections_refused_total{port=\"grpc\",cap=\"per_ip\"}",
-        );
-        (http_refused == 900 && grpc_refused == 900).then_some(text)
-    })
-    .await;
-    assert!(refused.is_some(), "900 connections a port are refused");
+    assert_eventually!(
+        async {
+            let text = metrics_client
+                .get(format!("http://{http}/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let http_refused = metric(
+                &text,
+                "onair_server_connections_refused_total{port=\"http\",cap=\"per_ip\"}",
+            );
+            let grpc_refused = metric(
+                &text,
+                "onair_server_connections_refused_total{port=\"grpc\",cap=\"per_ip\"}",
+            );
+            (http_refused == 900 && grpc_refused == 900).then_some(text)
+        }
+        .await,
+        "900 connections a port are refused"
+    );
 
     // The ones it took are closed once the header timeout passes.
     for stream in &mut held {
@@ -606,29 +607,24 @@ async fn out_of_file_descriptors_the_station_waits_and_recovers() {
     );
     let (http, _grpc) = station.addresses().await;
     let started = std::time::Instant::now();
-    let warned = onair_kit::testing::eventually(EVENTUALLY, || async {
+    assert_eventually!(
         station.logs().into_iter().find(|line| {
             line["message"]
                 .as_str()
                 .is_some_and(|message| message.starts_with("the open-files limit is below"))
-        })
-    })
-    .await;
-    assert!(
-        warned.is_some(),
+        }),
         "the station warns that its caps exceed the open-files limit"
     );
 
     let mut held = half_open_connections(http, 1000).await;
-    let cannot_accept = onair_kit::testing::eventually(EVENTUALLY, || async {
+    let cannot_accept = assert_eventually!(
         station.logs().into_iter().find(|line| {
             line["message"]
                 .as_str()
                 .is_some_and(|message| message.starts_with("cannot accept connections"))
-        })
-    })
-    .await
-    .expect("the station says it cannot accept");
+        }),
+        "the station says it cannot accept"
+    );
     assert_eq!(cannot_accept["port"], "http", "{cannot_accept}");
 
     // The station closes the silent connections as their header timeouts

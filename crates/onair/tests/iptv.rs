@@ -3,16 +3,15 @@
 //! way IPTV apps read them. The guide is checked with `tv_validate_file` from
 //! Debian's `xmltv-util` (scripts/test.sh installs it).
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use common::{Backend, TestStation, authorized};
 use onair_proto::media::v1 as pb;
 use onair_proto::media::v1::media_service_client::MediaServiceClient;
+use onair_testkit::on_both_backends;
+use onair_testkit::{Backend, TestStation, authorized};
 
 /// The XMLTV DTD that `xmltv-util` installs; given to `tv_validate_file` so
 /// that it does not try to download it.

@@ -1,17 +1,16 @@
 //! The live sockets, `GET /v1/channels/{channelId}/live`, over real WebSocket
 //! and SSE connections to a station on port 0, fed by the bus's own events.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{
-    Backend, EVENTUALLY, TestStation, connect, connect_small_window, create_channel, live_url,
+use futures::{SinkExt, StreamExt};
+use onair_testkit::on_both_backends;
+use onair_testkit::{
+    Backend, PATIENCE, TestStation, connect, connect_small_window, create_channel, live_url,
     next_events, publish_comment, ready, ready_epoch,
 };
-use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -22,8 +21,8 @@ on_both_backends!(schedule_changes_reach_websocket_and_sse_viewers);
 
 async fn schedule_changes_reach_websocket_and_sse_viewers(backend: Backend) {
     // PostgreSQL stations use NATS, so the events cross a real bus.
-    let prefix = onair_kit::testing::unique_name("live");
-    let nats = onair_kit::testing::nats_url();
+    let prefix = onair_testkit::unique_name("live");
+    let nats = onair_testkit::nats_url();
     let extra: Vec<(&str, &str)> = match backend {
         Backend::Sqlite => Vec::new(),
         Backend::Postgres => vec![("nats_url", nats.as_str()), ("bus_prefix", prefix.as_str())],
@@ -190,7 +189,7 @@ async fn a_thousand_clients_each_receive_every_event_in_order() {
     }
 
     for client in clients {
-        let received = tokio::time::timeout(EVENTUALLY, client)
+        let received = tokio::time::timeout(PATIENCE, client)
             .await
             .expect("every client gets every event")
             .unwrap();
@@ -242,10 +241,10 @@ async fn a_stalled_client_is_told_it_lagged_and_resumes_without_a_gap() {
     for index in 0..EVENTS {
         offsets.push(publish_comment(&station, index, 2048).await);
         if index % 4 == 3 {
-            common::eventually_true(|| healthy_count.load(Ordering::Relaxed) > index).await;
+            onair_testkit::assert_eventually!(healthy_count.load(Ordering::Relaxed) > index);
         }
     }
-    let healthy_ids = tokio::time::timeout(EVENTUALLY, healthy_task)
+    let healthy_ids = tokio::time::timeout(PATIENCE, healthy_task)
         .await
         .expect("the healthy viewer gets everything")
         .unwrap();
@@ -324,7 +323,7 @@ async fn a_stalled_sse_viewer_is_told_it_lagged_and_resumes_without_a_gap() {
     let mut body = response.into_body();
     let mut text = String::new();
     while !text.contains("event: ready") {
-        let frame = tokio::time::timeout(EVENTUALLY, body.frame())
+        let frame = tokio::time::timeout(PATIENCE, body.frame())
             .await
             .expect("the ready event")
             .expect("the stream stays open")
@@ -341,7 +340,7 @@ async fn a_stalled_sse_viewer_is_told_it_lagged_and_resumes_without_a_gap() {
 
     // It reads again, to the end of the stream.
     let mut bytes = Vec::new();
-    while let Some(frame) = tokio::time::timeout(EVENTUALLY, body.frame())
+    while let Some(frame) = tokio::time::timeout(PATIENCE, body.frame())
         .await
         .expect("the stream goes on, then ends")
     {
@@ -374,7 +373,7 @@ async fn a_stalled_sse_viewer_is_told_it_lagged_and_resumes_without_a_gap() {
     let mut text = String::new();
     let mut rest = Vec::new();
     while rest.len() < EVENTS - received.len() {
-        let chunk = tokio::time::timeout(EVENTUALLY, resumed.chunk())
+        let chunk = tokio::time::timeout(PATIENCE, resumed.chunk())
             .await
             .expect("the backlog")
             .unwrap()
@@ -460,7 +459,7 @@ async fn shutdown_closes_live_sockets_with_a_reconnect_hint() {
         }
         text
     });
-    tokio::time::timeout(EVENTUALLY, station.stop())
+    tokio::time::timeout(PATIENCE, station.stop())
         .await
         .expect("the station stops with live sockets open");
 
@@ -707,7 +706,7 @@ async fn raw_websocket_session(
     raw.write_all(request.as_bytes()).await.unwrap();
     raw.write_all(bytes).await.unwrap();
     let mut received = Vec::new();
-    tokio::time::timeout(EVENTUALLY, raw.read_to_end(&mut received))
+    tokio::time::timeout(PATIENCE, raw.read_to_end(&mut received))
         .await
         .expect("the server ends the connection")
         .unwrap();
@@ -737,7 +736,7 @@ fn server_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
 }
 
 /// Reads until the server's close frame.
-async fn closed_with(socket: &mut common::Socket) -> CloseFrame {
+async fn closed_with(socket: &mut onair_testkit::Socket) -> CloseFrame {
     loop {
         match tokio::time::timeout(Duration::from_secs(20), socket.next())
             .await

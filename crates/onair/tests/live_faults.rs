@@ -3,17 +3,15 @@
 //! connected. A viewer gets every event, or is told in so many words that it
 //! may have missed some; it never sits on a silent gap.
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use common::{
-    Backend, EVENTUALLY, NatsServer, TestStation, connect, create_channel, live_url, next_events,
+use futures::StreamExt;
+use onair_testkit::assert_eventually;
+use onair_testkit::{
+    Backend, NatsServer, TestStation, connect, create_channel, live_url, next_events,
     publish_comment, rfc3339, send,
 };
-use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -52,7 +50,7 @@ fn seen(shared: &Shared) -> std::sync::MutexGuard<'_, Seen> {
 }
 
 /// Reads a WebSocket viewer's events into `Seen` until the socket closes.
-fn watch_websocket(mut socket: common::Socket) -> (Shared, tokio::task::JoinHandle<()>) {
+fn watch_websocket(mut socket: onair_testkit::Socket) -> (Shared, tokio::task::JoinHandle<()>) {
     let shared = Shared::default();
     let recording = shared.clone();
     let task = tokio::spawn(async move {
@@ -160,18 +158,6 @@ async fn readyz(station: &TestStation) -> (u16, String) {
     (status, response.text().await.unwrap())
 }
 
-/// Waits, within the tests' patience, until `condition` holds.
-async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + EVENTUALLY;
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {EVENTUALLY:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Every comment id in the slot's replay.
 async fn replayed(station: &TestStation, slot: &str) -> HashSet<String> {
     let mut ids = HashSet::new();
@@ -200,7 +186,7 @@ async fn replayed(station: &TestStation, slot: &str) -> HashSet<String> {
 async fn live_comments_survive_a_nats_restart() {
     let mut nats = NatsServer::start();
     let url = nats.url();
-    let prefix = onair_kit::testing::unique_name("natsrestart");
+    let prefix = onair_testkit::unique_name("natsrestart");
     let station = TestStation::start_with(
         Backend::Postgres,
         &[
@@ -225,29 +211,30 @@ async fn live_comments_survive_a_nats_restart() {
     }
     assert_eq!(acknowledged.len(), 10, "every comment is published");
     for (name, viewer) in viewers {
-        eventually(
-            &format!("the {name} viewer gets the first comments"),
-            async || seen(viewer).comment_ids.len() >= 10,
-        )
-        .await;
+        assert_eventually!(
+            seen(viewer).comment_ids.len() >= 10,
+            "the {name} viewer gets the first comments"
+        );
     }
     assert_eq!(readyz(&station).await.0, 200);
 
     nats.stop().await;
-    eventually("/readyz says live delivery is down", async || {
-        let (status, body) = readyz(&station).await;
-        status == 503 && body.contains("live")
-    })
-    .await;
+    assert_eventually!(
+        {
+            let (status, body) = readyz(&station).await;
+            status == 503 && body.contains("live")
+        },
+        "/readyz says live delivery is down"
+    );
     for index in 0..5 {
         acknowledged.extend(post(&station, &format!("while nats is down {index}")).await);
     }
 
     nats.start_again();
-    eventually("/readyz recovers when nats is back", async || {
-        readyz(&station).await.0 == 200
-    })
-    .await;
+    assert_eventually!(
+        readyz(&station).await.0 == 200,
+        "/readyz recovers when nats is back"
+    );
     let mut after_return = Vec::new();
     for index in 0..10 {
         after_return.extend(post(&station, &format!("after the restart {index}")).await);
@@ -256,14 +243,13 @@ async fn live_comments_survive_a_nats_restart() {
     acknowledged.extend(after_return.iter().cloned());
 
     for (name, viewer) in viewers {
-        eventually(
-            &format!("the {name} viewer gets the comments posted after nats returned"),
-            async || {
+        assert_eventually!(
+            {
                 let seen = seen(viewer);
                 after_return.iter().all(|id| seen.comment_ids.contains(id))
             },
-        )
-        .await;
+            "the {name} viewer gets the comments posted after nats returned"
+        );
     }
     let stored = replayed(&station, &slot).await;
     for (name, viewer) in viewers {
@@ -321,7 +307,7 @@ fn ready_position(events: &[Value]) -> (String, u64) {
 }
 
 /// Reads events until one at `offset` has come.
-async fn received_up_to(socket: &mut common::Socket, offset: u64) {
+async fn received_up_to(socket: &mut onair_testkit::Socket, offset: u64) {
     loop {
         let events = next_events(socket).await.expect("events");
         if events
@@ -334,7 +320,7 @@ async fn received_up_to(socket: &mut common::Socket, offset: u64) {
 }
 
 /// Reads events until the server's `closing` goodbye; its epoch and offset.
-async fn closing_position(socket: &mut common::Socket) -> (String, u64) {
+async fn closing_position(socket: &mut onair_testkit::Socket) -> (String, u64) {
     loop {
         let events = next_events(socket).await.expect("events, then closing");
         if let Some(closing) = events.iter().find(|event| event["type"] == "closing") {
@@ -395,10 +381,10 @@ async fn a_resume_after_the_embedded_station_restarts_is_told_the_epoch_changed(
 
     // A browser's SSE reconnect sends the last id it saw: EPOCH:OFFSET.
     let (sse, sse_task) = watch_sse(open_sse(&station, "", Some(&format!("{epoch}:{last}"))).await);
-    eventually("the SSE viewer is told the epoch changed", async || {
-        seen(&sse).resets.len() == 1
-    })
-    .await;
+    assert_eventually!(
+        seen(&sse).resets.len() == 1,
+        "the SSE viewer is told the epoch changed"
+    );
     assert_eq!(seen(&sse).types[..2], ["ready", "reset"]);
     assert_eq!(seen(&sse).resets[0]["reason"], "epoch");
 
@@ -423,8 +409,8 @@ async fn a_resume_after_the_embedded_station_restarts_is_told_the_epoch_changed(
 
 #[tokio::test]
 async fn a_resume_after_the_station_restarts_on_nats_gets_every_event_after_it() {
-    let nats = onair_kit::testing::nats_url();
-    let prefix = onair_kit::testing::unique_name("onairrestart");
+    let nats = onair_testkit::nats_url();
+    let prefix = onair_testkit::unique_name("onairrestart");
     let settings = [("nats_url", nats.as_str()), ("bus_prefix", prefix.as_str())];
     let dir = tempfile::tempdir().unwrap();
     let station = TestStation::start_configured_in(Backend::Sqlite, dir, &settings).await;

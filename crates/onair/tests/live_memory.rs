@@ -2,9 +2,7 @@
 //! own: it measures the process's resident memory, which other tests running
 //! beside it would move.
 
-mod common;
-
-use common::{
+use onair_testkit::{
     Backend, TestStation, connect_small_window, create_channel, live_url, next_events,
     publish_comment, ready, rss_bytes,
 };

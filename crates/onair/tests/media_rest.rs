@@ -1,11 +1,10 @@
 //! The media service through the gateway: the schedule over REST, with
 //! schedule changes streamed as server-sent events and NDJSON.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Backend, TestStation, send};
+use onair_testkit::on_both_backends;
+use onair_testkit::{Backend, TestStation, send};
 use serde_json::{Value, json};
 
 on_both_backends!(an_operator_builds_a_schedule_that_viewers_read);

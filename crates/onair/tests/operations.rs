@@ -1,11 +1,9 @@
 //! What an SRE relies on: health, reflection, gRPC-Web, readiness, metrics and a
 //! clean shutdown, on a real station.
 
-mod common;
-
-use common::{Backend, TestStation, authorized};
 use futures::StreamExt;
 use onair_proto::user::v1 as pb;
+use onair_testkit::{Backend, TestStation, authorized};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;

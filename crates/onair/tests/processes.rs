@@ -1,16 +1,14 @@
 //! The real binary in separate processes: `user` in one, the rest in another,
 //! reaching it over gRPC; configuration errors; help; signals.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use common::EVENTUALLY;
-use onair_kit::testing::eventually;
 use onair_proto::user::v1 as pb;
 use onair_proto::user::v1::user_service_client::UserServiceClient;
+use onair_testkit::PATIENCE;
+use onair_testkit::{assert_eventually, free_port};
 
 /// A running `onair serve` whose log lines are collected as they come.
 struct Process {
@@ -58,7 +56,7 @@ impl Process {
 
     /// Waits for the "listening" line and returns (grpc, http) addresses.
     async fn addresses(&self) -> (String, String) {
-        eventually(EVENTUALLY, || async {
+        assert_eventually!(
             self.logs().into_iter().find_map(|line| {
                 (line["message"] == "listening").then(|| {
                     (
@@ -66,10 +64,9 @@ impl Process {
                         line["http"].as_str().unwrap().to_owned(),
                     )
                 })
-            })
-        })
-        .await
-        .expect("the process logs its addresses")
+            }),
+            "the process logs its addresses"
+        )
     }
 
     fn terminate(&mut self) -> std::process::ExitStatus {
@@ -87,14 +84,6 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn readyz(http: &str) -> (u16, serde_json::Value) {
@@ -148,12 +137,10 @@ async fn user_in_one_process_and_the_rest_in_another() {
         user_dir.path().to_str().unwrap(),
     ]);
     user.addresses().await;
-    let ready = eventually(EVENTUALLY, || async {
-        let (status, _) = readyz(&rest_http).await;
-        (status == 200).then_some(())
-    })
-    .await;
-    assert!(ready.is_some(), "ready once the user peer answers");
+    assert_eventually!(
+        readyz(&rest_http).await.0 == 200,
+        "ready once the user peer answers"
+    );
 
     // A call to the front process crosses to the user process, trace id intact.
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -182,12 +169,8 @@ async fn user_in_one_process_and_the_rest_in_another() {
             .into_iter()
             .any(|line| line["trace_id"] == trace_id && line["method"] == "CreateUser")
     };
-    let both = eventually(EVENTUALLY, || async {
-        (seen_in(&rest) && seen_in(&user)).then_some(())
-    })
-    .await;
-    assert!(
-        both.is_some(),
+    assert_eventually!(
+        seen_in(&rest) && seen_in(&user),
         "both processes log the request under trace {trace_id}"
     );
 
@@ -230,12 +213,10 @@ async fn user_in_one_process_and_the_rest_in_another() {
 
     // When the peer goes away, the front process says so.
     drop(user);
-    let unready = eventually(EVENTUALLY, || async {
-        let (status, body) = readyz(&rest_http).await;
-        (status == 503).then_some(body)
-    })
-    .await;
-    assert!(unready.is_some(), "not ready without the user peer");
+    assert_eventually!(
+        readyz(&rest_http).await.0 == 503,
+        "not ready without the user peer"
+    );
 
     let exit = rest.terminate();
     assert!(exit.success(), "SIGTERM drains and exits 0, got {exit:?}");
@@ -307,9 +288,9 @@ async fn two_replicas_on_postgres_and_nats_share_users_and_events() {
     use futures::StreamExt;
     use onair_kit::bus::{Bus, NatsBus};
 
-    let database = onair_kit::testing::TestDatabase::create().await;
-    let prefix = onair_kit::testing::unique_name("t");
-    let nats_url = onair_kit::testing::nats_url();
+    let database = onair_testkit::TestDatabase::create().await;
+    let prefix = onair_testkit::unique_name("t");
+    let nats_url = onair_testkit::nats_url();
     let first_dir = tempfile::tempdir().unwrap();
     let second_dir = tempfile::tempdir().unwrap();
     let replica = |dir: &tempfile::TempDir| {
@@ -335,14 +316,12 @@ async fn two_replicas_on_postgres_and_nats_share_users_and_events() {
     let mut second = replica(&second_dir);
     let (second_grpc, second_http) = second.addresses().await;
     for http in [&first_http, &second_http] {
-        let ready = eventually(EVENTUALLY, || async {
-            let (status, _) = readyz(http).await;
-            (status == 200).then_some(())
-        })
-        .await;
-        assert!(ready.is_some(), "{http} ready on PostgreSQL and NATS");
+        assert_eventually!(
+            readyz(http).await.0 == 200,
+            "{http} ready on PostgreSQL and NATS"
+        );
     }
-    let operator_key = common::read_operator_key(&first_dir.path().join("operator.key"));
+    let operator_key = onair_testkit::read_operator_key(&first_dir.path().join("operator.key"));
 
     let mut through_first = UserServiceClient::connect(format!("http://{first_grpc}"))
         .await
@@ -359,7 +338,7 @@ async fn two_replicas_on_postgres_and_nats_share_users_and_events() {
         .into_inner();
     let viewer_id = viewer.user.unwrap().id;
     let get = |user_id: &str| {
-        common::authorized(
+        onair_testkit::authorized(
             pb::GetUserRequest {
                 user_id: user_id.to_owned(),
             },
@@ -374,7 +353,7 @@ async fn two_replicas_on_postgres_and_nats_share_users_and_events() {
     assert!(seen.ban.is_none());
 
     through_first
-        .ban_user(common::authorized(
+        .ban_user(onair_testkit::authorized(
             pb::BanUserRequest {
                 user_id: viewer_id.clone(),
                 duration_seconds: 0,
@@ -384,20 +363,19 @@ async fn two_replicas_on_postgres_and_nats_share_users_and_events() {
         ))
         .await
         .expect("ban through the first replica");
-    let banned = eventually(EVENTUALLY, || {
-        let mut client = through_second.clone();
-        let request = get(&viewer_id);
-        async move {
-            let user = client.get_user(request).await.ok()?.into_inner();
+    assert_eventually!(
+        async {
+            let mut client = through_second.clone();
+            let user = client.get_user(get(&viewer_id)).await.ok()?.into_inner();
             user.ban.is_some().then_some(())
         }
-    })
-    .await;
-    assert!(banned.is_some(), "the second replica sees the ban");
+        .await,
+        "the second replica sees the ban"
+    );
 
     let bus = NatsBus::connect(&nats_url, &prefix).await.unwrap();
     let mut events = bus.replay("ops", 1, Some("ops.user.banned")).await.unwrap();
-    let event = tokio::time::timeout(EVENTUALLY, events.next())
+    let event = tokio::time::timeout(PATIENCE, events.next())
         .await
         .expect("a ban event in the operations stream")
         .unwrap();

@@ -1,9 +1,7 @@
 //! REST/JSON through the gateway, served from the contracts' HTTP rules, on a
 //! real station over HTTP.
 
-mod common;
-
-use common::{Backend, TestStation};
+use onair_testkit::{Backend, TestStation};
 use serde_json::{Value, json};
 
 struct Rest {

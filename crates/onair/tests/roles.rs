@@ -7,16 +7,15 @@
 //! (`user.cache_ms`), far longer than any test takes: every change seen
 //! here arrived through `user.changed`, not by a cache entry expiring.
 
-mod common;
-
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{Backend, EVENTUALLY, TestStation, authorized, create_channel, send};
 use onair_proto::comment::v1 as comment;
 use onair_proto::comment::v1::comment_service_client::CommentServiceClient;
 use onair_proto::user::v1 as pb;
+use onair_testkit::on_both_backends;
+use onair_testkit::{Backend, PATIENCE, TestStation, authorized, create_channel, send};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tonic::Code;
@@ -533,8 +532,8 @@ async fn the_station_operator_cannot_be_banned_and_its_key_keeps_working(backend
 /// With NATS as the bus, the demotion reaches the services through the
 /// broker; with a minute of cache, nothing else could make it land.
 async fn a_demotion_crosses_nats_to_every_service(backend: Backend) {
-    let prefix = onair_kit::testing::unique_name("roles");
-    let nats = onair_kit::testing::nats_url();
+    let prefix = onair_testkit::unique_name("roles");
+    let nats = onair_testkit::nats_url();
     let station = station(
         backend,
         &[("nats_url", nats.as_str()), ("bus_prefix", prefix.as_str())],
@@ -547,7 +546,7 @@ async fn a_demotion_crosses_nats_to_every_service(backend: Backend) {
     set_role(&station, &moderator.id, "VIEWER").await;
 
     // The broker delivers in its own time; the deadline only guards a hang.
-    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let (status, body) = chat_settings_over_rest(&station, &moderator.access_token, 6).await;
         if status == 403 {
@@ -557,7 +556,7 @@ async fn a_demotion_crosses_nats_to_every_service(backend: Backend) {
         assert_eq!(status, 200, "{body}");
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the demotion did not reach the comment service within {EVENTUALLY:?}"
+            "the demotion did not reach the comment service within {PATIENCE:?}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

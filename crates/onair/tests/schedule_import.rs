@@ -1,12 +1,11 @@
 //! `onair schedule import FILE` end to end: the built binary sends schedule
 //! files to a real station on port 0, as an operator would from a shell.
 
-mod common;
-
 use std::path::Path;
 use std::process::Output;
 
-use common::{Backend, TestStation};
+use onair_testkit::on_both_backends;
+use onair_testkit::{Backend, TestStation};
 
 /// A schedule of two channels, two programs and three slots, far enough
 /// ahead that nothing in it is on air.

@@ -2,9 +2,7 @@
 //! `/openapi.json`: schemathesis (PyPI; scripts/test.sh installs it) generates
 //! requests for every operation, valid and invalid, and no answer may be a 5xx.
 
-mod common;
-
-use common::{Backend, TestStation};
+use onair_testkit::{Backend, TestStation};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,18 +1,17 @@
 //! The user service end to end: a real station on port 0, reached over gRPC,
 //! on SQLite and on PostgreSQL.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{Backend, TestStation, authorized};
 use onair_kit::auth::{Authenticator, UserServiceCredentials};
 use onair_kit::clock::Clock;
 use onair_proto::ServiceChannel;
 use onair_proto::user::v1 as pb;
+use onair_testkit::on_both_backends;
+use onair_testkit::{Backend, TestStation, authorized};
 use tonic::Code;
 
 async fn new_viewer(station: &TestStation, name: &str) -> pb::CreateUserResponse {

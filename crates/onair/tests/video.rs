@@ -4,8 +4,6 @@
 //! for what players enforce (hls.js rejects a media sequence that names
 //! another segment on reload, or a discontinuity sequence that moves).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,7 +18,7 @@ use onair_proto::playout::v1 as pb;
 use onair_proto::playout::v1::playout_service_client::PlayoutServiceClient;
 use tonic::transport::Channel;
 
-use common::{authorized, read_operator_key, test_settings_with};
+use onair_testkit::{authorized, read_operator_key, test_settings_with};
 
 /// The settings every video test runs with: 1 s segments, a two-rung ladder
 /// of tiny pictures, a 6-segment window.
@@ -238,7 +236,7 @@ impl VideoStation {
 
     /// Waits until `/metrics` has a line.
     async fn wait_for_metric(&self, line: &str) {
-        let deadline = tokio::time::Instant::now() + common::EVENTUALLY;
+        let deadline = tokio::time::Instant::now() + onair_testkit::PATIENCE;
         loop {
             let (_, metrics) = self.get_text("/metrics").await;
             if metrics.lines().any(|candidate| candidate == line) {
@@ -649,7 +647,7 @@ async fn sequences_survive_a_restart() {
 
 #[tokio::test]
 async fn sequences_survive_a_restart_on_postgresql() {
-    let database = onair_kit::testing::TestDatabase::create().await;
+    let database = onair_testkit::TestDatabase::create().await;
     sequences_survive_a_restart_on(Some(&database.url)).await;
 }
 
@@ -1145,14 +1143,14 @@ async fn onair_demo_serves_three_channels_with_gaps() {
         }
     });
     let http = receiver
-        .recv_timeout(common::EVENTUALLY)
+        .recv_timeout(onair_testkit::PATIENCE)
         .expect("the demo logs its address");
     let client = reqwest::Client::new();
 
     // Every channel plays (the slate at first) within the wait.
     for channel in ["news", "anime", "sports"] {
         let url = format!("http://{http}/hls/{channel}/360p/index.m3u8");
-        let deadline = tokio::time::Instant::now() + common::EVENTUALLY;
+        let deadline = tokio::time::Instant::now() + onair_testkit::PATIENCE;
         loop {
             let response = client.get(&url).send().await.expect("answers");
             if response.status() == 200 {

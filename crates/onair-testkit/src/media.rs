@@ -1,7 +1,7 @@
-//! A real media service and user service on one gRPC port (127.0.0.1:0), on
-//! SQLite or on a fresh PostgreSQL database, with a manual clock.
-
-#![allow(dead_code)]
+//! The media service alone, for its own tests: a real media service and the
+//! user service beside it on one gRPC port (127.0.0.1:0), on SQLite or on a
+//! fresh PostgreSQL database, with a manual clock; and other media processes
+//! of the same station over the same database.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +11,6 @@ use onair_kit::auth::{Authenticator, UserServiceCredentials};
 use onair_kit::bus::{InProcessBus, NatsBus, SharedBus};
 use onair_kit::clock::Clock;
 use onair_kit::store::Db;
-use onair_kit::testing::{TestDatabase, nats_url, unique_name};
 use onair_media::{MediaServiceImpl, MediaServiceSettings, MediaStore};
 use onair_proto::ServiceChannel;
 use onair_proto::media::v1 as pb;
@@ -21,16 +20,16 @@ use onair_proto::user::v1::user_service_server::UserServiceServer;
 use onair_user::{UserServiceImpl, UserServiceSettings, UserStore};
 use tonic::transport::Channel;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+use crate::clients::authorized;
+use crate::servers::{TestDatabase, nats_url, unique_name};
+use crate::station::Backend;
 
 /// Which bus the station's services share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BusKind {
+    /// One in-process bus, shared by every process of the test.
     InProcess,
+    /// The shared test NATS server, under a fresh prefix.
     Nats,
 }
 
@@ -38,17 +37,24 @@ pub enum BusKind {
 /// schedule so nothing collides with wall-clock time.
 pub const CLOCK_START: &str = "2030-04-01T00:00:00Z";
 
-pub struct TestStation {
+/// A media service and a user service on one gRPC port, and what they own.
+pub struct MediaStation {
+    /// The gRPC port of the media and user services.
     pub addr: SocketAddr,
     /// Where another process would open the same database.
     database_location: DatabaseLocation,
     /// Which bus another process would join, and under which NATS prefix.
     bus_kind: BusKind,
     bus_prefix: String,
+    /// The station's clock, which the test moves.
     pub clock: Clock,
+    /// The operator's API key.
     pub operator_key: String,
+    /// The bus the services share.
     pub bus: SharedBus,
+    /// The media service itself, for what tests call directly.
     pub media: MediaServiceImpl,
+    /// The data directory (SQLite, keys).
     pub dir: tempfile::TempDir,
     /// Dropped after the server, so the database outlives its connections.
     pub database: Option<TestDatabase>,
@@ -56,7 +62,7 @@ pub struct TestStation {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-impl Drop for TestStation {
+impl Drop for MediaStation {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
@@ -92,6 +98,7 @@ async fn connect_bus(kind: BusKind, prefix: &str, shared: Option<&SharedBus>) ->
 /// A second media process of the same station: its own server, service,
 /// cache and bus connection, over the same database.
 pub struct OtherProcess {
+    /// Its gRPC port.
     pub addr: SocketAddr,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -105,6 +112,7 @@ impl Drop for OtherProcess {
 }
 
 impl OtherProcess {
+    /// A client of its media service.
     pub async fn media_client(&self) -> MediaServiceClient<Channel> {
         MediaServiceClient::connect(format!("http://{}", self.addr))
             .await
@@ -179,16 +187,18 @@ pub fn rfc3339(timestamp: Option<&prost_types::Timestamp>) -> String {
         .to_string()
 }
 
-impl TestStation {
-    pub async fn start(backend: Backend) -> TestStation {
-        TestStation::start_with(backend, BusKind::InProcess, MediaServiceSettings::default()).await
+impl MediaStation {
+    /// A station on `backend` with the in-process bus and default settings.
+    pub async fn start(backend: Backend) -> MediaStation {
+        MediaStation::start_with(backend, BusKind::InProcess, MediaServiceSettings::default()).await
     }
 
+    /// A station on `backend` and `bus_kind` with the given settings.
     pub async fn start_with(
         backend: Backend,
         bus_kind: BusKind,
         settings: MediaServiceSettings,
-    ) -> TestStation {
+    ) -> MediaStation {
         let dir = tempfile::tempdir().expect("temp dir");
         let database = match backend {
             Backend::Sqlite => None,
@@ -231,7 +241,7 @@ impl TestStation {
 
         let (addr, media, tasks) =
             serve_media(db, bus.clone(), clock.clone(), settings, Some(users), None).await;
-        TestStation {
+        MediaStation {
             addr,
             database_location,
             bus_kind,
@@ -256,12 +266,14 @@ impl TestStation {
         OtherProcess { addr, tasks }
     }
 
+    /// A client of the media service.
     pub async fn media_client(&self) -> MediaServiceClient<Channel> {
         MediaServiceClient::connect(format!("http://{}", self.addr))
             .await
             .expect("connect to the gRPC port")
     }
 
+    /// A client of the user service.
     pub async fn user_client(&self) -> UserServiceClient<Channel> {
         UserServiceClient::connect(format!("http://{}", self.addr))
             .await
@@ -286,6 +298,7 @@ impl TestStation {
         authorized(message, &self.operator_key)
     }
 
+    /// Creates a channel as the operator.
     pub async fn create_channel(&self, id: &str, number: i32, name: &str) -> pb::Channel {
         let mut client = self.media_client().await;
         client
@@ -302,6 +315,7 @@ impl TestStation {
             .into_inner()
     }
 
+    /// Creates a program of `minutes` as the operator.
     pub async fn create_program(&self, id: &str, title: &str, minutes: i64) -> pb::Program {
         let mut client = self.media_client().await;
         client
@@ -321,6 +335,7 @@ impl TestStation {
             .into_inner()
     }
 
+    /// Creates a slot as the operator (not cut).
     pub async fn create_slot(
         &self,
         channel_id: &str,
@@ -332,6 +347,7 @@ impl TestStation {
             .await
     }
 
+    /// Creates a slot as the operator, cut or not.
     pub async fn create_slot_with(
         &self,
         channel_id: &str,
@@ -355,34 +371,4 @@ impl TestStation {
             .await
             .map(tonic::Response::into_inner)
     }
-}
-
-/// A request with `authorization: Bearer <credential>`.
-pub fn authorized<T>(message: T, credential: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    let value = format!("Bearer {credential}")
-        .parse()
-        .expect("ascii credential");
-    request.metadata_mut().insert("authorization", value);
-    request
-}
-
-/// Runs one async test body on both backends.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn sqlite() {
-                    super::$name($crate::common::Backend::Sqlite).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn postgres() {
-                    super::$name($crate::common::Backend::Postgres).await;
-                }
-            }
-        )*
-    };
 }

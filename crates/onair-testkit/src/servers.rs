@@ -1,10 +1,14 @@
-//! Helpers for tests that run against real servers: a fresh PostgreSQL database
-//! and unique bus prefixes per run, so that concurrent runs never see each
-//! other's data.
+//! The servers tests need and may own: a fresh PostgreSQL database per test
+//! on the machine's server, unique names on the shared NATS server, and a
+//! `nats-server` of a test's own when it must stop and start the broker.
 
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use sqlx::Connection;
+
+use crate::PATIENCE;
 
 /// The PostgreSQL server tests use: `ONAIR_TEST_DATABASE_URL`, or the local one.
 pub fn postgres_admin_url() -> String {
@@ -12,18 +16,28 @@ pub fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
-/// The NATS server tests use: `ONAIR_TEST_NATS_URL`, or the local one.
+/// The NATS server tests share: `ONAIR_TEST_NATS_URL`, or the local one.
 pub fn nats_url() -> String {
     std::env::var("ONAIR_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
 }
 
-/// A name no other run uses, e.g. `onair_t_3f2a…`.
+/// A name no other run uses, e.g. `onair_t_3f2a…`: for databases, bus
+/// prefixes and streams, so that concurrent runs never see each other's data.
 pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }
 
+/// A free TCP port on 127.0.0.1 (free when asked; good enough for a test server).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// A PostgreSQL database made for one test and dropped with this value.
 pub struct TestDatabase {
+    /// The database's URL, for the station under test.
     pub url: String,
     admin_url: String,
     name: String,
@@ -104,22 +118,90 @@ fn replace_database(url: &str, database: &str) -> String {
     replaced
 }
 
-/// Polls `check` until it returns `Some` or the deadline passes; for conditions
-/// that become true asynchronously, without fixed sleeps.
-pub async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let give_up = tokio::time::Instant::now() + deadline;
-    loop {
-        if let Some(value) = check().await {
-            return Some(value);
+/// A `nats-server` with JetStream that a test owns, on a free port with its
+/// own store, so the test may stop and start it; killed when dropped. The
+/// binary is Debian's (`/usr/sbin/nats-server`) unless
+/// `ONAIR_TEST_NATS_SERVER` names another.
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts a server on a free port with an empty store.
+    pub fn start() -> NatsServer {
+        let mut server = NatsServer {
+            child: None,
+            port: free_port(),
+            store: tempfile::tempdir().expect("a store directory"),
+        };
+        server.start_again();
+        server
+    }
+
+    /// Where clients reach it.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the stopped server again on the same port and store.
+    pub fn start_again(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "stop the server before starting it again"
+        );
+        let binary: PathBuf = std::env::var_os("ONAIR_TEST_NATS_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"));
+        let child = Command::new(&binary)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {}: {error}", binary.display()));
+        self.child = Some(child);
+    }
+
+    /// Stops the server as an orchestrator does (SIGTERM, so JetStream
+    /// flushes its store) and waits until the process is gone.
+    pub async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid} failed: {status}");
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while child.try_wait().expect("poll nats-server").is_none() {
+            if tokio::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("nats-server ignored SIGTERM for {PATIENCE:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if tokio::time::Instant::now() >= give_up {
-            return None;
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

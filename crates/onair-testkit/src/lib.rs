@@ -1,0 +1,35 @@
+//! What onair's integration tests stand on, in one place: real stations on
+//! port 0 with their own data directory and database ([`station`], and the
+//! media service alone in [`media`]), the servers tests need and may own
+//! ([`servers`]: a PostgreSQL database per test, a `nats-server` per test),
+//! both buses as fixtures ([`bus`]), the clients a test talks to a station
+//! with ([`clients`], [`live`]), and one way to wait for what happens
+//! asynchronously: [`assert_eventually!`].
+//!
+//! It is a dev-dependency only: nothing here is compiled into the binary.
+
+#![warn(missing_docs)]
+
+pub mod bus;
+pub mod clients;
+pub mod live;
+pub mod media;
+pub mod servers;
+pub mod station;
+
+mod eventually;
+
+pub use clients::{authorized, create_channel, rfc3339, send};
+pub use eventually::{Eventual, PATIENCE, POLL_INTERVAL};
+pub use live::{
+    Socket, comment, connect, connect_small_window, live_url, next_events, publish_comment, ready,
+    ready_epoch,
+};
+pub use servers::{NatsServer, TestDatabase, free_port, nats_url, postgres_admin_url, unique_name};
+pub use station::{
+    Backend, TestStation, read_operator_key, rss_bytes, test_settings, test_settings_with,
+    workspace_root,
+};
+
+#[doc(hidden)]
+pub use tokio as __tokio;
