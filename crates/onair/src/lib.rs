@@ -14,7 +14,7 @@ use onair_kit::metrics::Registry;
 use onair_kit::server::{LocalServices, ReadinessCheck, ServerParts, ServiceChannels};
 use onair_kit::store::{Db, redact_password};
 use onair_media::{MediaGrpcServer, MediaServiceImpl, MediaServiceSettings, MediaStore};
-use onair_playout::storage::LocalDiskStorage;
+use onair_playout::segment_store::LocalDiskStorage;
 use onair_playout::{Playout, PlayoutSettings, PlayoutStore};
 use onair_proto::comment::v1::comment_service_server::CommentServiceServer;
 use onair_proto::playout::v1::playout_service_server::PlayoutServiceServer;
