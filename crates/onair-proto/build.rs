@@ -11,6 +11,7 @@ const PROTO_FILES: &[&str] = &[
     "onair/comment/v1/comment.proto",
     "onair/audience/v1/audience.proto",
     "onair/share/v1/share.proto",
+    "onair/events/v1/events.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -22,7 +22,7 @@ use clap::Parser;
 use futures::SinkExt;
 use onair_bench::{ServerUnderTest, cpu_time_of, default_server_binary};
 use onair_kit::bus::{Bus, NatsBus};
-use onair_kit::live::{self, LiveKind};
+use onair_kit::events::{LiveEvent, LiveKind};
 use onair_proto::comment::v1::Comment;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -491,13 +491,13 @@ async fn main() -> anyhow::Result<()> {
                 body: body.clone(),
                 ..Comment::default()
             };
-            live::publish(
-                bus,
+            LiveEvent::pack(
                 "bench",
                 LiveKind::Comment,
                 "onair.comment.v1.Comment",
                 &comment,
             )
+            .publish(bus)
             .await?;
         } else if let Some(publisher) = &mut publisher {
             let event = serde_json::json!([{

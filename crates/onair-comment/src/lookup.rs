@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt as _, StreamExt as _};
 use onair_kit::bus::{Message, Subscription};
 use onair_kit::clock::millis_from_timestamp as millis_of;
-
+use onair_kit::events::{Announcement as _, UserChanged};
 use onair_proto::clients::{MediaClient, UserClient};
 use onair_proto::media::v1 as media;
 use onair_proto::user::v1 as user;
@@ -143,10 +143,10 @@ pub struct Lookups {
     channel_ttl: Duration,
     authors: Expiring<Author>,
     on_air: Expiring<OnAir>,
-    /// `user.changed`: payload is the user id.
+    /// `user.changed` ([`UserChanged`]): the user that changed.
     user_changes: ChangeFeed,
-    /// `media.changed`: the channels whose schedule or details changed, or
-    /// anything.
+    /// `media.changed` ([`onair_kit::events::MediaChanged`]): the channels
+    /// whose schedule or details changed, or anything.
     schedule_changes: ChangeFeed,
 }
 
@@ -184,8 +184,8 @@ impl Lookups {
             Changes::Everything => self.authors.clear(),
             Changes::Keys(messages) => {
                 for message in messages {
-                    if let Ok(changed) = std::str::from_utf8(&message.payload) {
-                        self.authors.forget(changed);
+                    if let Ok(change) = UserChanged::decode_payload(&message.payload) {
+                        self.authors.forget(&change.user_id);
                     }
                 }
             }
@@ -197,9 +197,9 @@ impl Lookups {
             Changes::Everything => self.on_air.clear(),
             Changes::Keys(messages) => {
                 for message in messages {
-                    match onair_kit::subjects::changed_channels(&message.payload) {
+                    match onair_kit::events::changed_channels(&message.payload) {
                         Some(channels) => channels
-                            .into_iter()
+                            .iter()
                             .for_each(|channel| self.on_air.forget(channel)),
                         None => return self.on_air.clear(),
                     }

@@ -13,12 +13,13 @@ use onair_kit::auth::{Authenticator, Caller};
 use onair_kit::bus::SharedBus;
 use onair_kit::clock::{Clock, millis_from_timestamp as millis_of};
 use onair_kit::error::RetryLater;
-use onair_kit::events::{self, OpsEvent};
-use onair_kit::live::{self, LiveKind};
+use onair_kit::events::{
+    self, Announcement as _, CHAT_SETTINGS_CHANGED, ChatSettingsChanged, LiveEvent, LiveKind,
+    MEDIA_CHANGED, OpsEvent, USER_CHANGED,
+};
 use onair_proto::comment::v1 as pb;
 use onair_proto::comment::v1::comment_service_server::CommentService;
 use onair_proto::user::v1::Role;
-use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use crate::error::CommentError;
@@ -39,14 +40,8 @@ pub const MAX_REASON_CHARS: usize = 500;
 /// How many report reasons a queue item carries.
 const QUEUE_REPORT_REASONS: usize = 5;
 
-/// A channel's chat settings changed; the payload is the channel id.
-pub const SETTINGS_CHANGED_SUBJECT: &str = "comment.settings.changed";
-/// The first tokens of the review queue's subjects: `comment.queue.<channel>`.
-pub const QUEUE_SUBJECT_PREFIX: &str = "comment.queue";
 /// Who automatic verdicts are recorded as in the audit stream.
 pub const SERVICE_ACTOR: &str = "comment-service";
-
-const COMMENT_EVENT: &str = "onair.comment.v1.CommentEvent";
 
 /// The comment service.
 #[derive(Clone)]
@@ -96,9 +91,9 @@ impl CommentServiceImpl {
                     })
             }
         };
-        let user_changes = subscribe(onair_kit::subjects::USER_CHANGED).await?;
-        let schedule_changes = subscribe(onair_kit::subjects::MEDIA_CHANGED).await?;
-        let chat_changes = subscribe(SETTINGS_CHANGED_SUBJECT).await?;
+        let user_changes = subscribe(USER_CHANGED).await?;
+        let schedule_changes = subscribe(MEDIA_CHANGED).await?;
+        let chat_changes = subscribe(CHAT_SETTINGS_CHANGED).await?;
         let lookups = Lookups::new(
             users,
             media,
@@ -201,8 +196,8 @@ impl CommentServiceImpl {
             Changes::Everything => self.chat_rules().clear(),
             Changes::Keys(messages) => {
                 for message in messages {
-                    if let Ok(changed) = std::str::from_utf8(&message.payload) {
-                        self.chat_rules().remove(changed);
+                    if let Ok(changed) = ChatSettingsChanged::decode_payload(&message.payload) {
+                        self.chat_rules().remove(&changed.channel_id);
                     }
                 }
             }
@@ -410,9 +405,8 @@ impl CommentServiceImpl {
     }
 
     async fn publish_event(&self, channel_id: &str, kind: LiveKind, event: &pb::CommentEvent) {
-        if let Err(error) =
-            live::publish(&self.inner.bus, channel_id, kind, COMMENT_EVENT, event).await
-        {
+        let live_event = LiveEvent::comment(channel_id, kind, event);
+        if let Err(error) = live_event.publish(&self.inner.bus).await {
             // The comment is stored; live viewers miss it, replay has it.
             tracing::warn!(error = %error, channel_id, kind = kind.as_str(), "cannot publish a live comment event");
         }
@@ -431,13 +425,7 @@ impl CommentServiceImpl {
             report_reasons,
             removed,
         };
-        let subject = format!("{QUEUE_SUBJECT_PREFIX}.{}", record.channel_id);
-        if let Err(error) = self
-            .inner
-            .bus
-            .publish(&subject, bytes::Bytes::from(item.encode_to_vec()))
-            .await
-        {
+        if let Err(error) = events::announce(&self.inner.bus, &item).await {
             tracing::warn!(error = %error, comment_id = %record.id, "cannot announce a review queue change; consoles see it when they reconnect");
         }
     }
@@ -821,21 +809,15 @@ impl CommentService for CommentServiceImpl {
         let subscription = self
             .inner
             .bus
-            .subscribe(&live::channel_pattern(&request.channel_id))
+            .subscribe(&events::channel_pattern(&request.channel_id))
             .await
             .map_err(|error| {
                 CommentError::Unavailable(format!("cannot watch comments: {error}"))
             })?;
         let events = subscription.filter_map(|message| async move {
-            let (_, kind) = live::parse_subject(&message.subject)?;
-            if !matches!(kind, LiveKind::Comment | LiveKind::Moderation) {
-                return None;
-            }
-            let any = prost_types::Any::decode(message.payload).ok()?;
-            if !any.type_url.ends_with(COMMENT_EVENT) {
-                return None;
-            }
-            pb::CommentEvent::decode(any.value.as_slice()).ok().map(Ok)
+            LiveEvent::decode(&message.subject, &message.payload)?
+                .comment_event()
+                .map(Ok)
         });
         Ok(Response::new(Box::pin(events)))
     }
@@ -921,10 +903,7 @@ impl CommentService for CommentServiceImpl {
             require_id("channel_id", channel_id)?;
             self.inner.lookups.check_channel(channel_id).await?;
         }
-        let pattern = format!(
-            "{QUEUE_SUBJECT_PREFIX}.{}",
-            channel_id.as_deref().unwrap_or("*")
-        );
+        let pattern = events::queue_subject(channel_id.as_deref().unwrap_or("*"));
         // Subscribe before reading the backlog, so nothing that joins the
         // queue in between is missed (it may come twice: items are keyed by
         // comment id).
@@ -956,7 +935,7 @@ impl CommentService for CommentServiceImpl {
             }));
         }
         let live_items = subscription.filter_map(|message| async move {
-            pb::ModerationQueueItem::decode(message.payload)
+            pb::ModerationQueueItem::decode_payload(&message.payload)
                 .ok()
                 .map(Ok)
         });
@@ -1047,15 +1026,10 @@ impl CommentService for CommentServiceImpl {
             .await
             .map_err(CommentError::from)?;
         self.chat_rules().remove(&settings.channel_id);
-        if let Err(error) = self
-            .inner
-            .bus
-            .publish(
-                SETTINGS_CHANGED_SUBJECT,
-                bytes::Bytes::from(settings.channel_id.clone()),
-            )
-            .await
-        {
+        let changed = ChatSettingsChanged {
+            channel_id: settings.channel_id.clone(),
+        };
+        if let Err(error) = events::announce(&self.inner.bus, &changed).await {
             tracing::warn!(error = %error, channel_id = %settings.channel_id, "cannot announce new chat settings; other processes apply them within their cache time");
         }
         let event = OpsEvent::new(

@@ -23,7 +23,7 @@
 //!   `?after=OFFSET` and gets what it missed from the hub's history, without a
 //!   gap. The others never wait for it. SSE connections read the same ring.
 //! - Offsets are the sequences of the bus's live stream
-//!   ([`onair_kit::live`]), the same on every gateway pod, so a viewer may resume
+//!   ([`onair_kit::events`]), the same on every gateway pod, so a viewer may resume
 //!   on any of them. They belong to the stream's epoch: a live stream that
 //!   starts over (the station restarted on the embedded bus, or NATS restarted
 //!   and lost it) has another epoch, and a resume from the old one is told
@@ -62,9 +62,10 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use http::{HeaderValue, StatusCode};
 use onair_kit::bus::{BusError, DurableStream, Message as BusMessage, SharedBus, Subscription};
-use onair_kit::live::{LIVE_STREAM, LiveKind, channel_pattern, parse_subject};
+use onair_kit::events::{
+    LIVE_STREAM, LiveKind, channel_pattern, decode_live_payload, parse_subject, type_name,
+};
 use onair_kit::metrics::Registry;
-use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage};
 use tokio::sync::{Notify, watch};
 
@@ -1992,11 +1993,8 @@ fn event_json(
     offset: u64,
     payload: &[u8],
 ) -> Result<Bytes, String> {
-    let any = prost_types::Any::decode(payload).map_err(|error| error.to_string())?;
-    let name = any
-        .type_url
-        .rsplit_once('/')
-        .map_or(any.type_url.as_str(), |(_, name)| name);
+    let any = decode_live_payload(payload).map_err(|error| error.to_string())?;
+    let name = type_name(&any);
     let descriptor = pool
         .get_message_by_name(name)
         .ok_or_else(|| format!("unknown message type {name:?}"))?;

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::bus::Subscription;
 use crate::clock::{Clock, timestamp_from_millis};
 use crate::error::{ErrorCode, ServiceError};
+use crate::events::{Announcement as _, UserChanged};
 
 /// The issuer of onair access tokens.
 pub const TOKEN_ISSUER: &str = "onair";
@@ -340,8 +341,8 @@ impl VerifierState {
             return;
         }
         for payload in changed {
-            if let Ok(user_id) = std::str::from_utf8(&payload) {
-                self.forget_user(user_id);
+            if let Ok(change) = UserChanged::decode_payload(&payload) {
+                self.forget_user(&change.user_id);
             }
         }
     }

@@ -1,5 +1,6 @@
 //! What every onair service stands on: configuration, the server bootstrap,
-//! errors, the bus, storage, authentication and telemetry.
+//! errors, the bus and its event catalogue ([`events`]), storage,
+//! authentication and telemetry.
 
 pub mod abuse;
 pub mod auth;
@@ -10,11 +11,9 @@ pub mod events;
 pub mod front_door;
 pub mod input;
 pub mod listener;
-pub mod live;
 pub mod metrics;
 pub mod server;
 pub mod store;
-pub mod subjects;
 pub mod telemetry;
 
 // The publish/subscribe bus.

@@ -7,20 +7,22 @@
 //! station's channel list. A write forgets only what it changed: a slot's
 //! channel, or everything after a program or import changes many. Other
 //! processes hear of it through the bus ([`CHANGED_SUBJECT`], whose payload
-//! is a [`Changed`]). The bus delivers at most once, so entries also expire
-//! after a configured time: a lost message leaves another process stale for
-//! that long at most. Generation numbers keep a read that started before a
-//! write from caching what it read after the write was announced.
+//! is the catalogue's [`MediaChanged`], made from a [`Changed`]). The bus
+//! delivers at most once, so entries also expire after a configured time: a
+//! lost message leaves another process stale for that long at most.
+//! Generation numbers keep a read that started before a write from caching
+//! what it read after the write was announced.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use onair_kit::events::{Announcement as _, MEDIA_CHANGED, MediaChanged, changed_channels};
 use onair_proto::media::v1 as pb;
 
 /// The bus subject every media process publishes on after a write, and
-/// listens to for forgetting its cache. Its payload is a [`Changed`].
-pub const CHANGED_SUBJECT: &str = onair_kit::subjects::MEDIA_CHANGED;
+/// listens to for forgetting its cache. Its payload is a [`MediaChanged`].
+pub const CHANGED_SUBJECT: &str = MEDIA_CHANGED;
 
 /// A timetable range in unix milliseconds: its start and its end.
 pub type Range = (i64, i64);
@@ -40,18 +42,20 @@ pub enum Changed {
 }
 
 impl Changed {
-    /// The bus payload: the channel ids one per line, empty for everything.
+    /// The bus payload: a [`MediaChanged`] naming the channels, or none
+    /// for everything.
     pub fn to_payload(&self) -> bytes::Bytes {
-        match self {
-            Changed::Everything => bytes::Bytes::new(),
-            Changed::Channels(ids) => bytes::Bytes::from(ids.join("\n")),
-        }
+        let channel_ids = match self {
+            Changed::Everything => Vec::new(),
+            Changed::Channels(ids) => ids.clone(),
+        };
+        MediaChanged { channel_ids }.encode_payload()
     }
 
     /// Reads a payload; anything but a list of channel ids is everything.
     pub fn from_payload(payload: &[u8]) -> Changed {
-        match onair_kit::subjects::changed_channels(payload) {
-            Some(ids) => Changed::Channels(ids.into_iter().map(str::to_owned).collect()),
+        match changed_channels(payload) {
+            Some(ids) => Changed::Channels(ids),
             None => Changed::Everything,
         }
     }

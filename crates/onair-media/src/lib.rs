@@ -36,8 +36,8 @@
 //! # Schedule changes on the bus
 //!
 //! Every change is published after it is stored on the subject
-//! `schedule.<channel_id>` ([`watch::schedule_subject`]), as the protobuf
-//! encoding of `onair.media.v1.ScheduleEvent` (`SLOT_CREATED`,
+//! `schedule.<channel_id>` ([`onair_kit::events::schedule_subject`]), as
+//! the protobuf encoding of `onair.media.v1.ScheduleEvent` (`SLOT_CREATED`,
 //! `SLOT_UPDATED`, `SLOT_DELETED` with the slot, as it was for a deletion;
 //! `CHANNEL_CREATED`, `CHANNEL_UPDATED` with the channel). `WatchSchedule`
 //! streams are fed from a bus subscription (`schedule.<id>`, or `schedule.*`
@@ -75,7 +75,6 @@ pub mod import_file;
 pub mod model;
 pub mod service;
 pub mod store;
-pub mod watch;
 
 pub use error::MediaError;
 pub use grpc::MediaGrpcServer;

@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use onair_kit::auth::{Authenticator, Caller};
 use onair_kit::bus::SharedBus;
 use onair_kit::clock::{Clock, timestamp_from_millis};
-use onair_kit::events::{self, OpsEvent};
+use onair_kit::events::{self, ALL_SCHEDULE_SUBJECTS, Announcement as _, LiveEvent, OpsEvent};
 use onair_proto::media::v1 as pb;
 use onair_proto::media::v1::media_service_server::MediaService;
 use onair_proto::user::v1::Role;
@@ -28,7 +28,6 @@ use crate::model::{
     check_slot_times, format_millis,
 };
 use crate::store::{MediaStore, NowNextPosition, SlotsWithPrograms, WriteLock};
-use crate::watch;
 
 /// How many items a list call returns when the caller does not say.
 pub const DEFAULT_PAGE_SIZE: i32 = 100;
@@ -332,25 +331,12 @@ impl MediaServiceImpl {
             event_time: Some(timestamp_from_millis(self.now_ms())),
             channel: channel.map(ChannelRecord::to_proto),
         };
-        let subject = watch::schedule_subject(channel_id);
-        if let Err(error) = self
-            .inner
-            .bus
-            .publish(&subject, watch::encode_event(&event))
-            .await
-        {
+        let subject = event.subject();
+        if let Err(error) = events::announce(&self.inner.bus, &event).await {
             tracing::warn!(error = %error, subject, kind = kind.as_str_name(), "cannot announce a schedule change; watchers miss it");
         }
         // The channel's live sockets show it as a `schedule` event.
-        if let Err(error) = onair_kit::live::publish(
-            &self.inner.bus,
-            channel_id,
-            onair_kit::live::LiveKind::Schedule,
-            "onair.media.v1.ScheduleEvent",
-            &event,
-        )
-        .await
-        {
+        if let Err(error) = LiveEvent::schedule(&event).publish(&self.inner.bus).await {
             tracing::warn!(error = %error, channel = channel_id, kind = kind.as_str_name(), "cannot send a schedule change to the live sockets");
         }
     }
@@ -1794,17 +1780,17 @@ impl MediaService for MediaServiceImpl {
         self.reader(&request).await?;
         let channel_id = request.into_inner().channel_id;
         let pattern = if channel_id.is_empty() {
-            watch::ALL_SCHEDULE_SUBJECTS.to_owned()
+            ALL_SCHEDULE_SUBJECTS.to_owned()
         } else {
             self.existing_channel(&channel_id).await?;
-            watch::schedule_subject(&channel_id)
+            events::schedule_subject(&channel_id)
         };
         let subscription = self.inner.bus.subscribe(&pattern).await.map_err(|error| {
             MediaError::Unavailable(format!("cannot watch the schedule now: {error}"))
         })?;
         tracing::debug!(pattern, "a schedule watcher joined");
         let events = subscription.filter_map(|message| {
-            let decoded = match watch::decode_event(&message.payload) {
+            let decoded = match pb::ScheduleEvent::decode_payload(&message.payload) {
                 Ok(event) => Some(Ok(event)),
                 Err(error) => {
                     tracing::warn!(error = %error, subject = %message.subject, "skipping a schedule event that does not decode");

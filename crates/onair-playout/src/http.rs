@@ -21,15 +21,22 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use onair_kit::error::ServiceError;
 
-use crate::Playout;
 use crate::error::PlayoutError;
 use crate::ingest::{Arrival, IngestError, live_segment_key};
+use crate::playout::Playout;
 use crate::transcode::segment_key;
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 const SEGMENT_TYPE: &str = "video/mp2t";
 /// How long a segment may be cached: it never changes.
 const SEGMENT_CACHE: &str = "public, max-age=86400, immutable";
+
+impl Playout {
+    /// `/hls`, `/vod` and `/ingest`.
+    pub fn router(&self) -> Router {
+        router(self.clone())
+    }
+}
 
 /// The routes, over a running playout.
 pub fn router(playout: Playout) -> Router {

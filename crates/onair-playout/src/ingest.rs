@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use onair_kit::clock::Clock;
@@ -22,8 +22,10 @@ use onair_kit::metrics::Registry;
 
 use crate::error::PlayoutError;
 use crate::linear::Linear;
-use crate::storage::SegmentStorage;
-use crate::store::{LiveSegment, PlayoutStore, StreamKeyGrant};
+use crate::live_segments::LiveSegments;
+use crate::segment_store::SegmentStorage;
+use crate::tables::{PlayoutStore, StreamKeyGrant};
+use crate::timeline::LiveSegment;
 use crate::transcode::playlist_durations;
 
 /// Why an ingest request is refused.
@@ -38,52 +40,6 @@ pub enum IngestError {
     SlotOver(String),
     #[error(transparent)]
     Playout(#[from] PlayoutError),
-}
-
-/// The received live segments of every live slot, read from the store once
-/// per slot and kept.
-#[derive(Clone)]
-pub struct LiveSegments {
-    store: PlayoutStore,
-    slots: Arc<RwLock<HashMap<String, Arc<Vec<LiveSegment>>>>>,
-}
-
-impl LiveSegments {
-    pub fn new(store: PlayoutStore) -> LiveSegments {
-        LiveSegments {
-            store,
-            slots: Arc::default(),
-        }
-    }
-
-    /// A slot's segments, in order.
-    pub async fn segments(&self, slot_id: &str) -> Result<Arc<Vec<LiveSegment>>, PlayoutError> {
-        if let Ok(slots) = self.slots.read()
-            && let Some(segments) = slots.get(slot_id)
-        {
-            return Ok(segments.clone());
-        }
-        let segments = Arc::new(self.store.live_segments(slot_id).await?);
-        if let Ok(mut slots) = self.slots.write() {
-            slots
-                .entry(slot_id.to_owned())
-                .or_insert_with(|| segments.clone());
-        }
-        Ok(segments)
-    }
-
-    /// Records newly numbered segments of a slot.
-    async fn append(&self, slot_id: &str, new: Vec<LiveSegment>) -> Result<(), PlayoutError> {
-        self.store.append_live_segments(&new).await?;
-        let current = self.segments(slot_id).await?;
-        let mut all = Vec::with_capacity(current.len() + new.len());
-        all.extend(current.iter().cloned());
-        all.extend(new);
-        if let Ok(mut slots) = self.slots.write() {
-            slots.insert(slot_id.to_owned(), Arc::new(all));
-        }
-        Ok(())
-    }
 }
 
 /// Takes what encoders push.

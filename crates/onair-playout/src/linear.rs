@@ -30,12 +30,12 @@ use onair_proto::clients::MediaClient;
 use onair_proto::media::v1 as media;
 use onair_proto::playout::v1 as pb;
 
-use crate::PlayoutSettings;
-use crate::assets::AssetIndex;
+use crate::asset_index::AssetIndex;
 use crate::error::PlayoutError;
-use crate::ingest::LiveSegments;
 use crate::ladder::CODECS;
-use crate::store::PlayoutStore;
+use crate::live_segments::LiveSegments;
+use crate::settings::PlayoutSettings;
+use crate::tables::PlayoutStore;
 use crate::timeline::{self, Entry, EntryKind, ScheduledSlot, Sources, TimelineSettings};
 
 /// How far ahead of the present the schedule is read.

@@ -14,10 +14,10 @@ use onair_proto::user::v1::Role;
 use rand::Rng;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::Playout;
 use crate::error::PlayoutError;
 use crate::ladder::CODECS;
-use crate::store::{AssetRecord, StreamKeyGrant};
+use crate::playout::Playout;
+use crate::tables::{AssetRecord, StreamKeyGrant};
 use crate::transcode;
 
 /// How many assets a list returns when the caller does not say.
@@ -30,6 +30,13 @@ const STREAM_KEY_LENGTH: usize = 32;
 /// The stream `WatchTranscodeJob` returns.
 pub type TranscodeJobStream =
     Pin<Box<dyn Stream<Item = Result<pb::TranscodeJob, Status>> + Send + 'static>>;
+
+impl Playout {
+    /// The gRPC service.
+    pub fn service(&self) -> PlayoutServiceImpl {
+        PlayoutServiceImpl::new(self.clone())
+    }
+}
 
 /// The playout service.
 #[derive(Clone)]

@@ -25,8 +25,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::store::LiveSegment;
-
 /// The most entries one call appends, a guard against a tiny live segment
 /// duration turning a catch-up into a long loop.
 const MAX_ENTRIES_PER_ADVANCE: usize = 10_000;
@@ -50,6 +48,18 @@ impl EntryKind {
             _ => EntryKind::Slate,
         }
     }
+}
+
+/// A live segment an encoder pushed, once its playlist named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSegment {
+    pub slot_id: String,
+    /// 0, 1, 2… in the order the encoder's playlist listed them.
+    pub sequence: i64,
+    /// The file name the encoder used (`index3.ts`).
+    pub file: String,
+    pub duration_ms: i64,
+    pub received_ms: i64,
 }
 
 /// One segment of a channel's timeline.

@@ -27,12 +27,11 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
-use crate::PlayoutSettings;
-use crate::assets::AssetIndex;
+use crate::asset_index::AssetIndex;
 use crate::error::PlayoutError;
-use crate::ladder::Ladder;
-use crate::storage::SegmentStorage;
-use crate::store::{AssetRecord, PlayoutStore};
+use crate::segment_store::SegmentStorage;
+use crate::settings::{EncodeSettings, PlayoutSettings};
+use crate::tables::{AssetRecord, PlayoutStore};
 
 const JOBS: &str = "onair_playout_transcode_jobs";
 const JOBS_HELP: &str = "Transcode jobs queued or running.";
@@ -107,17 +106,6 @@ pub async fn probe(ffprobe: &str, path: &Path) -> Result<Probe, String> {
         duration_ms: (seconds * 1000.0).round() as i64,
         has_audio,
     })
-}
-
-/// The encoding parameters shared by every job.
-#[derive(Debug, Clone)]
-pub struct EncodeSettings {
-    pub ladder: Ladder,
-    /// The segment length, a whole number of seconds.
-    pub segment_seconds: u32,
-    pub frame_rate: u32,
-    /// The x264 preset (`veryfast` by default).
-    pub preset: String,
 }
 
 /// ffmpeg's arguments for one transcode: the whole ladder in one run (one
@@ -681,6 +669,7 @@ pub async fn generate_slate_source(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ladder::Ladder;
 
     #[test]
     fn reads_segment_durations() {

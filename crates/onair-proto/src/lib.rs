@@ -38,6 +38,7 @@ service_package!(playout, "onair.playout.v1.rs");
 service_package!(comment, "onair.comment.v1.rs");
 service_package!(audience, "onair.audience.v1.rs");
 service_package!(share, "onair.share.v1.rs");
+service_package!(events, "onair.events.v1.rs");
 
 /// The client of each service, over a [`ServiceChannel`].
 pub mod clients {

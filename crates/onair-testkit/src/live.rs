@@ -95,13 +95,13 @@ pub fn comment(index: usize, body_len: usize) -> onair_proto::comment::v1::Comme
 /// Publishes a comment on channel `news` as the comment service would.
 pub async fn publish_comment(station: &TestStation, index: usize, body_len: usize) -> u64 {
     let bus = station.station.as_ref().expect("running").bus();
-    onair_kit::live::publish(
-        bus,
+    onair_kit::events::LiveEvent::pack(
         "news",
-        onair_kit::live::LiveKind::Comment,
+        onair_kit::events::LiveKind::Comment,
         "onair.comment.v1.Comment",
         &comment(index, body_len),
     )
+    .publish(bus)
     .await
     .expect("publish a live event")
 }

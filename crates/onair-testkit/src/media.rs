@@ -214,7 +214,7 @@ impl MediaStation {
         bus.ensure_stream(&onair_kit::events::ops_stream())
             .await
             .expect("declare the operations stream");
-        bus.ensure_stream(&onair_kit::live::live_stream(
+        bus.ensure_stream(&onair_kit::events::live_stream(
             10_000,
             Duration::from_secs(600),
         ))

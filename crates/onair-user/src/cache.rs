@@ -15,9 +15,6 @@ use crate::store::{UserRecord, UserStore};
 /// How many users are cached at most.
 pub const USER_CACHE_CAPACITY: usize = 100_000;
 
-/// The bus subject on which a changed user's id is announced.
-pub const USER_CHANGED_SUBJECT: &str = onair_kit::subjects::USER_CHANGED;
-
 /// The users read lately. `ttl` is the station's `user.cache_ms`: how long a
 /// cached user is trusted without news from the bus.
 pub struct UserCache {

@@ -17,13 +17,13 @@ use onair_kit::auth::{
 use onair_kit::bus::SharedBus;
 use onair_kit::clock::{Clock, timestamp_from_millis};
 use onair_kit::error::RetryLater;
-use onair_kit::events::{self, OpsEvent};
+use onair_kit::events::{self, Announcement as _, OpsEvent, USER_CHANGED, UserChanged};
 use onair_proto::user::v1 as pb;
 use onair_proto::user::v1::user_service_server::UserService;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
-use crate::cache::{USER_CACHE_CAPACITY, USER_CHANGED_SUBJECT, UserCache};
+use crate::cache::{USER_CACHE_CAPACITY, UserCache};
 use crate::display_name::DisplayName;
 use crate::error::UserError;
 use crate::keys::KeyRing;
@@ -137,10 +137,6 @@ fn standing_of(record: &UserRecord, now_ms: i64) -> Standing {
     }
 }
 
-fn bytes_of(text: &str) -> bytes::Bytes {
-    bytes::Bytes::copy_from_slice(text.as_bytes())
-}
-
 fn hash_secret(secret: &str) -> String {
     let digest = Sha256::digest(secret.as_bytes());
     let mut hex = String::with_capacity(64);
@@ -183,7 +179,7 @@ impl UserServiceImpl {
             clock: clock.clone(),
         };
         // Other instances of this service announce their changes on the bus.
-        let user_changes = bus.subscribe(USER_CHANGED_SUBJECT).await.map_err(|error| {
+        let user_changes = bus.subscribe(USER_CHANGED).await.map_err(|error| {
             UserError::Internal(format!("cannot subscribe to user changes: {error}"))
         })?;
         let authenticator = Authenticator::new(Arc::new(credentials), clock.clone())
@@ -213,7 +209,7 @@ impl UserServiceImpl {
         let mut changes = self
             .inner
             .bus
-            .subscribe(USER_CHANGED_SUBJECT)
+            .subscribe(USER_CHANGED)
             .await
             .map_err(|error| {
                 UserError::Internal(format!("cannot subscribe to user changes: {error}"))
@@ -222,8 +218,8 @@ impl UserServiceImpl {
         let evictions = tokio::spawn(async move {
             use futures::StreamExt;
             while let Some(message) = changes.next().await {
-                if let Ok(user_id) = std::str::from_utf8(&message.payload) {
-                    service.inner.cache.evict(user_id);
+                if let Ok(change) = UserChanged::decode_payload(&message.payload) {
+                    service.inner.cache.evict(&change.user_id);
                 }
             }
         });
@@ -320,8 +316,14 @@ impl UserServiceImpl {
     async fn changed(&self, user_id: &str) {
         self.inner.cache.evict(user_id);
         self.inner.authenticator.forget_user(user_id);
-        let payload = bytes_of(user_id);
-        if let Err(error) = self.inner.bus.publish(USER_CHANGED_SUBJECT, payload).await {
+        if let Err(error) = events::announce(
+            &self.inner.bus,
+            &UserChanged {
+                user_id: user_id.to_owned(),
+            },
+        )
+        .await
+        {
             tracing::warn!(error = %error, user_id, "cannot announce a user change; other processes see it within their cache time");
         }
     }

@@ -14,7 +14,7 @@ use onair_kit::metrics::Registry;
 use onair_kit::server::{LocalServices, ReadinessCheck, ServerParts, ServiceChannels};
 use onair_kit::store::{Db, redact_password};
 use onair_media::{MediaGrpcServer, MediaServiceImpl, MediaServiceSettings, MediaStore};
-use onair_playout::storage::LocalDiskStorage;
+use onair_playout::segment_store::LocalDiskStorage;
 use onair_playout::{Playout, PlayoutSettings, PlayoutStore};
 use onair_proto::comment::v1::comment_service_server::CommentServiceServer;
 use onair_proto::playout::v1::playout_service_server::PlayoutServiceServer;
@@ -185,7 +185,7 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
     bus.ensure_stream(&onair_kit::events::ops_stream())
         .await
         .context("cannot declare the operations stream")?;
-    bus.ensure_stream(&onair_kit::live::live_stream(
+    bus.ensure_stream(&onair_kit::events::live_stream(
         settings.live_stream_max_events,
         settings.live_stream_max_age,
     ))
@@ -215,7 +215,7 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
     // One authenticator for this process's services: they share what it
     // heard of users' roles and bans, and `user.changed` reaches it at once.
     let user_changes = bus
-        .subscribe(onair_kit::subjects::USER_CHANGED)
+        .subscribe(onair_kit::events::USER_CHANGED)
         .await
         .context("cannot subscribe to user changes")?;
     let credentials = onair_kit::auth::UserServiceCredentials::new(channels.user());
@@ -522,7 +522,7 @@ fn live_sockets(
         history_events: settings.live_history_events,
         ping_interval: settings.live_ping_interval,
         check_interval: settings.live_check_interval,
-        stream: Some(onair_kit::live::live_stream(
+        stream: Some(onair_kit::events::live_stream(
             settings.live_stream_max_events,
             settings.live_stream_max_age,
         )),

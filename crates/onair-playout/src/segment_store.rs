@@ -2,6 +2,10 @@
 //! `assets/news-1/360p/12.ts` or `live/slot-9/index3.ts`. The default is a
 //! directory on local disk; an S3-compatible object store implements the same
 //! trait (put, get, delete by key) when segments must outlive one node.
+//!
+//! Bytes only: what a segment is (its asset, its duration, where it aired)
+//! is kept in the [`tables`](crate::tables), and the playable assets'
+//! segment lists in the [`asset_index`](crate::asset_index).
 
 use std::path::{Component, Path, PathBuf};
 

@@ -1,11 +1,16 @@
 //! The playable assets' segment lists, in memory: the timeline reads them
 //! for every segment it places, so they must not cost a query.
+//!
+//! A cache, never the record: the assets themselves are rows in the
+//! [`tables`](crate::tables) (read once at start, then kept current by the
+//! transcoder), and their segment files are in the
+//! [`segment_store`](crate::segment_store).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::error::PlayoutError;
-use crate::store::{AssetRecord, PlayoutStore};
+use crate::tables::{AssetRecord, PlayoutStore};
 
 /// How many assets one read of the table returns while loading.
 const LOAD_PAGE: i64 = 1000;

@@ -1,6 +1,11 @@
 //! The playout service's tables, on SQLite or PostgreSQL: assets, every
 //! segment each channel has aired (what makes sequence numbers survive a
 //! restart and what replay plays), stream keys and received live segments.
+//!
+//! Rows only, never video: the segment files themselves are in
+//! [`segment_store`](crate::segment_store), and the in-memory copy of the
+//! playable assets' segment lists that the timeline reads is the
+//! [`asset_index`](crate::asset_index), loaded from these tables at start.
 
 use onair_kit::store::{Db, Migration};
 use onair_proto::playout::v1 as pb;
@@ -9,7 +14,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::error::PlayoutError;
-use crate::timeline::{Entry, EntryKind};
+use crate::timeline::{Entry, EntryKind, LiveSegment};
 
 /// The playout service's schema, in order.
 pub const MIGRATIONS: &[Migration] = &[Migration {
@@ -85,18 +90,6 @@ impl AssetRecord {
                 .iter()
                 .all(|name| self.renditions.contains(name))
     }
-}
-
-/// A live segment an encoder pushed, once its playlist named it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LiveSegment {
-    pub slot_id: String,
-    /// 0, 1, 2… in the order the encoder's playlist listed them.
-    pub sequence: i64,
-    /// The file name the encoder used (`index3.ts`).
-    pub file: String,
-    pub duration_ms: i64,
-    pub received_ms: i64,
 }
 
 /// What a stream key opens.
