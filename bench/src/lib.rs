@@ -68,15 +68,18 @@ fn send_signal(signal: &str, target: &str) {
 /// SIGTERM). On an interrupt the benchmark's future is dropped, and with it
 /// every server and peer it started, whose `Drop` stops them: they are in
 /// process groups of their own, so a Ctrl-C on the terminal no longer reaches
-/// them directly.
+/// them directly. Both signals are taken over before the benchmark starts, so
+/// none can end the generator while a server it spawned is left running.
 pub async fn until_interrupted<T>(
     benchmark: impl Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     tokio::select! {
         outcome = benchmark => outcome,
-        _ = tokio::signal::ctrl_c() => bail!("interrupted (SIGINT): the processes it started are stopped"),
-        _ = terminate.recv() => bail!("interrupted (SIGTERM): the processes it started are stopped"),
+        _ = interrupt.recv() => bail!("interrupted (SIGINT); the processes it started are stopped"),
+        _ = terminate.recv() => bail!("interrupted (SIGTERM); the processes it started are stopped"),
     }
 }
 
