@@ -346,3 +346,51 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether a process is gone, or a zombie waiting for its parent.
+    fn gone(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state == "Z" || state == "X")
+        })
+    }
+
+    #[test]
+    fn nginx_leaves_neither_master_nor_worker_behind() {
+        let binary = Path::new("/usr/sbin/nginx");
+        if !binary.exists() {
+            eprintln!(
+                "skipped: no {} (apt-get install nginx-light)",
+                binary.display()
+            );
+            return;
+        }
+        let root = tempfile::tempdir().expect("a temporary directory");
+        std::fs::write(root.path().join("index.m3u8"), "#EXTM3U\n").expect("write the playlist");
+        let nginx = Nginx::start(binary, root.path(), None).expect("nginx starts");
+        let port = nginx.port;
+        let master = nginx.child.id();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let worker = loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && let Ok(worker) = nginx.worker_pid()
+            {
+                break worker;
+            }
+            assert!(Instant::now() < deadline, "nginx does not answer");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        drop(nginx);
+        assert!(gone(master), "nginx's master {master} is still running");
+        assert!(gone(worker), "nginx's worker {worker} is still running");
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "something still listens on {port}"
+        );
+    }
+}
