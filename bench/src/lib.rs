@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-/// How long a process is given to exit after it is asked to (SIGTERM, or
-/// SIGQUIT for nginx), stopping its own children, before every process left
-/// in its group is killed.
+/// How long a process is given to exit after it is asked to (SIGTERM),
+/// stopping its own children, before every process left in its group is
+/// killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Makes `command` start a process group of its own, so that the process and

@@ -62,7 +62,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut idle_rss = Vec::new();
     // A start that fails is counted and told, not timed.
     let mut errors = 0;
-    for run in 1..=args.runs {
+    for attempt in 1..=args.runs {
         match cold_start(&binary, &client, args.idle_seconds).await {
             Ok((ready_after, rss)) => {
                 ready_times.push(ready_after);
@@ -70,7 +70,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             Err(error) => {
                 errors += 1;
-                eprintln!("run {run}: {error:#}");
+                eprintln!("run {attempt}: {error:#}");
             }
         }
     }
