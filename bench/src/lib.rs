@@ -1,7 +1,9 @@
-//! Shared pieces of the load generators: starting a server under test, reading
-//! its CPU time and memory, and summarising latencies.
+//! Shared pieces of the load generators: starting a server under test and
+//! stopping it with everything it started, reading its CPU time and memory,
+//! and keeping calls in flight while counting successes and errors apart.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -9,7 +11,80 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-/// A server process started for a measurement; killed on drop.
+/// How long a process is given to exit after it is asked to (SIGTERM),
+/// stopping its own children, before every process left in its group is
+/// killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Makes `command` start a process group of its own, so that the process and
+/// everything it starts (the server's ffmpeg runs, nginx's worker) can be
+/// stopped together by [`stop_process_group`]. `taskset` execs the command it
+/// is given, so a pinned process leads the group as well.
+pub fn in_own_process_group(command: &mut Command) -> &mut Command {
+    command.process_group(0)
+}
+
+/// Stops a child started with [`in_own_process_group`]: sends it `signal`
+/// ("TERM", "QUIT", …), gives it up to `grace` to exit, then kills every
+/// process still in its group and reaps the child. Nothing it started
+/// survives, whether it exited in time or not.
+pub fn stop_process_group(child: &mut Child, signal: &str, grace: Duration) {
+    let pid = child.id();
+    if !has_exited(pid) {
+        send_signal(signal, &pid.to_string());
+        let deadline = Instant::now() + grace;
+        while !has_exited(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // The child is not reaped yet: as a zombie it still holds its pid and its
+    // group's id, so the group signalled here can only be its own.
+    send_signal("KILL", &format!("-{pid}"));
+    let _ = child.wait();
+}
+
+/// Whether a child has exited (it is a zombie, or gone).
+fn has_exited(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    matches!(state, Some("Z" | "X") | None)
+}
+
+/// `kill -s <signal> -- <target>`; a target of `-<pgid>` is a whole group.
+/// A target already gone is not an error here.
+fn send_signal(signal: &str, target: &str) {
+    let _ = Command::new("kill")
+        .args(["-s", signal, "--", target])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Runs a benchmark until it ends or the generator is interrupted (SIGINT,
+/// SIGTERM). On an interrupt the benchmark's future is dropped, and with it
+/// every server and peer it started, whose `Drop` stops them: they are in
+/// process groups of their own, so a Ctrl-C on the terminal no longer reaches
+/// them directly. Both signals are taken over before the benchmark starts, so
+/// none can end the generator while a server it spawned is left running.
+pub async fn until_interrupted<T>(
+    benchmark: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        outcome = benchmark => outcome,
+        _ = interrupt.recv() => bail!("interrupted (SIGINT); the processes it started are stopped"),
+        _ = terminate.recv() => bail!("interrupted (SIGTERM); the processes it started are stopped"),
+    }
+}
+
+/// A server process started for a measurement, in a process group of its
+/// own; stopped on drop with everything it started.
 pub struct ServerUnderTest {
     pub child: Child,
     pub grpc: String,
@@ -63,6 +138,7 @@ impl ServerUnderTest {
             .envs(environment.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        in_own_process_group(&mut command);
         let spawned = Instant::now();
         let mut child = command
             .spawn()
@@ -84,8 +160,7 @@ impl ServerUnderTest {
         let (grpc, http) = match receiver.recv_timeout(Duration::from_secs(30)) {
             Ok(addresses) => addresses,
             Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
+                stop_process_group(&mut child, "TERM", STOP_GRACE);
                 bail!("the server did not log its addresses (is log.level above info?)");
             }
         };
@@ -127,9 +202,11 @@ impl ServerUnderTest {
 }
 
 impl Drop for ServerUnderTest {
+    /// SIGTERM, as an orchestrator stops it: the server drains and stops the
+    /// ffmpeg runs it started. Whatever is left of its group after
+    /// [`STOP_GRACE`] is killed.
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_process_group(&mut self.child, "TERM", STOP_GRACE);
     }
 }
 
@@ -152,6 +229,9 @@ pub fn cpu_time_of(pid: u32) -> anyhow::Result<Duration> {
 
 /// p50, p99 and max of a histogram in microseconds, as milliseconds.
 pub fn summary(histogram: &hdrhistogram::Histogram<u64>) -> String {
+    if histogram.is_empty() {
+        return "no successful call to time".to_owned();
+    }
     format!(
         "p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
         histogram.value_at_quantile(0.50) as f64 / 1000.0,
@@ -174,24 +254,35 @@ pub fn default_server_binary() -> PathBuf {
     current.with_file_name("onair")
 }
 
-/// What a closed-loop run measured.
+/// What a closed-loop run measured. Failed calls are counted apart: they are
+/// in neither the rate nor the latencies, so a server that fails fast does not
+/// look fast.
 pub struct LoopResult {
-    pub requests: u64,
+    /// Calls that succeeded.
+    pub successes: u64,
+    /// Calls that failed (an error status, a refused connection, a body that
+    /// did not arrive).
     pub errors: u64,
     pub elapsed: Duration,
-    /// Send-to-answer latency of every request, in microseconds.
+    /// Send-to-answer latency of every successful call, in microseconds.
     pub latencies: hdrhistogram::Histogram<u64>,
 }
 
 impl LoopResult {
+    /// Successful calls per second.
     pub fn rate(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
+        self.successes as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Successful calls per second of `cpu` (the server's CPU time over the run).
+    pub fn per_cpu_second(&self, cpu: Duration) -> f64 {
+        self.successes as f64 / cpu.as_secs_f64().max(0.001)
     }
 }
 
 /// Keeps `concurrency` calls in flight for `seconds`: each worker sends its
 /// next call as soon as the last one answers. `call(worker, sequence)` returns
-/// whether the call succeeded.
+/// whether the call succeeded; only successful calls are timed.
 pub async fn closed_loop<F, Fut>(
     concurrency: usize,
     seconds: u64,
@@ -207,8 +298,7 @@ where
     for worker in 0..concurrency {
         let call = call.clone();
         workers.push(tokio::spawn(async move {
-            let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-                .expect("valid bounds");
+            let mut histogram = latency_histogram();
             let mut errors = 0u64;
             let mut sequence = worker as u64 * 7919 + 1;
             while Instant::now() < deadline {
@@ -216,15 +306,16 @@ where
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
                 let sent = Instant::now();
-                if !call(worker, sequence).await {
+                if call(worker, sequence).await {
+                    let _ = histogram.record(sent.elapsed().as_micros().max(1) as u64);
+                } else {
                     errors += 1;
                 }
-                let _ = histogram.record(sent.elapsed().as_micros().max(1) as u64);
             }
             (histogram, errors)
         }));
     }
-    let mut latencies = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut latencies = latency_histogram();
     let mut errors = 0;
     for worker in workers {
         let (histogram, worker_errors) = worker.await?;
@@ -232,11 +323,16 @@ where
         errors += worker_errors;
     }
     Ok(LoopResult {
-        requests: latencies.len(),
+        successes: latencies.len(),
         errors,
         elapsed: started.elapsed(),
         latencies,
     })
+}
+
+/// A histogram of latencies in microseconds, from 1 µs to 60 s.
+pub fn latency_histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
 }
 
 /// A request with `authorization: Bearer <token>`.
@@ -246,4 +342,81 @@ pub fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
         request.metadata_mut().insert("authorization", value);
     }
     request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Starts `sh -c script` in a group of its own; the script's first line
+    /// of output is the pid of a child it left in the background.
+    fn shell_with_background_child(script: &str) -> (Child, u32) {
+        let mut command = Command::new("sh");
+        command.args(["-c", script]).stdout(Stdio::piped());
+        in_own_process_group(&mut command);
+        let mut child = command.spawn().expect("start sh");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the pid");
+        let background = line.trim().parse().expect("a pid");
+        (child, background)
+    }
+
+    fn gone_within(pid: u32, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while !has_exited(pid) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
+    #[test]
+    fn a_child_the_leader_leaves_behind_is_killed_with_its_group() {
+        let (mut leader, background) = shell_with_background_child("sleep 60 & echo $!; wait");
+        stop_process_group(&mut leader, "TERM", Duration::from_secs(5));
+        assert!(
+            gone_within(background, Duration::from_secs(2)),
+            "the background sleep {background} survived its group"
+        );
+    }
+
+    #[test]
+    fn a_leader_that_ignores_the_signal_is_killed_after_the_grace() {
+        let (mut leader, background) =
+            shell_with_background_child("trap '' TERM; sleep 60 & echo $!; wait");
+        let started = Instant::now();
+        stop_process_group(&mut leader, "TERM", Duration::from_millis(300));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(
+            gone_within(background, Duration::from_secs(2)),
+            "the background sleep {background} survived its group"
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_calls_are_neither_in_the_rate_nor_timed() {
+        let result = closed_loop(2, 1, |_worker, sequence| async move {
+            if sequence % 2 == 0 {
+                true
+            } else {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                false
+            }
+        })
+        .await
+        .expect("the loop runs");
+        assert!(result.errors > 0, "some calls failed");
+        assert!(result.successes > 0, "some calls succeeded");
+        assert_eq!(result.successes, result.latencies.len());
+        assert!(
+            result.latencies.max() < 30_000,
+            "the slow failures are not in the latencies: max {} µs",
+            result.latencies.max()
+        );
+    }
 }

@@ -10,12 +10,15 @@
 //! with NATS. `--server-cpu 0` pins the server to one core (run the
 //! generator with `taskset -c 1`).
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use onair_bench::{
     ONE_ADDRESS_LOAD, ServerUnderTest, authorized, closed_loop, default_server_binary, summary,
+    until_interrupted,
 };
 use onair_comment::moderation::{self, Pace, PaceLimits};
 use onair_comment::settings::{ChatRules, default_chat_settings};
@@ -58,6 +61,75 @@ struct Args {
     serve_args: Vec<String>,
 }
 
+/// The answers to one ingest run's posts: each verdict the comment service
+/// gave, and each error by its gRPC code (a post refused by the pace rules
+/// is an error, `ResourceExhausted`).
+#[derive(Default)]
+struct Tally {
+    /// Published, shadowed ones included: the service answers a shadowed
+    /// comment's author as if it were published, so that they cannot tell.
+    published: AtomicU64,
+    held: AtomicU64,
+    rejected: AtomicU64,
+    /// Any other status (hidden, unspecified): not expected from a post.
+    other: AtomicU64,
+    errors: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Tally {
+    /// Counts one answer; whether the call succeeded.
+    fn count(&self, answer: Result<tonic::Response<comment::Comment>, tonic::Status>) -> bool {
+        let status = match answer {
+            Ok(response) => response.into_inner().status(),
+            Err(error) => {
+                let code = format!("{:?}", error.code());
+                if let Ok(mut errors) = self.errors.lock() {
+                    *errors.entry(code).or_default() += 1;
+                }
+                return false;
+            }
+        };
+        let verdict = match status {
+            comment::CommentStatus::Published => &self.published,
+            comment::CommentStatus::Held => &self.held,
+            comment::CommentStatus::Rejected => &self.rejected,
+            _ => &self.other,
+        };
+        verdict.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    fn published(&self) -> u64 {
+        self.published.load(Ordering::Relaxed)
+    }
+
+    /// "published 1, held 2, rejected 3, other 0".
+    fn verdicts(&self) -> String {
+        format!(
+            "published {}, held {}, rejected {}, other {}",
+            self.published(),
+            self.held.load(Ordering::Relaxed),
+            self.rejected.load(Ordering::Relaxed),
+            self.other.load(Ordering::Relaxed)
+        )
+    }
+
+    /// The errors by code, "(ResourceExhausted 3)", or nothing.
+    fn error_codes(&self) -> String {
+        let Ok(errors) = self.errors.lock() else {
+            return String::new();
+        };
+        if errors.is_empty() {
+            return String::new();
+        }
+        let codes: Vec<String> = errors
+            .iter()
+            .map(|(code, count)| format!("{code} {count}"))
+            .collect();
+        format!(" ({})", codes.join(", "))
+    }
+}
+
 fn timestamp(millis: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: millis.div_euclid(1000),
@@ -87,7 +159,10 @@ fn body(sequence: u64) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    until_interrupted(run(Args::parse())).await
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     verdict_phase(args.blocked_terms);
 
     let binary = args.server.clone().unwrap_or_else(default_server_binary);
@@ -198,32 +273,37 @@ async fn main() -> anyhow::Result<()> {
         let cpu_before = server.cpu_time()?;
         let clients = clients.clone();
         let tokens = tokens.clone();
+        let tally = Arc::new(Tally::default());
+        let counted = tally.clone();
         let result = closed_loop(*concurrency, args.seconds, move |worker, sequence| {
             let mut client = clients[worker % clients.len()].clone();
             let token = tokens[(sequence % tokens.len() as u64) as usize].clone();
+            let tally = counted.clone();
             async move {
                 let request = comment::PostCommentRequest {
                     channel_id: "bench".to_owned(),
                     body: body(sequence),
                 };
-                client
-                    .post_comment(authorized(request, &token))
-                    .await
-                    .is_ok()
+                tally.count(client.post_comment(authorized(request, &token)).await)
             }
         })
         .await?;
         let server_cpu = server.cpu_time()? - cpu_before;
-        posted += result.requests - result.errors;
+        posted += result.successes;
+        // The rate and latencies are of posts answered with a verdict,
+        // whichever it was; the verdicts say how many were published.
         println!(
-            "ingest, {concurrency} in flight: {} posts in {:.1} s = {:.0} comments/s ({} errors); {}; server CPU {:.2} s = {:.0} comments per CPU-second",
-            result.requests,
+            "ingest, {concurrency} in flight: {} answered in {:.1} s = {:.0} comments/s ({:.0} published/s); verdicts: {}; errors {}{}; {}; server CPU {:.2} s = {:.0} answered per CPU-second",
+            result.successes,
             result.elapsed.as_secs_f64(),
             result.rate(),
+            tally.published() as f64 / result.elapsed.as_secs_f64(),
+            tally.verdicts(),
             result.errors,
+            tally.error_codes(),
             summary(&result.latencies),
             server_cpu.as_secs_f64(),
-            result.requests as f64 / server_cpu.as_secs_f64().max(0.001)
+            result.per_cpu_second(server_cpu)
         );
     }
 
@@ -253,11 +333,11 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let server_cpu = server.cpu_time()? - cpu_before;
     println!(
-        "replay of a slot with {posted} comments, pages of 500 (gRPC, 1 in flight): {:.0} pages/s ({} errors); {}; {:.0} pages per CPU-second",
+        "replay of a slot with {posted} comments posted, pages of 500 (gRPC, 1 in flight): {:.0} pages/s, errors {}; {}; {:.0} pages per CPU-second",
         result.rate(),
         result.errors,
         summary(&result.latencies),
-        result.requests as f64 / server_cpu.as_secs_f64().max(0.001)
+        result.per_cpu_second(server_cpu)
     );
 
     let http = reqwest::Client::new();
@@ -278,7 +358,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     println!(
-        "replay, pages of 500 through REST (1 in flight): {:.0} pages/s ({} errors); {}",
+        "replay, pages of 500 through REST (1 in flight): {:.0} pages/s, errors {}; {}",
         result.rate(),
         result.errors,
         summary(&result.latencies)
@@ -299,7 +379,7 @@ fn verdict_phase(blocked: usize) {
         hdrhistogram::Histogram::<u64>::new_with_bounds(1, 1_000_000_000, 3).expect("valid bounds");
     let count: u64 = 200_000;
     let started = Instant::now();
-    let mut published = 0u64;
+    let (mut published, mut held, mut shadowed, mut rejected, mut paced) = (0u64, 0, 0, 0, 0);
     for sequence in 0..count {
         let body = body(sequence);
         let user = format!("user{}", sequence % 5000);
@@ -313,13 +393,17 @@ fn verdict_phase(blocked: usize) {
                 .map(|()| moderation::judge_content(&rules, &body, 50, 40)),
         };
         let _ = histogram.record(began.elapsed().as_nanos().max(1) as u64);
-        if matches!(verdict, Some(moderation::Verdict::Publish)) {
-            published += 1;
+        match verdict {
+            Some(moderation::Verdict::Publish) => published += 1,
+            Some(moderation::Verdict::Hold(_)) => held += 1,
+            Some(moderation::Verdict::Shadow(_)) => shadowed += 1,
+            Some(moderation::Verdict::Reject(_)) => rejected += 1,
+            None => paced += 1,
         }
     }
     let elapsed = started.elapsed();
     println!(
-        "verdict ({blocked} blocked terms), {count} comments in {:.2} s: p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs ({published} published)",
+        "verdict ({blocked} blocked terms), {count} comments in {:.2} s: p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs; verdicts: published {published}, held {held}, shadowed {shadowed}, rejected {rejected}, refused by pace {paced}; errors 0 (in process, no call to fail)",
         elapsed.as_secs_f64(),
         histogram.value_at_quantile(0.5) as f64 / 1000.0,
         histogram.value_at_quantile(0.99) as f64 / 1000.0,

@@ -20,7 +20,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use clap::Parser;
 use futures::SinkExt;
-use onair_bench::{ServerUnderTest, cpu_time_of, default_server_binary};
+use onair_bench::{
+    STOP_GRACE, ServerUnderTest, cpu_time_of, default_server_binary, in_own_process_group,
+    stop_process_group, until_interrupted,
+};
 use onair_kit::bus::{Bus, NatsBus};
 use onair_kit::events::{LiveEvent, LiveKind};
 use onair_proto::comment::v1::Comment;
@@ -115,6 +118,10 @@ struct Counts {
     out_of_order: AtomicU64,
     frames: AtomicU64,
     closed: AtomicU64,
+    /// Viewers whose socket failed (a read error, a frame it could not
+    /// parse, a pong it could not send), counted apart from those the server
+    /// closed.
+    errors: AtomicU64,
 }
 
 fn now_micros() -> u64 {
@@ -296,7 +303,8 @@ impl Viewer {
     }
 }
 
-/// The peer server: npm's ws broadcast example, pinned like onair.
+/// The peer server: npm's ws broadcast example, pinned like onair, in a
+/// process group of its own; stopped on drop.
 struct Peer {
     child: Child,
     port: u16,
@@ -304,8 +312,7 @@ struct Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_process_group(&mut self.child, "TERM", STOP_GRACE);
     }
 }
 
@@ -321,26 +328,33 @@ fn start_peer(cpu: usize) -> anyhow::Result<Peer> {
             bail!("npm ci failed in {}", dir.display());
         }
     }
-    let mut child = Command::new("taskset")
+    let mut command = Command::new("taskset");
+    command
         .args(["-c", &cpu.to_string(), "node", "ws-fanout.js"])
         .current_dir(&dir)
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot start node")?;
-    let stdout = child.stdout.take().context("no stdout")?;
+        .stdout(Stdio::piped());
+    in_own_process_group(&mut command);
+    let mut peer = Peer {
+        child: command.spawn().context("cannot start node")?,
+        port: 0,
+    };
+    let stdout = peer.child.stdout.take().context("no stdout")?;
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
-    let port = line
+    peer.port = line
         .trim()
         .strip_prefix("listening ")
         .and_then(|port| port.parse().ok())
         .with_context(|| format!("unexpected first line from the peer: {line:?}"))?;
-    Ok(Peer { child, port })
+    Ok(peer)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    until_interrupted(run(Args::parse())).await
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let prefix = format!("fanout{}", std::process::id());
     let data_dir = std::env::temp_dir().join(format!("onair-fanout-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
@@ -435,12 +449,17 @@ async fn main() -> anyhow::Result<()> {
                     Ok(Some(Incoming::Data(text))) => text,
                     Ok(Some(Incoming::Ping(payload))) => {
                         if viewer.pong(&payload).await.is_err() {
+                            counts.errors.fetch_add(1, Ordering::Relaxed);
                             break;
                         }
                         continue;
                     }
                     Ok(Some(Incoming::Other)) => continue,
-                    Ok(Some(Incoming::Close) | None) | Err(_) => break,
+                    Ok(Some(Incoming::Close) | None) => break,
+                    Err(_) => {
+                        counts.errors.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
                 };
                 counts.frames.fetch_add(1, Ordering::Relaxed);
                 let now = now_micros();
@@ -533,10 +552,14 @@ async fn main() -> anyhow::Result<()> {
         }
     );
     println!(
-        "deliveries {deliveries} of {expected} ({} missing), out of order {}, viewers closed {}",
+        "deliveries {deliveries} of {expected} ({} missing), out of order {}, viewers closed by the server {}, errors {}",
         expected.saturating_sub(deliveries),
         counts.out_of_order.load(Ordering::Relaxed),
-        counts.closed.load(Ordering::Relaxed)
+        counts
+            .closed
+            .load(Ordering::Relaxed)
+            .saturating_sub(counts.errors.load(Ordering::Relaxed)),
+        counts.errors.load(Ordering::Relaxed)
     );
     println!(
         "frames received {}, load generator CPU {:.2} s, server CPU {:.2} s, {:.0} deliveries per CPU-second",
@@ -557,7 +580,13 @@ async fn main() -> anyhow::Result<()> {
         rss_idle as f64 / 1e6,
         per_connection / 1000.0
     );
-    drop(readers);
+    // Close the viewers' sockets first, so the server has none to drain.
+    for reader in &readers {
+        reader.abort();
+    }
+    for reader in readers {
+        let _ = reader.await;
+    }
     drop(onair);
     drop(peer);
     let _ = std::fs::remove_dir_all(&data_dir);

@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use futures::StreamExt;
-use onair_bench::{ServerUnderTest, default_server_binary};
+use onair_bench::{
+    STOP_GRACE, ServerUnderTest, default_server_binary, in_own_process_group, stop_process_group,
+    until_interrupted,
+};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -47,25 +50,34 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-fn start_nats(binary: &PathBuf, port: u16, store: &std::path::Path) -> anyhow::Result<Child> {
-    Command::new(binary)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(store)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("cannot start {}", binary.display()))
+/// The broker this benchmark restarts, in a process group of its own; stopped
+/// on drop, so an early return leaves no broker behind.
+struct Nats {
+    child: Child,
 }
 
-fn stop_nats(child: &mut Child) -> anyhow::Result<()> {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()?;
-    if !status.success() {
-        bail!("kill -TERM failed");
+impl Nats {
+    fn start(binary: &PathBuf, port: u16, store: &std::path::Path) -> anyhow::Result<Nats> {
+        let mut command = Command::new(binary);
+        command
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        in_own_process_group(&mut command);
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        Ok(Nats { child })
     }
-    child.wait()?;
-    Ok(())
+}
+
+impl Drop for Nats {
+    /// SIGTERM, as a broker restart in production; the group is killed if it
+    /// has not exited after [`STOP_GRACE`].
+    fn drop(&mut self) {
+        stop_process_group(&mut self.child, "TERM", STOP_GRACE);
+    }
 }
 
 /// Waits until the port accepts connections; the moment it did.
@@ -99,11 +111,14 @@ async fn call(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    until_interrupted(run(Args::parse())).await
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let rounds = args.rounds.min(20);
     let store = tempfile::tempdir()?;
     let port = free_port()?;
-    let mut nats = start_nats(&args.nats_server, port, store.path())?;
+    let mut nats = Nats::start(&args.nats_server, port, store.path())?;
     wait_for_port(port)?;
     let data = tempfile::tempdir()?;
     let binary = args.server.unwrap_or_else(default_server_binary);
@@ -176,9 +191,11 @@ async fn main() -> anyhow::Result<()> {
     let mut resets = 0;
     for round in 1..=rounds {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        stop_nats(&mut nats)?;
+        let failed_before = failed.load(Ordering::Relaxed);
+        // The old broker is stopped (and waited for) before the new one starts.
+        drop(nats);
         tokio::time::sleep(Duration::from_millis(args.down_ms)).await;
-        nats = start_nats(&args.nats_server, port, store.path())?;
+        nats = Nats::start(&args.nats_server, port, store.path())?;
         let back = tokio::task::spawn_blocking(move || wait_for_port(port)).await??;
         let newest_before = posted.load(Ordering::SeqCst);
         let deadline = back + ROUND_LIMIT;
@@ -208,17 +225,18 @@ async fn main() -> anyhow::Result<()> {
         };
         let gap = delivered - back;
         println!(
-            "round {round}: first comment {:.0} ms after the broker's return",
-            gap.as_secs_f64() * 1000.0
+            "round {round}: first comment {:.0} ms after the broker's return; posts refused or failed in the round (errors) {}",
+            gap.as_secs_f64() * 1000.0,
+            failed.load(Ordering::Relaxed) - failed_before
         );
         gaps.push(gap);
     }
     poster.abort();
-    let _ = stop_nats(&mut nats);
+    drop(nats);
     gaps.sort();
     let ms = |duration: &Duration| duration.as_secs_f64() * 1000.0;
     println!(
-        "gap after a NATS restart over {rounds} rounds: min {:.0} / median {:.0} / max {:.0} ms; {} comments posted, {} refused or failed (while the broker was down); {resets} reset events seen",
+        "gap after a NATS restart over {rounds} rounds: min {:.0} / median {:.0} / max {:.0} ms; {} comments posted, errors {} (posts refused or failed, while the broker was down); {resets} reset events seen",
         gaps.first().map(ms).unwrap_or_default(),
         gaps.get(gaps.len() / 2).map(ms).unwrap_or_default(),
         gaps.last().map(ms).unwrap_or_default(),

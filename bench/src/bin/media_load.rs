@@ -16,7 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use onair_bench::{LoopResult, ServerUnderTest, closed_loop, default_server_binary, summary};
+use onair_bench::{
+    LoopResult, ServerUnderTest, closed_loop, default_server_binary, latency_histogram, summary,
+    until_interrupted,
+};
 use onair_proto::media::v1 as pb;
 use onair_proto::media::v1::media_service_client::MediaServiceClient;
 use onair_testkit::{TestDatabase, nats_url, unique_name};
@@ -65,10 +68,10 @@ struct Outcome {
 impl Outcome {
     fn report(&self, backend: &str, name: &str) {
         println!(
-            "{backend} | {name} | {:.0} req/s | {} | {:.0} req per server CPU-second | {} errors | {} KB",
+            "{backend} | {name} | {:.0} req/s | {} | {:.0} req per server CPU-second | {} | {} KB",
             self.result.rate(),
             summary(&self.result.latencies),
-            self.result.requests as f64 / self.server_cpu.as_secs_f64().max(0.001),
+            self.result.per_cpu_second(self.server_cpu),
             self.result.errors,
             self.body_bytes / 1000
         );
@@ -190,7 +193,7 @@ async fn guide_after_changes(
     let mut client = MediaServiceClient::connect(format!("http://{}", server.grpc)).await?;
     let credential: tonic::metadata::MetadataValue<_> =
         format!("Bearer {}", server.operator_key()?).parse()?;
-    let mut latencies = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut latencies = latency_histogram();
     let mut errors = 0;
     let mut body_bytes = 0;
     let cpu_before = server.cpu_time()?;
@@ -255,16 +258,19 @@ async fn guide_after_changes(
                 }
             }
         }
+        // Only a guide that arrived is timed; a failed one is counted apart.
         let sent = Instant::now();
         match guide.call(change).await {
-            Some(bytes) => body_bytes = bytes,
+            Some(bytes) => {
+                latencies.record(sent.elapsed().as_micros().max(1) as u64)?;
+                body_bytes = bytes;
+            }
             None => errors += 1,
         }
-        latencies.record(sent.elapsed().as_micros().max(1) as u64)?;
     }
     Ok(Outcome {
         result: LoopResult {
-            requests: latencies.len(),
+            successes: latencies.len(),
             errors,
             elapsed: started.elapsed(),
             latencies,
@@ -540,8 +546,13 @@ async fn run_backend(args: &Args, backend: Backend) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    println!("backend | read | rate | latency | work per server CPU-second | errors | answer size");
+    until_interrupted(run(Args::parse())).await
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    println!(
+        "backend | read | rate (successful) | latency (successful) | work per server CPU-second | errors | answer size"
+    );
     for backend in args.backends.clone() {
         run_backend(&args, backend).await?;
     }

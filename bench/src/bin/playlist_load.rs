@@ -15,7 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail};
 use clap::Parser;
 use onair_bench::{
-    LoopResult, ServerUnderTest, closed_loop, cpu_time_of, default_server_binary, summary,
+    LoopResult, STOP_GRACE, ServerUnderTest, closed_loop, cpu_time_of, default_server_binary,
+    in_own_process_group, stop_process_group, summary, until_interrupted,
 };
 use onair_proto::media::v1 as media;
 use onair_proto::media::v1::media_service_client::MediaServiceClient;
@@ -46,7 +47,9 @@ struct Args {
     nginx: PathBuf,
 }
 
-/// nginx serving one directory on a port of loopback; stopped on drop.
+/// nginx serving one directory on a port of loopback: a master in the
+/// foreground and one worker, in a process group of their own; both are
+/// stopped on drop.
 struct Nginx {
     child: Child,
     port: u16,
@@ -80,6 +83,7 @@ impl Nginx {
             }
             None => Command::new(binary),
         };
+        in_own_process_group(&mut command);
         let child = command
             .arg("-p")
             .arg(&prefix)
@@ -113,9 +117,11 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM to the master, which stops its worker and exits (a SIGKILL
+    /// would leave the worker listening); the group is killed if it has not
+    /// after [`STOP_GRACE`].
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_process_group(&mut self.child, "TERM", STOP_GRACE);
     }
 }
 
@@ -132,11 +138,12 @@ struct Outcome {
 impl Outcome {
     fn report(&self, name: &str) {
         println!(
-            "{name}: {:.0} req/s ({} errors); {}; {:.0} req per server CPU-second",
+            "{name}: {:.0} req/s; {} ok, errors {}; {}; {:.0} req per server CPU-second",
             self.result.rate(),
+            self.result.successes,
             self.result.errors,
             summary(&self.result.latencies),
-            self.result.requests as f64 / self.server_cpu.as_secs_f64().max(0.001)
+            self.result.per_cpu_second(self.server_cpu)
         );
     }
 }
@@ -196,9 +203,21 @@ fn segments(playlist: &str) -> Vec<(i64, i64)> {
     found
 }
 
+/// The live playlist's text, or `None` if the request failed.
+async fn reload(client: &reqwest::Client, url: &str) -> Option<String> {
+    let response = client.get(url).send().await.ok()?;
+    if response.status() != 200 {
+        return None;
+    }
+    response.text().await.ok()
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    until_interrupted(run(Args::parse())).await
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let binary = args.server.clone().unwrap_or_else(default_server_binary);
     let dir = std::env::temp_dir().join(format!("onair-playlist-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -279,8 +298,10 @@ async fn main() -> anyhow::Result<()> {
         onair.report(&format!("round {round} onair live playlist"));
         static_file.report(&format!("round {round} nginx static file"));
         println!(
-            "round {round} onair / nginx: {:.0} %",
-            onair.result.rate() / static_file.result.rate() * 100.0
+            "round {round} onair / nginx: {:.0} % (errors: onair {}, nginx {})",
+            onair.result.rate() / static_file.result.rate() * 100.0,
+            onair.result.errors,
+            static_file.result.errors
         );
     }
     drop(nginx);
@@ -291,8 +312,15 @@ async fn main() -> anyhow::Result<()> {
     let mut delays = Vec::new();
     let until = Instant::now() + Duration::from_secs(args.freshness_seconds);
     let mut first = true;
+    let mut reloads = 0;
+    let mut errors = 0;
     while Instant::now() < until {
-        let text = client.get(&url).send().await?.text().await?;
+        let Some(text) = reload(&client, &url).await else {
+            errors += 1;
+            tokio::time::sleep(Duration::from_millis(args.poll_ms)).await;
+            continue;
+        };
+        reloads += 1;
         let now = unix_ms(SystemTime::now());
         for (sequence, pdt) in segments(&text) {
             if seen.insert(sequence) && !first {
@@ -303,14 +331,66 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(args.poll_ms)).await;
     }
     delays.sort_unstable();
-    if let (Some(best), Some(worst)) = (delays.first(), delays.last()) {
-        println!(
-            "freshness: {} new segments, first seen {best} to {worst} ms after their program date-time (polling every {} ms)",
+    match (delays.first(), delays.last()) {
+        (Some(best), Some(worst)) => println!(
+            "freshness: {} new segments, first seen {best} to {worst} ms after their program date-time (polling every {} ms; {reloads} reloads, errors {errors})",
             delays.len(),
             args.poll_ms
-        );
+        ),
+        _ => println!(
+            "freshness: no new segment seen in {} s ({reloads} reloads, errors {errors})",
+            args.freshness_seconds
+        ),
     }
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether a process is gone, or a zombie waiting for its parent.
+    fn gone(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state == "Z" || state == "X")
+        })
+    }
+
+    #[test]
+    fn nginx_leaves_neither_master_nor_worker_behind() {
+        let binary = Path::new("/usr/sbin/nginx");
+        if !binary.exists() {
+            eprintln!(
+                "skipped: no {} (apt-get install nginx-light)",
+                binary.display()
+            );
+            return;
+        }
+        let root = tempfile::tempdir().expect("a temporary directory");
+        std::fs::write(root.path().join("index.m3u8"), "#EXTM3U\n").expect("write the playlist");
+        let nginx = Nginx::start(binary, root.path(), None).expect("nginx starts");
+        let port = nginx.port;
+        let master = nginx.child.id();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let worker = loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && let Ok(worker) = nginx.worker_pid()
+            {
+                break worker;
+            }
+            assert!(Instant::now() < deadline, "nginx does not answer");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        drop(nginx);
+        assert!(gone(master), "nginx's master {master} is still running");
+        assert!(gone(worker), "nginx's worker {worker} is still running");
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "something still listens on {port}"
+        );
+    }
 }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use onair_bench::{LoopResult, ServerUnderTest, closed_loop, default_server_binary, summary};
+use onair_bench::{
+    LoopResult, ServerUnderTest, closed_loop, default_server_binary, summary, until_interrupted,
+};
 use onair_proto::user::v1 as pb;
 use onair_proto::user::v1::user_service_client::UserServiceClient;
 use tonic::transport::Channel;
@@ -41,11 +43,12 @@ impl Outcome {
 
     fn report(&self, name: &str) {
         println!(
-            "{name}: {:.0} req/s ({} errors); {}; {:.0} req per server CPU-second",
+            "{name}: {:.0} req/s; {} ok, errors {}; {}; {:.0} req per server CPU-second",
             self.rate(),
+            self.result.successes,
             self.result.errors,
             summary(&self.result.latencies),
-            self.result.requests as f64 / self.server_cpu.as_secs_f64().max(0.001)
+            self.result.per_cpu_second(self.server_cpu)
         );
     }
 }
@@ -70,7 +73,10 @@ where
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    until_interrupted(run(Args::parse())).await
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let binary = args.server.clone().unwrap_or_else(default_server_binary);
     let dir = std::env::temp_dir().join(format!("onair-rest-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -161,8 +167,10 @@ async fn main() -> anyhow::Result<()> {
             args.concurrency
         ));
         println!(
-            "round {round} REST / gRPC: {:.0} %",
-            rest.rate() / grpc.rate() * 100.0
+            "round {round} REST / gRPC: {:.0} % (errors: gRPC {}, REST {})",
+            rest.rate() / grpc.rate() * 100.0,
+            grpc.result.errors,
+            rest.result.errors
         );
     }
     drop(server);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::Parser;
 use onair_bench::{
     LoopResult, ONE_ADDRESS_LOAD, ServerUnderTest, authorized, closed_loop, default_server_binary,
-    summary,
+    summary, until_interrupted,
 };
 use onair_proto::user::v1 as pb;
 use onair_proto::user::v1::user_service_client::UserServiceClient;
@@ -104,10 +104,10 @@ where
 
 fn report(name: &str, result: &PhaseResult) {
     let rate = result.result.rate();
-    let per_cpu_second = result.result.requests as f64 / result.server_cpu.as_secs_f64().max(0.001);
+    let per_cpu_second = result.result.per_cpu_second(result.server_cpu);
     println!(
-        "{name}: {} requests in {:.1} s = {:.0} req/s ({} errors); {}; server CPU {:.2} s = {:.0} req per CPU-second",
-        result.result.requests,
+        "{name}: {} ok in {:.1} s = {:.0} req/s, errors {}; {}; server CPU {:.2} s = {:.0} req per CPU-second",
+        result.result.successes,
         result.result.elapsed.as_secs_f64(),
         rate,
         result.result.errors,
@@ -119,7 +119,10 @@ fn report(name: &str, result: &PhaseResult) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    until_interrupted(run(Args::parse())).await
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let binary = args.server.clone().unwrap_or_else(default_server_binary);
     let dir = std::env::temp_dir().join(format!("onair-user-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
