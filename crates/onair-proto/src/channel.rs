@@ -69,6 +69,7 @@ impl ServiceChannel {
         }
     }
 
+    /// Whether requests stay in this process, for logs and readiness.
     pub fn is_local(&self) -> bool {
         self.is_local
     }

@@ -27,6 +27,7 @@ pub struct UserCache {
 }
 
 impl UserCache {
+    /// An empty cache that trusts an entry for `ttl` and holds at most `capacity` users.
     pub fn new(ttl: Duration, capacity: usize) -> UserCache {
         UserCache {
             entries: Mutex::new(HashMap::new()),
@@ -42,6 +43,7 @@ impl UserCache {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The cached user, unless absent or older than the time limit.
     pub fn get(&self, id: &str) -> Option<UserRecord> {
         let entries = self.entries();
         let (user, cached_at) = entries.get(id)?;
@@ -88,6 +90,7 @@ impl UserCache {
         Ok(Some(user))
     }
 
+    /// Forgets a user that changed, so the next read goes to the store.
     pub fn evict(&self, id: &str) {
         let mut entries = self.entries();
         self.generation.fetch_add(1, Ordering::SeqCst);

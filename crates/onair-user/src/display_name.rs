@@ -11,19 +11,26 @@ pub const MAX_DISPLAY_NAME_CHARS: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DisplayName(String);
 
+/// Why a display name was refused; the message tells the viewer how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DisplayNameError {
+    /// Nothing is left after trimming.
     #[error("display name is empty: give 1 to {MAX_DISPLAY_NAME_CHARS} visible characters")]
     Empty,
+    /// More characters than [`MAX_DISPLAY_NAME_CHARS`]; carries the count.
     #[error("display name is {0} characters long; the most allowed is {MAX_DISPLAY_NAME_CHARS}")]
     TooLong(usize),
+    /// A control character (newline, escape…), given as its code point.
     #[error("display name contains the control character U+{0:04X}; remove it")]
     Control(u32),
+    /// A character that renders as nothing and could fake or hide a name, given
+    /// as its code point.
     #[error("display name contains the invisible character U+{0:04X}; remove it")]
     Invisible(u32),
 }
 
 impl DisplayName {
+    /// Trims a name a viewer typed and checks it, saying what is wrong if it fails.
     pub fn parse(raw: &str) -> Result<DisplayName, DisplayNameError> {
         let trimmed = raw.trim();
         for character in trimmed.chars() {
@@ -50,6 +57,7 @@ impl DisplayName {
         DisplayName(format!("Viewer {suffix:04x}"))
     }
 
+    /// The name as it is stored and shown.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -218,12 +218,14 @@ impl KeyRing {
             .map_err(|error| UserError::Internal(format!("cannot sign token: {error}")))
     }
 
+    /// The public keys that verify every token still valid, for other services.
     pub fn jwks(&self) -> Jwks {
         Jwks {
             keys: self.read().verifying.clone(),
         }
     }
 
+    /// The id of the key that signs now; tokens name it in their `kid` header.
     pub fn signer_kid(&self) -> String {
         self.read().signer_kid.clone()
     }

@@ -2,8 +2,11 @@
 //! Ed25519 keys that sign access tokens which every other service verifies from
 //! the JWKS.
 
+#![warn(missing_docs)]
+
 pub mod cache;
 pub mod display_name;
+/// The user service's errors and how they map to gRPC and HTTP status.
 pub mod error;
 pub mod keys;
 pub mod service;

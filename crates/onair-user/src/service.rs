@@ -41,7 +41,10 @@ const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 /// What the user service needs to know about the station.
 #[derive(Debug, Clone)]
 pub struct UserServiceSettings {
+    /// How long an access token is valid (`user.access_token_ttl_seconds`).
     pub access_token_ttl: Duration,
+    /// How long a signing key signs before a new one replaces it
+    /// (`user.signing_key_rotation_hours`).
     pub signing_key_rotation: Duration,
     /// Where the operator key is written on first start.
     pub data_dir: PathBuf,
@@ -252,6 +255,7 @@ impl UserServiceImpl {
         })
     }
 
+    /// The tables the service reads and writes.
     pub fn store(&self) -> &UserStore {
         &self.inner.store
     }

@@ -46,25 +46,38 @@ pub const MIGRATIONS: &[Migration] = &[
 /// A user as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
+    /// Server-assigned and stable; the subject of the user's access tokens.
     pub id: String,
+    /// Shown next to the user's comments; valid as a [`crate::display_name::DisplayName`].
     pub display_name: String,
+    /// A `Role` of the user contract (viewer, moderator, operator), as its number.
     pub role: i32,
+    /// 0 to 100; new viewers start at 50 and comment moderation reads it.
     pub trust_score: i32,
+    /// When the user was created, in Unix milliseconds.
     pub create_time_ms: i64,
+    /// When the user last changed, in Unix milliseconds.
     pub update_time_ms: i64,
+    /// The user's last ban until it is lifted, even once it has expired (see
+    /// [`BanRecord::is_active`]).
     pub ban: Option<BanRecord>,
 }
 
+/// A ban as stored with its user: who banned them, why, and until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BanRecord {
+    /// When the ban was made, in Unix milliseconds.
     pub create_time_ms: i64,
     /// None for a permanent ban.
     pub expire_time_ms: Option<i64>,
+    /// What the moderator gave as the reason.
     pub reason: String,
+    /// The user id of who banned the user.
     pub moderator_id: String,
 }
 
 impl BanRecord {
+    /// Whether the ban still holds at `now_ms`.
     pub fn is_active(&self, now_ms: i64) -> bool {
         self.expire_time_ms.is_none_or(|expire| expire > now_ms)
     }
@@ -96,21 +109,35 @@ impl CredentialKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefreshTokenState {
     /// Exchanges for access tokens of its user's current role.
-    Valid { user_id: String },
+    Valid {
+        /// Whose token it is.
+        user_id: String,
+    },
     /// Issued before its user's role changed or they were banned: exchanges
     /// once more, for an access token and a new refresh token.
-    Revoked { user_id: String },
+    Revoked {
+        /// Whose token it is.
+        user_id: String,
+    },
     /// Was revoked and has been exchanged for a new one.
-    Replaced { user_id: String },
+    Replaced {
+        /// Whose token it was.
+        user_id: String,
+    },
 }
 
 /// A signing key as stored: the Ed25519 secret and public key, base64url.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SigningKeyRecord {
+    /// The key id that tokens name in their `kid` header and the JWKS lists.
     pub kid: String,
+    /// The Ed25519 secret key that signs.
     pub secret_key: String,
+    /// The Ed25519 public key that verifies, published in the JWKS.
     pub public_key: String,
+    /// When the key was made, in Unix milliseconds; rotation counts from here.
     pub create_time_ms: i64,
+    /// When a newer key replaced it as signer; None while it still signs.
     pub retire_time_ms: Option<i64>,
 }
 
@@ -156,6 +183,7 @@ impl UserStore {
         Ok(UserStore { db })
     }
 
+    /// The database the store runs on.
     pub fn db(&self) -> &Db {
         &self.db
     }
@@ -177,6 +205,7 @@ impl UserStore {
         Ok(result.rows_affected() == 1)
     }
 
+    /// The user with this id, if there is one.
     pub async fn get_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
         let statement = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(statement))
@@ -212,6 +241,7 @@ impl UserStore {
         Ok(users)
     }
 
+    /// Whether at least one user holds `role`.
     pub async fn any_user_with_role(&self, role: i32) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT id FROM users WHERE role = $1 LIMIT 1")
             .bind(i64::from(role))
@@ -220,6 +250,7 @@ impl UserStore {
         Ok(row.is_some())
     }
 
+    /// Renames a user; returns false when there is no such user.
     pub async fn update_display_name(
         &self,
         id: &str,
@@ -315,6 +346,7 @@ impl UserStore {
         Ok(result.rows_affected() == 1)
     }
 
+    /// Stores a credential by the hash of its secret, so a database leak gives none away.
     pub async fn insert_credential(
         &self,
         secret_hash: &str,
@@ -419,6 +451,7 @@ impl UserStore {
         Ok(true)
     }
 
+    /// Every stored signing key, oldest first.
     pub async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT kid, secret_key, public_key, create_time_ms, retire_time_ms \

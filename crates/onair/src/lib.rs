@@ -1,6 +1,8 @@
 //! Wiring: which services run in this process, how they reach the others, and
 //! the storage, bus and ports they share. No business logic lives here.
 
+#![warn(missing_docs)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -35,8 +37,11 @@ pub const AVAILABLE_ROLES: &[ServiceRole] = &[
 
 /// A running station (or part of one): its addresses and a way to stop it.
 pub struct Station {
+    /// Where REST/JSON, live sockets and HLS are served, as bound (port 0 resolved).
     pub http_addr: SocketAddr,
+    /// Where gRPC is served, as bound (port 0 resolved).
     pub grpc_addr: SocketAddr,
+    /// Holds the SQLite file, the operator key and the embedded bus's durable streams.
     pub data_dir: std::path::PathBuf,
     /// How this process reaches every service, as its own services do.
     channels: ServiceChannels,
@@ -96,9 +101,13 @@ impl Station {
 
 /// A station that has bound its ports and opened its storage, ready to serve.
 pub struct Prepared {
+    /// Where REST/JSON, live sockets and HLS will be served, as bound (port 0 resolved).
     pub http_addr: SocketAddr,
+    /// Where gRPC will be served, as bound (port 0 resolved).
     pub grpc_addr: SocketAddr,
+    /// Holds the SQLite file, the operator key and the embedded bus's durable streams.
     pub data_dir: std::path::PathBuf,
+    /// How this process reaches every service, local or on a peer.
     pub channels: ServiceChannels,
     /// The bus this process's services talk through.
     pub bus: Arc<dyn Bus>,
