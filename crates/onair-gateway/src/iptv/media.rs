@@ -14,7 +14,7 @@ use tonic::codec::{Codec, EncodeBuf, Encoder};
 
 use super::settings::IptvSettings;
 use crate::codec::RawDecoder;
-use crate::protection;
+use crate::guard;
 
 /// How many channels one `ListChannels` page asks for (the service's most).
 const CHANNEL_PAGE_SIZE: i32 = 1000;
@@ -108,7 +108,7 @@ impl MediaReader {
     fn request<T>(&self, headers: &HeaderMap, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.request_timeout);
-        for name in ["authorization", protection::REQUEST_ID] {
+        for name in ["authorization", guard::REQUEST_ID] {
             if let Some(value) = headers.get(name)
                 && let Ok(text) = value.to_str()
                 && let Ok(value) = text.parse()

@@ -42,7 +42,7 @@ use self::broadcast_day::guide_ranges;
 use self::cache::{GuideCache, cacheable, cacheable_as};
 use self::m3u::{public_base_url, write_playlist};
 use self::media::MediaReader;
-use crate::protection;
+use crate::guard;
 
 const EPG_PROGRAMMES: &str = "onair_iptv_epg_programmes";
 const EPG_PROGRAMMES_HELP: &str = "Programmes in the last XMLTV guide built.";
@@ -86,7 +86,7 @@ pub fn router(
         .route("/iptv/epg.xml", axum::routing::get(epg_xml))
         .with_state(state)
         .layer(compression)
-        .layer(axum::middleware::from_fn(protection::request_id))
+        .layer(axum::middleware::from_fn(guard::request_id))
 }
 
 async fn channels_m3u(State(iptv): State<Arc<Iptv>>, uri: Uri, headers: HeaderMap) -> Response {
@@ -110,7 +110,7 @@ impl Iptv {
         let base = match public_base_url(&headers, &uri) {
             Ok(base) => base,
             Err(reason) => {
-                return crate::status_response(
+                return crate::errors::status_response(
                     tonic::Code::InvalidArgument,
                     &reason,
                     StatusCode::BAD_REQUEST,
@@ -146,7 +146,7 @@ impl Iptv {
         let ranges = match guide_ranges(self.clock.now_ms(), &self.settings) {
             Ok(ranges) => ranges,
             Err(reason) => {
-                return crate::status_response(
+                return crate::errors::status_response(
                     tonic::Code::Internal,
                     &reason,
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -167,7 +167,7 @@ impl Iptv {
         {
             Ok(guide) => guide,
             Err(reason) => {
-                return crate::status_response(
+                return crate::errors::status_response(
                     tonic::Code::Internal,
                     &format!("cannot write the guide: {reason}"),
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -198,5 +198,5 @@ impl Iptv {
 
 fn error_response(status: &tonic::Status) -> Response {
     let http_status = onair_kit::error::http_status_of(status.code());
-    crate::status_response(status.code(), status.message(), http_status)
+    crate::errors::status_response(status.code(), status.message(), http_status)
 }

@@ -78,13 +78,14 @@ use tokio::sync::watch;
 
 pub use self::settings::LiveSettings;
 pub use self::shared::ChannelCheck;
+pub(crate) use self::sse_connection::accepts_event_stream;
 
 use self::feed::Fed;
 use self::hub::{ChannelHub, Joined, Viewing};
 use self::resume::{Resume, resume_position};
 use self::shared::{Inner, LivePath, Stats};
 use self::websocket_connection::MAX_CLIENT_MESSAGE;
-use crate::status_response;
+use crate::errors::{error_response, status_response};
 use crate::websocket;
 
 /// The live sockets of one gateway process. Cheap to clone.
@@ -172,9 +173,9 @@ impl Live {
             );
         }
         if let Err(status) = (self.inner.check_channel)(channel_id.clone()).await {
-            return crate::error_response(&status);
+            return error_response(&status);
         }
-        let sse = parts.method == http::Method::GET && crate::accepts_event_stream(&parts.headers);
+        let sse = parts.method == http::Method::GET && accepts_event_stream(&parts.headers);
         let upgrade = if sse {
             None
         } else {

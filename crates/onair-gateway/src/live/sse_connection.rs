@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
+use http::HeaderMap;
 use http::HeaderValue;
 use tokio::sync::watch;
 
@@ -164,4 +165,15 @@ async fn next_sse_chunk(mut state: SseState) -> Option<(Bytes, SseState)> {
             return Some((out.freeze(), state));
         }
     }
+}
+
+/// Whether the client asks for server-sent events (`Accept:
+/// text/event-stream`): a live connection, or a server stream, is then
+/// sent as SSE.
+pub(crate) fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("text/event-stream"))
 }
