@@ -18,6 +18,11 @@
 //! - Both carry a weak `ETag` (a conditional request gets 304) and a
 //!   `Cache-Control: public, max-age`, and are served gzip when the client
 //!   accepts it.
+//!
+//! The pieces: `settings`; `xmltv` (the guide); `m3u` (the playlist);
+//! `broadcast_day` (which days the guide covers); `cache` (the last guide
+//! written, ETags and caching headers); `media` (the calls to the media
+//! service). This module holds the routes.
 
 mod broadcast_day;
 mod cache;

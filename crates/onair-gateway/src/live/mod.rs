@@ -49,6 +49,15 @@
 //! channel's state and go on from there), `lagged` and `closing`. A resume is
 //! `?after=OFFSET&epoch=EPOCH` (or `?after=EPOCH:OFFSET`); without an epoch the
 //! offset is taken to be of the current one.
+//!
+//! The pieces, each using only those listed before it: `settings`; `frames`
+//! (events, their encodings, control events); `resume` (`?after=` and
+//! `Last-Event-ID`); `catch_up` (the writing a WebSocket connection shares
+//! with its hub writer); `hub` (a channel's history, ring and segments);
+//! `shared` (what every task of this process shares); `writer` (a hub's
+//! writer tasks); `feed` (a hub's bus subscription); `watcher` (the live
+//! stream's health); `websocket_connection` and `sse_connection`. This
+//! module opens hubs and answers the request.
 
 mod catch_up;
 mod feed;

@@ -1,6 +1,7 @@
 //! What the parts of one process's live sockets share: the open hubs, the
 //! watcher's view of the live stream, the shutdown flag, the settings and the
-//! hot-path metrics. A leaf, so every other piece can use it.
+//! hot-path metrics. The feeds, writers and connections all use it; it
+//! knows only the hub and the settings, so it imports none of them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,8 +21,7 @@ use super::settings::LiveSettings;
 pub type ChannelCheck =
     Arc<dyn Fn(String) -> BoxFuture<'static, Result<(), tonic::Status>> + Send + Sync>;
 
-/// The state behind a [`Live`](super::Live), shared by its hubs, feeds and
-/// connections.
+/// The state behind a `Live`, shared by its feeds, writers and connections.
 pub(super) struct Inner {
     pub(super) bus: SharedBus,
     pub(super) pool: DescriptorPool,

@@ -9,9 +9,8 @@ use onair_kit::live::LIVE_STREAM;
 
 use super::shared::{Inner, LivePath};
 
-/// Asks the bus about the live stream every
-/// [`LiveSettings::check_interval`](super::LiveSettings::check_interval)
-/// until the server shuts down, declares it again if the bus lost it, and
+/// Asks the bus about the live stream every `check_interval` of the
+/// settings until the server shuts down, declares it again if the bus lost it, and
 /// tells the hubs what it found.
 pub(super) async fn watch_live_stream(inner: std::sync::Weak<Inner>) {
     loop {

@@ -1,6 +1,6 @@
 //! A live WebSocket connection: its task reads what the viewer sends,
 //! answers pings and pings back, writes whenever the hub's writer cannot
-//! (see [`super::catch_up`]), and says goodbye with the offset to resume
+//! (see `catch_up`), and says goodbye with the offset to resume
 //! from.
 
 use std::sync::Arc;
