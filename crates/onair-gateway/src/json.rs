@@ -6,14 +6,14 @@
 //! for the small answers most REST calls get, that was about a fifth of the
 //! server's CPU time per request. This writer produces the
 //! same JSON, byte for byte, with grpc-gateway's choice of every field,
-//! populated or not ([`crate::serialize_options`]). The well-known types other
+//! populated or not ([`serialize_options`]). The well-known types other
 //! than `Timestamp` (`Any`, `Struct`, `Duration`, the wrappers…), a message
 //! with extensions, and a timestamp that is out of range or not normalized
 //! are rare here and are handed to prost-reflect, so they read the same too.
 
 use base64::Engine as _;
 use base64::prelude::BASE64_STANDARD;
-use prost_reflect::{DynamicMessage, Kind, MapKey, ReflectMessage, Value};
+use prost_reflect::{DynamicMessage, Kind, MapKey, ReflectMessage, SerializeOptions, Value};
 
 /// The first and last second a JSON timestamp may hold: 0001-01-01T00:00:00Z
 /// and 9999-12-31T23:59:59Z (the proto3 JSON mapping's range).
@@ -21,6 +21,12 @@ const MIN_TIMESTAMP_SECONDS: i64 = -62_135_596_800;
 const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
 
 const NANOS_PER_SECOND: i32 = 1_000_000_000;
+
+/// How the gateway writes messages as JSON.
+pub(crate) fn serialize_options() -> SerializeOptions {
+    // As grpc-gateway: every field, populated or not.
+    SerializeOptions::new().skip_default_fields(false)
+}
 
 /// Appends the JSON of `message` to `out`.
 pub(crate) fn write_message(
@@ -36,7 +42,7 @@ pub(crate) fn write_message(
     }
     if name.starts_with("google.protobuf.") || message.extensions().next().is_some() {
         let mut serializer = serde_json::Serializer::new(&mut *out);
-        return message.serialize_with_options(&mut serializer, &crate::serialize_options());
+        return message.serialize_with_options(&mut serializer, &serialize_options());
     }
     out.push(b'{');
     let mut first = true;
@@ -378,7 +384,7 @@ mod tests {
     fn reference(message: &DynamicMessage) -> Result<Vec<u8>, serde_json::Error> {
         let mut out = Vec::new();
         let mut serializer = serde_json::Serializer::new(&mut out);
-        message.serialize_with_options(&mut serializer, &crate::serialize_options())?;
+        message.serialize_with_options(&mut serializer, &serialize_options())?;
         Ok(out)
     }
 

@@ -8,7 +8,7 @@
 //! so the gateway receives the same bytes again and again; the same bytes of
 //! the same method always make the same JSON, so it is made once.
 //!
-//! Entries are matched on the method, the length and then every byte, so an
+//! Answers are matched on the method, the length and then every byte, so an
 //! answer is never mistaken for another. Only answers of at least
 //! [`MIN_MEMO_BYTES`] are kept (small ones are cheaper to transcode than to
 //! compare), and at most [`MAX_MEMO_BYTES`] in all, the oldest going first.
@@ -26,18 +26,19 @@ pub const MAX_MEMO_BYTES: usize = 64 * 1024 * 1024;
 /// Remembered answers, shared by every request of a gateway.
 #[derive(Default)]
 pub struct JsonMemo {
-    entries: Mutex<Memo>,
+    memo: Mutex<Memo>,
 }
 
 #[derive(Default)]
 struct Memo {
     /// Oldest first.
-    entries: VecDeque<Arc<Entry>>,
-    /// Protobuf and JSON bytes of every entry.
+    answers: VecDeque<Arc<RememberedAnswer>>,
+    /// Protobuf and JSON bytes of every answer kept.
     total_bytes: usize,
 }
 
-struct Entry {
+/// One answer kept: its protobuf bytes and the JSON made from them.
+struct RememberedAnswer {
     /// What makes the JSON besides the bytes: the method and the route's
     /// response body field.
     rendering: String,
@@ -45,7 +46,7 @@ struct Entry {
     json: Bytes,
 }
 
-impl Entry {
+impl RememberedAnswer {
     fn size(&self) -> usize {
         self.protobuf.len() + self.json.len()
     }
@@ -57,7 +58,7 @@ impl JsonMemo {
     }
 
     fn memo(&self) -> MutexGuard<'_, Memo> {
-        self.entries
+        self.memo
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -69,43 +70,43 @@ impl JsonMemo {
 
     /// The JSON made before from exactly these bytes, rendered the same way.
     pub fn get(&self, rendering: &str, protobuf: &[u8]) -> Option<Bytes> {
-        let candidates: Vec<Arc<Entry>> = self
+        let candidates: Vec<Arc<RememberedAnswer>> = self
             .memo()
-            .entries
+            .answers
             .iter()
-            .filter(|entry| entry.protobuf.len() == protobuf.len() && entry.rendering == rendering)
+            .filter(|kept| kept.protobuf.len() == protobuf.len() && kept.rendering == rendering)
             .cloned()
             .collect();
         // Compared outside the lock: a few hundred kilobytes each.
         candidates
             .into_iter()
-            .find(|entry| entry.protobuf.as_ref() == protobuf)
-            .map(|entry| entry.json.clone())
+            .find(|kept| kept.protobuf.as_ref() == protobuf)
+            .map(|kept| kept.json.clone())
     }
 
     /// Remembers the JSON of an answer, forgetting the oldest ones beyond the
     /// size bound.
     pub fn put(&self, rendering: &str, protobuf: Bytes, json: Bytes) {
-        let entry = Arc::new(Entry {
+        let answer = Arc::new(RememberedAnswer {
             rendering: rendering.to_owned(),
             protobuf,
             json,
         });
-        if !JsonMemo::worth_remembering(&entry.protobuf) || entry.size() > MAX_MEMO_BYTES {
+        if !JsonMemo::worth_remembering(&answer.protobuf) || answer.size() > MAX_MEMO_BYTES {
             return;
         }
         let mut memo = self.memo();
         let already = memo
-            .entries
+            .answers
             .iter()
-            .any(|kept| kept.rendering == entry.rendering && kept.protobuf == entry.protobuf);
+            .any(|kept| kept.rendering == answer.rendering && kept.protobuf == answer.protobuf);
         if already {
             return;
         }
-        memo.total_bytes += entry.size();
-        memo.entries.push_back(entry);
+        memo.total_bytes += answer.size();
+        memo.answers.push_back(answer);
         while memo.total_bytes > MAX_MEMO_BYTES {
-            let Some(oldest) = memo.entries.pop_front() else {
+            let Some(oldest) = memo.answers.pop_front() else {
                 break;
             };
             memo.total_bytes -= oldest.size();

@@ -18,12 +18,13 @@
 //! - The live sockets, `GET /v1/channels/{channelId}/live` ([`live`]).
 
 mod codec;
+mod errors;
+pub mod guard;
 pub mod iptv;
 mod json;
 mod json_memo;
 pub mod live;
 pub mod openapi;
-pub mod protection;
 pub mod rules;
 pub mod template;
 mod websocket;
@@ -31,7 +32,7 @@ mod websocket;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -39,12 +40,19 @@ use onair_kit::auth::{AuthError, Authenticator};
 use onair_kit::metrics::Registry;
 use onair_kit::telemetry::TraceContext;
 use onair_proto::ServiceChannel;
-use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, Kind, SerializeOptions};
+use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, Kind};
 use serde_json::{Map, Value as Json};
 
+pub use crate::errors::status_response;
+
 use crate::codec::{DynamicCodec, RawResponseCodec};
+use crate::errors::{
+    bytes_response, error_response, metadata_headers, retry_response, status_json,
+};
+use crate::guard::RateLimits;
+use crate::json::serialize_options;
 use crate::json_memo::JsonMemo;
-use crate::protection::RateLimits;
+use crate::live::accepts_event_stream;
 use crate::rules::{BodyMapping, RestRoute, RuleError, routes_from_pool};
 use crate::template::Bindings;
 
@@ -150,7 +158,7 @@ impl Gateway {
             env!("CARGO_PKG_VERSION"),
         ))
         .unwrap_or_default();
-        let cors = protection::cors(&self.settings.cors_origins);
+        let cors = guard::cors(&self.settings.cors_origins);
         let gateway = Arc::new(self);
         let openapi_route = axum::routing::get(move || {
             let body = openapi.clone();
@@ -183,7 +191,7 @@ impl Gateway {
                     context.scope(gateway.handle(request)).await
                 }
             })
-            .layer(axum::middleware::from_fn(protection::request_id))
+            .layer(axum::middleware::from_fn(guard::request_id))
             .layer(cors)
     }
 
@@ -405,7 +413,7 @@ impl RouteMiss {
     }
 }
 
-fn too_many_requests(limited: protection::Limited) -> Response {
+fn too_many_requests(limited: guard::Limited) -> Response {
     let seconds = onair_kit::abuse::whole_seconds(limited.retry_after);
     retry_response(
         tonic::Code::ResourceExhausted,
@@ -418,43 +426,6 @@ fn too_many_requests(limited: protection::Limited) -> Response {
     )
 }
 
-/// An error that says when to come back: `Retry-After` in whole seconds
-/// (rounded up), and the `google.rpc.RetryInfo` detail as grpc-gateway
-/// writes it.
-fn retry_response(
-    code: tonic::Code,
-    message: &str,
-    status: StatusCode,
-    wait: std::time::Duration,
-) -> Response {
-    let detail = serde_json::json!({
-        "@type": onair_kit::error::RETRY_INFO_TYPE_URL,
-        "retryDelay": duration_json(wait),
-    });
-    let body = serde_json::json!({"code": code as i32, "message": message, "details": [detail]});
-    let mut response = json_response(status, &body);
-    let seconds = onair_kit::abuse::whole_seconds(wait);
-    response
-        .headers_mut()
-        .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
-    response
-}
-
-/// A `google.protobuf.Duration` in the proto3 JSON mapping: `"2.500s"`.
-fn duration_json(duration: std::time::Duration) -> String {
-    let seconds = duration.as_secs();
-    let nanos = duration.subsec_nanos();
-    if nanos == 0 {
-        format!("{seconds}s")
-    } else if nanos.is_multiple_of(1_000_000) {
-        format!("{seconds}.{:03}s", nanos / 1_000_000)
-    } else if nanos.is_multiple_of(1_000) {
-        format!("{seconds}.{:06}s", nanos / 1_000)
-    } else {
-        format!("{seconds}.{nanos:09}s")
-    }
-}
-
 /// The address of the client on the other end of the connection. The
 /// gateway does not take `X-Forwarded-For`: any client can write one.
 fn client_address(parts: &http::request::Parts) -> Option<std::net::IpAddr> {
@@ -462,14 +433,6 @@ fn client_address(parts: &http::request::Parts) -> Option<std::net::IpAddr> {
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|info| info.0.ip())
-}
-
-pub(crate) fn accepts_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(http::header::ACCEPT)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .any(|value| value.contains("text/event-stream"))
 }
 
 /// Headers that never become gRPC metadata.
@@ -514,32 +477,6 @@ fn forward_headers(headers: &HeaderMap, metadata: &mut tonic::metadata::Metadata
     }
 }
 
-/// Response metadata that the gateway does not pass on.
-fn is_transport_header(name: &str) -> bool {
-    matches!(
-        name,
-        "content-type" | "date" | "content-length" | "te" | "trailer" | "transfer-encoding"
-    ) || name.starts_with("grpc-")
-}
-
-fn metadata_headers(metadata: &tonic::metadata::MetadataMap, headers: &mut HeaderMap) {
-    for (name, value) in metadata.clone().into_headers() {
-        let Some(name) = name else { continue };
-        if is_transport_header(name.as_str()) || name.as_str().ends_with("-bin") {
-            continue;
-        }
-        if let Ok(header) = http::HeaderName::from_bytes(format!("grpc-metadata-{name}").as_bytes())
-        {
-            headers.append(header, value);
-        }
-    }
-}
-
-pub(crate) fn serialize_options() -> SerializeOptions {
-    // As grpc-gateway: every field, populated or not.
-    SerializeOptions::new().skip_default_fields(false)
-}
-
 fn to_json(message: &DynamicMessage) -> Result<Json, serde_json::Error> {
     message.serialize_with_options(serde_json::value::Serializer, &serialize_options())
 }
@@ -565,19 +502,6 @@ fn response_bytes(
     let mut bytes = Vec::with_capacity(256);
     json::write_message(&mut bytes, message)?;
     Ok(bytes)
-}
-
-fn json_response(status: StatusCode, body: &Json) -> Response {
-    bytes_response(status, serde_json::to_vec(body).unwrap_or_default())
-}
-
-fn bytes_response(status: StatusCode, bytes: impl Into<Bytes>) -> Response {
-    (
-        status,
-        [(http::header::CONTENT_TYPE, "application/json")],
-        bytes.into(),
-    )
-        .into_response()
 }
 
 impl Gateway {
@@ -684,42 +608,6 @@ fn stream_response(
         HeaderValue::from_static("no-cache"),
     );
     metadata_headers(&metadata, response.headers_mut());
-    response
-}
-
-fn status_json(code: tonic::Code, message: &str) -> Json {
-    serde_json::json!({"code": code as i32, "message": message, "details": []})
-}
-
-/// A `google.rpc.Status` JSON error body.
-pub fn status_response(code: tonic::Code, message: &str, status: StatusCode) -> Response {
-    let mut response = json_response(status, &status_json(code, message));
-    if code == tonic::Code::Unauthenticated {
-        response.headers_mut().insert(
-            http::header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer"),
-        );
-    }
-    response
-}
-
-pub(crate) fn error_response(status: &tonic::Status) -> Response {
-    let http_status = onair_kit::error::http_status_of(status.code());
-    if let Some(wait) = onair_kit::error::retry_delay(status) {
-        let mut response = retry_response(status.code(), status.message(), http_status, wait);
-        metadata_headers(status.metadata(), response.headers_mut());
-        return response;
-    }
-    let mut response = status_response(status.code(), status.message(), http_status);
-    metadata_headers(status.metadata(), response.headers_mut());
-    if let Some(retry) = status.metadata().get("retry-after")
-        && let Ok(value) = retry.to_str()
-        && let Ok(value) = HeaderValue::from_str(value)
-    {
-        response
-            .headers_mut()
-            .insert(http::header::RETRY_AFTER, value);
-    }
     response
 }
 
@@ -877,31 +765,5 @@ fn scalar_json(kind: &Kind, text: &str) -> Result<Json, String> {
             scalar_json(&Kind::Bool, text)
         }
         _ => Ok(Json::String(text.to_owned())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_wait_in_the_status_becomes_retry_after_in_whole_seconds() {
-        let status = onair_kit::error::status_with_retry(
-            tonic::Code::ResourceExhausted,
-            "slow mode is on",
-            std::time::Duration::from_millis(2_500),
-        );
-        let response = error_response(&status);
-        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(response.headers()[http::header::RETRY_AFTER], "3");
-        assert_eq!(
-            duration_json(std::time::Duration::from_millis(2_500)),
-            "2.500s"
-        );
-        assert_eq!(duration_json(std::time::Duration::from_secs(4)), "4s");
-        assert_eq!(
-            duration_json(std::time::Duration::from_nanos(1)),
-            "0.000000001s"
-        );
     }
 }

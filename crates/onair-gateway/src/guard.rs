@@ -1,5 +1,8 @@
-//! What stands between the internet and the services: request ids, CORS and
-//! rate limits per client address and per user.
+//! The guard at the front door: what stands between the internet and the
+//! services. It tags every request with an id, lets web pages from the
+//! allowed origins call (CORS), and turns away a client address or a user
+//! that asks too often (rate limits). Named for what it does to a request
+//! on its way in; it was `protection` before, which said less.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
