@@ -40,12 +40,13 @@ use onair_kit::auth::{AuthError, Authenticator};
 use onair_kit::metrics::Registry;
 use onair_kit::telemetry::TraceContext;
 use onair_proto::ServiceChannel;
+use onair_proto::codec::RawClientCodec;
 use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, Kind};
 use serde_json::{Map, Value as Json};
 
 pub use crate::errors::status_response;
 
-use crate::codec::{DynamicCodec, RawResponseCodec};
+use crate::codec::DynamicCodec;
 use crate::errors::{
     bytes_response, error_response, metadata_headers, retry_response, status_json,
 };
@@ -366,7 +367,7 @@ impl Gateway {
                 Err(status) => error_response(&status),
             };
         }
-        let call = grpc.unary(request, path, RawResponseCodec);
+        let call = grpc.unary(request, path, RawClientCodec::<DynamicMessage>::default());
         match tokio::time::timeout(self.settings.request_timeout, call).await {
             Ok(Ok(response)) => self.unary_response(route, response).await,
             Ok(Err(status)) => error_response(&status),

@@ -7,14 +7,13 @@
 use std::convert::Infallible;
 use std::task::{Context, Poll};
 
-use bytes::{BufMut, Bytes};
+use bytes::Bytes;
 use futures::future::BoxFuture;
-use onair_proto::codec::{OnairCodec, OnairDecoder};
+use onair_proto::codec::RawServerCodec;
 use onair_proto::media::v1 as pb;
 use onair_proto::media::v1::media_service_server::MediaServiceServer;
 use tonic::Status;
 use tonic::body::Body;
-use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::server::NamedService;
 
 use crate::service::MediaServiceImpl;
@@ -69,8 +68,9 @@ impl tower::Service<http::Request<Body>> for MediaGrpcServer {
         let method = Timetables(self.service.clone());
         let limit = self.max_decoding_bytes;
         Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(EncodedCodec)
-                .apply_max_message_size_config(Some(limit), None);
+            let mut grpc =
+                tonic::server::Grpc::new(RawServerCodec::<pb::GetTimetableRequest>::default())
+                    .apply_max_message_size_config(Some(limit), None);
             Ok(grpc.unary(method, request).await)
         })
     }
@@ -89,37 +89,5 @@ impl tonic::server::UnaryService<pb::GetTimetableRequest> for Timetables {
             let encoded = service.timetable_bytes(request).await?;
             Ok(tonic::Response::new(encoded))
         })
-    }
-}
-
-/// Decodes the request as every method does; sends an answer's bytes as
-/// they are.
-struct EncodedCodec;
-
-impl Codec for EncodedCodec {
-    type Encode = Bytes;
-    type Decode = pb::GetTimetableRequest;
-    type Encoder = BytesEncoder;
-    type Decoder = OnairDecoder<pb::GetTimetableRequest>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        BytesEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        OnairCodec::<(), pb::GetTimetableRequest>::default().decoder()
-    }
-}
-
-struct BytesEncoder;
-
-impl Encoder for BytesEncoder {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        buf.reserve(item.len());
-        buf.put(item);
-        Ok(())
     }
 }

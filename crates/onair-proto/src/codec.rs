@@ -1,13 +1,19 @@
-//! The protobuf codec of every generated service and client.
+//! The protobuf codecs: the one of every generated service and client, and
+//! the one codec that passes a message's bytes as they are.
 //!
-//! It is prost's, except for one answer: a request that does not decode (a
-//! string field that is not UTF-8, a truncated message) is the caller's
-//! mistake, so it fails with `InvalidArgument` and says what was wrong,
-//! where prost's codec answers `Internal`, which reads as a server fault and
-//! shows as HTTP 500 behind a proxy.
+//! [`OnairCodec`] is prost's, except for one answer: a request that does not
+//! decode (a string field that is not UTF-8, a truncated message) is the
+//! caller's mistake, so it fails with `InvalidArgument` and says what was
+//! wrong, where prost's codec answers `Internal`, which reads as a server
+//! fault and shows as HTTP 500 behind a proxy.
+//!
+//! [`RawClientCodec`] and [`RawServerCodec`] pass bytes already encoded, for answers worth
+//! keeping encoded: a timetable the media service keeps as bytes, a
+//! response the gateway renders from a memo of the same bytes.
 
 use std::marker::PhantomData;
 
+use bytes::{Buf, BufMut, Bytes};
 use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic_prost::{ProstCodec, ProstDecoder};
@@ -89,5 +95,101 @@ impl<U: prost::Message + Default> Decoder for OnairDecoder<U> {
 
     fn buffer_settings(&self) -> BufferSettings {
         self.inner.buffer_settings()
+    }
+}
+
+/// The client side of a call whose answer is wanted as its bytes: encodes
+/// the request as every client does and hands back the answer undecoded.
+#[derive(Debug, Clone)]
+pub struct RawClientCodec<Request> {
+    _request: PhantomData<Request>,
+}
+
+impl<Request> Default for RawClientCodec<Request> {
+    fn default() -> Self {
+        RawClientCodec {
+            _request: PhantomData,
+        }
+    }
+}
+
+impl<Request> Codec for RawClientCodec<Request>
+where
+    Request: prost::Message + Send + 'static,
+{
+    type Encode = Request;
+    type Decode = Bytes;
+    type Encoder = OnairEncoder<Request>;
+    type Decoder = BytesDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        OnairEncoder {
+            _message: PhantomData,
+        }
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        BytesDecoder
+    }
+}
+
+/// The server side of a method whose answers are already encoded: decodes
+/// the request as every method does and sends the answer's bytes as they are.
+#[derive(Debug, Clone)]
+pub struct RawServerCodec<Request> {
+    _request: PhantomData<Request>,
+}
+
+impl<Request> Default for RawServerCodec<Request> {
+    fn default() -> Self {
+        RawServerCodec {
+            _request: PhantomData,
+        }
+    }
+}
+
+impl<Request> Codec for RawServerCodec<Request>
+where
+    Request: prost::Message + Default + Send + 'static,
+{
+    type Encode = Bytes;
+    type Decode = Request;
+    type Encoder = BytesEncoder;
+    type Decoder = OnairDecoder<Request>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        BytesEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        OnairCodec::<(), Request>::default().decoder()
+    }
+}
+
+/// Writes bytes that are already an encoded message.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BytesEncoder;
+
+impl Encoder for BytesEncoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        buf.reserve(item.len());
+        buf.put(item);
+        Ok(())
+    }
+}
+
+/// Hands back a message's bytes undecoded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BytesDecoder;
+
+impl Decoder for BytesDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(buf.copy_to_bytes(buf.remaining())))
     }
 }

@@ -8,12 +8,10 @@ use bytes::Bytes;
 use http::HeaderMap;
 use onair_proto::ServiceChannel;
 use onair_proto::clients::MediaClient;
+use onair_proto::codec::RawClientCodec;
 use onair_proto::media::v1 as pb;
-use prost::Message as _;
-use tonic::codec::{Codec, EncodeBuf, Encoder};
 
 use super::settings::IptvSettings;
-use crate::codec::RawDecoder;
 use crate::guard;
 
 /// How many channels one `ListChannels` page asks for (the service's most).
@@ -97,7 +95,11 @@ impl MediaReader {
         let path =
             http::uri::PathAndQuery::from_static("/onair.media.v1.MediaService/GetTimetable");
         Ok(grpc
-            .unary(request, path, RawTimetableCodec)
+            .unary(
+                request,
+                path,
+                RawClientCodec::<pb::GetTimetableRequest>::default(),
+            )
             .await?
             .into_inner())
     }
@@ -117,40 +119,5 @@ impl MediaReader {
             }
         }
         request
-    }
-}
-
-/// Sends a `GetTimetableRequest` and hands back the answer undecoded.
-#[derive(Clone, Copy, Default)]
-struct RawTimetableCodec;
-
-struct TimetableRequestEncoder;
-
-impl Codec for RawTimetableCodec {
-    type Encode = pb::GetTimetableRequest;
-    type Decode = Bytes;
-    type Encoder = TimetableRequestEncoder;
-    type Decoder = RawDecoder;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        TimetableRequestEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        RawDecoder
-    }
-}
-
-impl Encoder for TimetableRequestEncoder {
-    type Item = pb::GetTimetableRequest;
-    type Error = tonic::Status;
-
-    fn encode(
-        &mut self,
-        item: Self::Item,
-        destination: &mut EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        item.encode(destination)
-            .map_err(|error| tonic::Status::internal(format!("cannot encode the request: {error}")))
     }
 }
