@@ -1,6 +1,6 @@
 //! `ImportSchedule`: taking in an import's items, loading what the checks
 //! need inside one transaction under the locks of everything it touches,
-//! and applying all of it or none ([`crate::import`] holds the checks).
+//! and applying all of it or none ([`crate::import_checks`] holds the checks).
 
 use onair_proto::media::v1 as pb;
 use tonic::{Request, Response, Status, Streaming};
@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::desk::Desk;
 use crate::cache::Changed;
 use crate::error::MediaError;
-use crate::import::{self, StoredContext};
+use crate::import_checks::{self, StoredContext};
 
 /// `ImportSchedule`: every item of the stream, applied all or none.
 pub(super) async fn import(
@@ -79,9 +79,15 @@ pub(super) async fn import(
 async fn import_items(
     desk: &Desk,
     items: Vec<pb::ImportScheduleItem>,
-) -> Result<(pb::ImportScheduleResponse, Option<import::ImportPlan>), MediaError> {
+) -> Result<
+    (
+        pb::ImportScheduleResponse,
+        Option<import_checks::ImportPlan>,
+    ),
+    MediaError,
+> {
     let now_ms = desk.now_ms();
-    let checked = tokio::task::spawn_blocking(move || import::check_items(items, now_ms))
+    let checked = tokio::task::spawn_blocking(move || import_checks::check_items(items, now_ms))
         .await
         .map_err(|error| MediaError::Internal(format!("import check failed: {error}")))?;
     let store = &desk.store;
@@ -115,7 +121,7 @@ async fn import_items(
         }
     }
 
-    let planned = tokio::task::spawn_blocking(move || import::plan(checked, &stored))
+    let planned = tokio::task::spawn_blocking(move || import_checks::plan(checked, &stored))
         .await
         .map_err(|error| MediaError::Internal(format!("import check failed: {error}")))?;
     let plan = match planned {

@@ -17,7 +17,6 @@ use super::lookups;
 use crate::broadcast_day;
 use crate::cache::Entries;
 use crate::error::MediaError;
-use crate::import;
 use crate::model::{self, ChannelRecord, SlotRecord, check_slot_times};
 use crate::store::SlotsWithPrograms;
 
@@ -213,7 +212,7 @@ pub(super) async fn gaps(
     let mut response = pb::GetScheduleGapsResponse::default();
     for channel in &channels {
         let channel_slots = by_channel.remove(channel.id.as_str()).unwrap_or_default();
-        for (gap_start, gap_end) in import::gaps(&channel_slots, start_time_ms, end_time_ms) {
+        for (gap_start, gap_end) in gaps_between(&channel_slots, start_time_ms, end_time_ms) {
             response.gaps.push(pb::ScheduleGap {
                 channel_id: channel.id.clone(),
                 start_time: Some(timestamp_from_millis(gap_start)),
@@ -222,6 +221,34 @@ pub(super) async fn gaps(
         }
     }
     Ok(Response::new(response))
+}
+
+/// The stretches of [start, end) that no slot covers, in order. `slots` may
+/// come in any order and may reach beyond the range.
+fn gaps_between(slots: &[SlotRecord], start_time_ms: i64, end_time_ms: i64) -> Vec<(i64, i64)> {
+    let mut covered: Vec<(i64, i64)> = slots
+        .iter()
+        .map(|slot| (slot.start_time_ms, slot.end_time_ms))
+        .collect();
+    covered.sort_unstable();
+    let mut gaps = Vec::new();
+    let mut cursor = start_time_ms;
+    for (slot_start, slot_end) in covered {
+        if slot_end <= cursor {
+            continue;
+        }
+        if slot_start >= end_time_ms {
+            break;
+        }
+        if slot_start > cursor {
+            gaps.push((cursor, slot_start));
+        }
+        cursor = cursor.max(slot_end);
+    }
+    if cursor < end_time_ms {
+        gaps.push((cursor, end_time_ms));
+    }
+    gaps
 }
 
 /// Runs CPU work over `size` timetable entries: inline when small, on a
@@ -378,5 +405,38 @@ mod tests {
         );
         assert_eq!(encoded.as_ref(), timetable.encode_to_vec().as_slice());
         assert_eq!(pb::Timetable::decode(encoded).unwrap(), timetable);
+    }
+
+    const MINUTE: i64 = 60_000;
+
+    fn stored_slot(id: &str, start: i64, end: i64) -> SlotRecord {
+        SlotRecord {
+            id: id.to_owned(),
+            channel_id: "news".to_owned(),
+            program_id: "p".to_owned(),
+            start_time_ms: start,
+            end_time_ms: end,
+            live: false,
+            repeat_of_slot_id: String::new(),
+            cut: false,
+            comments_enabled: true,
+            create_time_ms: 0,
+            update_time_ms: 0,
+        }
+    }
+
+    #[test]
+    fn gaps_are_what_no_slot_covers() {
+        let slots = vec![
+            stored_slot("b", 30 * MINUTE, 60 * MINUTE),
+            stored_slot("a", -10 * MINUTE, 10 * MINUTE),
+            stored_slot("c", 90 * MINUTE, 200 * MINUTE),
+        ];
+        assert_eq!(
+            gaps_between(&slots, 0, 120 * MINUTE),
+            vec![(10 * MINUTE, 30 * MINUTE), (60 * MINUTE, 90 * MINUTE)]
+        );
+        assert_eq!(gaps_between(&[], 0, MINUTE), vec![(0, MINUTE)]);
+        assert!(gaps_between(&slots[2..], 100 * MINUTE, 120 * MINUTE).is_empty());
     }
 }
