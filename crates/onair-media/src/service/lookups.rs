@@ -21,8 +21,11 @@ pub(super) trait Lookup: Sized {
     /// What a batch of them is called, in errors about a batch's size.
     const PLURAL: &'static str;
 
+    /// Its id.
     fn id(&self) -> &String;
+    /// It as the message it is answered as.
     fn to_proto(&self) -> Self::Proto;
+    /// The error for an id that nothing has.
     fn not_found(id: &str) -> MediaError;
     /// The stored one with this id, if any.
     fn one(

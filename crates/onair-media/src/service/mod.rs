@@ -1,12 +1,12 @@
 //! The media service's gRPC implementation: [`MediaServiceImpl`] answers
 //! every call by handing it to the module that owns it.
 //!
-//! - [`channels`], [`programs`] and [`slots`]: creating, listing and
-//!   changing them; [`lookups`] the get and batch-get calls of all three.
-//! - [`timetables`] (with the gaps) and [`now_next`]: what a guide reads.
-//! - [`watchers`]: `WatchSchedule`; [`schedule_import`]: `ImportSchedule`.
-//! - [`paging`] and [`field_masks`]: how lists page and updates name fields.
-//! - [`desk`]: what every call works with, and the steps they share.
+//! - `channels`, `programs` and `slots`: creating, listing and
+//!   changing them; `lookups` the get and batch-get calls of all three.
+//! - `timetables` (with the gaps) and `now_next`: what a guide reads.
+//! - `watchers`: `WatchSchedule`; `schedule_import`: `ImportSchedule`.
+//! - `paging` and `field_masks`: how lists page and updates name fields.
+//! - `desk`: what every call works with, and the steps they share.
 
 mod channels;
 mod desk;

@@ -10,10 +10,10 @@
 //! database's single write lock up front (a deferred `BEGIN` would let two
 //! writers read the same free time and then fail on upgrading their lock).
 //!
-//! The pieces: [`statements`] holds the SQL, built once from the column
-//! lists; [`rows`] turns records into bound values and rows back into
-//! records; [`reads`] the reads by id both the pool and a transaction make;
-//! [`schedule_write`] the write transaction.
+//! The pieces: `statements` holds the SQL, built once from the column
+//! lists; `rows` turns records into bound values and rows back into
+//! records; `reads` the reads by id both the pool and a transaction make;
+//! `schedule_write` the write transaction.
 
 mod reads;
 mod rows;
