@@ -53,7 +53,7 @@
 //!
 //! # Schedule files
 //!
-//! A schedule file is read with [`import_file::parse`] and its items are sent
+//! A schedule file is read with [`schedule_file::parse`] and its items are sent
 //! to `ImportSchedule` (a client-streaming RPC), which
 //! checks the whole set and applies all of it or none, listing every error
 //! with its line. The file is a mapping with up to three lists:
@@ -70,11 +70,16 @@ pub mod broadcast_day;
 pub mod cache;
 pub mod error;
 pub mod grpc;
-pub mod import;
-pub mod import_file;
+pub mod import_checks;
 pub mod model;
+pub mod schedule_file;
 pub mod service;
 pub mod store;
+
+// The schedule file's module under its former name, for the callers outside
+// this crate that still use it (the `onair` binary and the tests).
+#[doc(hidden)]
+pub use schedule_file as import_file;
 
 pub use error::MediaError;
 pub use grpc::MediaGrpcServer;

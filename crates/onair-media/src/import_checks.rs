@@ -2,7 +2,8 @@
 //! other items and against what is stored, and only a flawless set is
 //! applied. The checks here are pure (no I/O), so they can run on a blocking
 //! thread and be tested alone; the service loads what they need inside the
-//! import's transaction.
+//! import's transaction (`ImportSchedule`, in the service's
+//! `schedule_import`), and [`crate::schedule_file`] reads the files.
 
 use std::collections::{HashMap, HashSet};
 
@@ -630,34 +631,6 @@ fn report_overlap(
     ));
 }
 
-/// The stretches of [start, end) that no slot covers, in order. `slots` may
-/// come in any order and may reach beyond the range.
-pub fn gaps(slots: &[SlotRecord], start_time_ms: i64, end_time_ms: i64) -> Vec<(i64, i64)> {
-    let mut covered: Vec<(i64, i64)> = slots
-        .iter()
-        .map(|slot| (slot.start_time_ms, slot.end_time_ms))
-        .collect();
-    covered.sort_unstable();
-    let mut gaps = Vec::new();
-    let mut cursor = start_time_ms;
-    for (slot_start, slot_end) in covered {
-        if slot_end <= cursor {
-            continue;
-        }
-        if slot_start >= end_time_ms {
-            break;
-        }
-        if slot_start > cursor {
-            gaps.push((cursor, slot_start));
-        }
-        cursor = cursor.max(slot_end);
-    }
-    if cursor < end_time_ms {
-        gaps.push((cursor, end_time_ms));
-    }
-    gaps
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -678,21 +651,6 @@ mod tests {
             create_time_ms: 0,
             update_time_ms: 0,
         }
-    }
-
-    #[test]
-    fn gaps_are_what_no_slot_covers() {
-        let slots = vec![
-            stored_slot("b", 30 * MINUTE, 60 * MINUTE),
-            stored_slot("a", -10 * MINUTE, 10 * MINUTE),
-            stored_slot("c", 90 * MINUTE, 200 * MINUTE),
-        ];
-        assert_eq!(
-            gaps(&slots, 0, 120 * MINUTE),
-            vec![(10 * MINUTE, 30 * MINUTE), (60 * MINUTE, 90 * MINUTE)]
-        );
-        assert_eq!(gaps(&[], 0, MINUTE), vec![(0, MINUTE)]);
-        assert!(gaps(&slots[2..], 100 * MINUTE, 120 * MINUTE).is_empty());
     }
 
     fn timestamp(millis: i64) -> prost_types::Timestamp {
