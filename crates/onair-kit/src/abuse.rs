@@ -17,6 +17,7 @@
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
+use tonic::metadata::{Ascii, MetadataKey, MetadataValue};
 
 use crate::clock::Clock;
 
@@ -42,11 +44,14 @@ pub struct ClientAddress(pub IpAddr);
 /// another (which believes it only from a trusted peer). Whatever the
 /// metadata said before is replaced.
 pub fn tell_client_address<T>(request: &mut tonic::Request<T>, address: IpAddr) {
+    // The key is parsed once, not on every request.
+    static KEY: LazyLock<MetadataKey<Ascii>> =
+        LazyLock::new(|| MetadataKey::from_static(CLIENT_ADDRESS_METADATA));
     request.extensions_mut().insert(ClientAddress(address));
     let metadata = request.metadata_mut();
-    match address.to_string().parse() {
+    match MetadataValue::try_from(address.to_string()) {
         Ok(value) => {
-            metadata.insert(CLIENT_ADDRESS_METADATA, value);
+            metadata.insert(KEY.clone(), value);
         }
         Err(_) => {
             metadata.remove(CLIENT_ADDRESS_METADATA);

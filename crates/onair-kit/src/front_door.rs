@@ -45,6 +45,9 @@ pub async fn serve_http(
     app: axum::Router,
     stop: impl Future<Output = ()> + Send,
 ) {
+    // Handlers become routes once, here, rather than on every request (as
+    // `axum::serve` does).
+    let app: axum::Router = app.with_state(());
     let builder = Arc::new(http_builder());
     let body_rule = BodyRule {
         allowance: doorway.config.body_timeout,
