@@ -634,24 +634,9 @@ fn report_overlap(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::stored_slot;
 
     const MINUTE: i64 = 60_000;
-
-    fn stored_slot(id: &str, start: i64, end: i64) -> SlotRecord {
-        SlotRecord {
-            id: id.to_owned(),
-            channel_id: "news".to_owned(),
-            program_id: "p".to_owned(),
-            start_time_ms: start,
-            end_time_ms: end,
-            live: false,
-            repeat_of_slot_id: String::new(),
-            cut: false,
-            comments_enabled: true,
-            create_time_ms: 0,
-            update_time_ms: 0,
-        }
-    }
 
     fn timestamp(millis: i64) -> prost_types::Timestamp {
         onair_kit::clock::timestamp_from_millis(millis)

@@ -481,6 +481,25 @@ pub fn describe_length(millis: i64) -> String {
     text
 }
 
+/// A stored slot on channel `news` of program `p`, for the tests of what
+/// reads stored slots.
+#[cfg(test)]
+pub(crate) fn stored_slot(id: &str, start: i64, end: i64) -> SlotRecord {
+    SlotRecord {
+        id: id.to_owned(),
+        channel_id: "news".to_owned(),
+        program_id: "p".to_owned(),
+        start_time_ms: start,
+        end_time_ms: end,
+        live: false,
+        repeat_of_slot_id: String::new(),
+        cut: false,
+        comments_enabled: true,
+        create_time_ms: 0,
+        update_time_ms: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,7 +49,7 @@ impl<T, E: Debug> Eventual for Result<T, E> {
 /// `value`. Fails the test after [`PATIENCE`] with the message given (or the
 /// check's text), and a `Result`'s last error.
 ///
-/// ```ignore
+/// ```text
 /// assert_eventually!(station.ready().await, "the station is ready");
 /// let line = assert_eventually!(log.find("listening"), "the station logs its addresses");
 /// ```

@@ -349,6 +349,7 @@ fn encode_timetable(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::stored_slot;
 
     #[test]
     fn a_timetable_from_encoded_parts_is_what_prost_encodes() {
@@ -408,22 +409,6 @@ mod tests {
     }
 
     const MINUTE: i64 = 60_000;
-
-    fn stored_slot(id: &str, start: i64, end: i64) -> SlotRecord {
-        SlotRecord {
-            id: id.to_owned(),
-            channel_id: "news".to_owned(),
-            program_id: "p".to_owned(),
-            start_time_ms: start,
-            end_time_ms: end,
-            live: false,
-            repeat_of_slot_id: String::new(),
-            cut: false,
-            comments_enabled: true,
-            create_time_ms: 0,
-            update_time_ms: 0,
-        }
-    }
 
     #[test]
     fn gaps_are_what_no_slot_covers() {
