@@ -76,11 +76,6 @@ pub mod schedule_file;
 pub mod service;
 pub mod store;
 
-// The schedule file's module under its former name, for the callers outside
-// this crate that still use it (the `onair` binary and the tests).
-#[doc(hidden)]
-pub use schedule_file as import_file;
-
 pub use error::MediaError;
 pub use grpc::MediaGrpcServer;
 pub use service::{MediaServiceImpl, MediaServiceSettings};

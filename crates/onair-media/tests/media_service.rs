@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use onair_media::MediaServiceSettings;
-use onair_media::import_file::{self, FileFormat};
+use onair_media::schedule_file::{self, FileFormat};
 use onair_proto::media::v1 as pb;
 use onair_testkit::media::{BusKind, MediaStation, at, instant, rfc3339};
 use onair_testkit::{Backend, assert_eventually, authorized, on_both_backends};
@@ -951,7 +951,7 @@ async fn a_cached_station_timetable_follows_each_write(backend: Backend) {
 }
 
 async fn import(station: &MediaStation, text: &str) -> pb::ImportScheduleResponse {
-    let items = import_file::parse(text, FileFormat::Yaml).expect("the file parses");
+    let items = schedule_file::parse(text, FileFormat::Yaml).expect("the file parses");
     let mut client = station.media_client().await;
     client
         .import_schedule(station.as_operator(futures::stream::iter(items)))
@@ -1080,7 +1080,7 @@ async fn an_import_applies_all_or_nothing_with_line_numbered_errors(backend: Bac
 
     // A viewer cannot import.
     let viewer = station.viewer_token().await;
-    let items = import_file::parse(GOOD_FILE, FileFormat::Yaml).expect("parses");
+    let items = schedule_file::parse(GOOD_FILE, FileFormat::Yaml).expect("parses");
     let denied = client
         .import_schedule(authorized(futures::stream::iter(items), &viewer))
         .await

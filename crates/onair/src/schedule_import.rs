@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use onair_kit::config::Environment;
-use onair_media::import_file::{self, FileFormat};
+use onair_media::schedule_file::{self, FileFormat};
 use onair_proto::media::v1 as pb;
 use onair_proto::media::v1::media_service_client::MediaServiceClient;
 
@@ -134,7 +134,7 @@ fn read_items(
     };
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
-    Ok(import_file::parse(&text, format))
+    Ok(schedule_file::parse(&text, format))
 }
 
 /// The endpoint from `--grpc` or `ONAIR_GRPC`, and the credential from
