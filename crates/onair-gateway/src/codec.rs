@@ -2,7 +2,7 @@
 //! can call any RPC of the descriptor set. (Calls whose answers the gateway
 //! wants as bytes use the contracts' `RawClientCodec`.)
 
-use onair_proto::codec::{OnairCodec, OnairEncoder};
+use onair_proto::codec::OnairEncoder;
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder};
@@ -29,7 +29,7 @@ impl Codec for DynamicCodec {
     type Decoder = DynamicDecoder;
 
     fn encoder(&mut self) -> Self::Encoder {
-        OnairCodec::<DynamicMessage, ()>::default().encoder()
+        OnairEncoder::default()
     }
 
     fn decoder(&mut self) -> Self::Decoder {

@@ -43,9 +43,7 @@ where
     type Decoder = OnairDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        OnairEncoder {
-            _message: PhantomData,
-        }
+        OnairEncoder::default()
     }
 
     fn decoder(&mut self) -> Self::Decoder {
@@ -61,6 +59,14 @@ where
 #[derive(Debug, Clone)]
 pub struct OnairEncoder<T> {
     _message: PhantomData<T>,
+}
+
+impl<T> Default for OnairEncoder<T> {
+    fn default() -> Self {
+        OnairEncoder {
+            _message: PhantomData,
+        }
+    }
 }
 
 impl<T: prost::Message> Encoder for OnairEncoder<T> {
@@ -123,9 +129,7 @@ where
     type Decoder = BytesDecoder;
 
     fn encoder(&mut self) -> Self::Encoder {
-        OnairEncoder {
-            _message: PhantomData,
-        }
+        OnairEncoder::default()
     }
 
     fn decoder(&mut self) -> Self::Decoder {
