@@ -16,6 +16,7 @@ pub enum CommentError {
     NotFound {
         /// `comment` or `channel`.
         kind: &'static str,
+        /// The id that was asked for.
         id: String,
     },
     /// Another service said something does not exist; its message says what.
@@ -30,8 +31,10 @@ pub enum CommentError {
     #[error("{0}")]
     PermissionDenied(String),
     #[error(transparent)]
+    /// The caller's credentials are missing or do not check out.
     Auth(#[from] AuthError),
     #[error(transparent)]
+    /// The comment database failed.
     Store(#[from] StoreError),
     /// The user posts faster than slow mode or the flood limit allows, or
     /// their address faster than its limit; says how long to wait.
@@ -46,6 +49,7 @@ pub enum CommentError {
 }
 
 impl CommentError {
+    /// A [`CommentError::NotFound`] for the comment with this id.
     pub fn comment_not_found(id: &str) -> CommentError {
         CommentError::NotFound {
             kind: "comment",

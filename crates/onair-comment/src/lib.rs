@@ -5,6 +5,8 @@
 //! stream clean; published comments go live on the bus, and every aired slot
 //! replays its comments by media offset.
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod lookup;
 pub mod moderation;

@@ -83,6 +83,7 @@ pub enum Changes {
 }
 
 impl ChangeFeed {
+    /// Reads the announcements of one bus subscription.
     pub fn new(subscription: Subscription) -> ChangeFeed {
         ChangeFeed {
             subscription: Mutex::new(subscription),
@@ -112,6 +113,7 @@ impl ChangeFeed {
 /// The author of a post, as the user service last said.
 #[derive(Debug, Clone)]
 pub struct Author {
+    /// The user's record, as the user service returned it.
     pub user: user::User,
 }
 
@@ -151,6 +153,9 @@ pub struct Lookups {
 }
 
 impl Lookups {
+    /// Looks authors up with `users` and what is on air with `media`, keeping
+    /// authors for `user_ttl` and what is on air for `channel_ttl`, and forgetting
+    /// the entries the two change feeds announce.
     pub fn new(
         users: UserClient,
         media: MediaClient,

@@ -16,6 +16,7 @@ use crate::text;
 /// says why, for the author's moderators and the audit stream).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
+    /// Goes live for everyone.
     Publish,
     /// Waits for a moderator before anyone sees it.
     Hold(String),
@@ -98,12 +99,17 @@ struct RecentPosts {
 /// The limits of one channel, from its chat settings.
 #[derive(Debug, Clone, Copy)]
 pub struct PaceLimits {
+    /// Least time between one user's posts, in milliseconds (slow mode).
     pub slow_mode_ms: i64,
+    /// How long a repeat of the user's earlier body counts as a duplicate, in
+    /// milliseconds.
     pub duplicate_window_ms: i64,
+    /// Most posts one user may make in a minute.
     pub max_per_minute: usize,
 }
 
 impl PaceLimits {
+    /// The limits in a channel's chat settings, negative values taken as 0.
     pub fn of(rules: &ChatRules) -> PaceLimits {
         let settings = &rules.settings;
         PaceLimits {
@@ -256,7 +262,9 @@ struct ChannelMeter {
 /// Whether one published comment goes live, and what the channel's rate is.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DisplayDecision {
+    /// Whether this comment goes out live.
     pub show: bool,
+    /// The channel's recent rate of published comments, per second.
     pub comments_per_second: f64,
     /// The channel posts faster than its display rate, so live shows a sample.
     pub sampled: bool,

@@ -81,11 +81,14 @@ impl Default for CommentServiceSettings {
 /// A channel's chat settings, checked, with the blocked terms compiled.
 #[derive(Debug, Clone)]
 pub struct ChatRules {
+    /// The channel's chat settings, as stored.
     pub settings: pb::ChatSettings,
+    /// The settings' blocked terms, compiled for matching.
     pub blocked_terms: Arc<BlockedTerms>,
 }
 
 impl ChatRules {
+    /// Compiles the blocked terms of `settings`.
     pub fn new(settings: pb::ChatSettings) -> ChatRules {
         let blocked_terms = Arc::new(BlockedTerms::new(&settings.blocked_terms));
         ChatRules {

@@ -65,20 +65,31 @@ const ROWS_PER_INSERT: usize = 200;
 /// One comment as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommentRecord {
+    /// The comment's id.
     pub id: String,
+    /// The channel it was posted on.
     pub channel_id: String,
+    /// The schedule slot that was on air when it was posted.
     pub slot_id: String,
+    /// The author's user id.
     pub user_id: String,
     /// The author's name when they posted, so replay needs no user lookups.
     pub display_name: String,
+    /// The text, as posted.
     pub body: String,
+    /// Its moment in the slot's media, in milliseconds from the start.
     pub vpos_ms: i64,
+    /// When it was posted, in Unix milliseconds.
     pub create_time_ms: i64,
+    /// Where it stands in moderation.
     pub status: pb::CommentStatus,
+    /// Why its status was set, when moderation or a moderator said why.
     pub reason: String,
+    /// How many reports viewers have made on it.
     pub report_count: i64,
     /// Waiting for a moderator: held, shadowed, or reported enough.
     pub in_queue: bool,
+    /// When it last changed, in Unix milliseconds.
     pub update_time_ms: i64,
 }
 
@@ -173,7 +184,10 @@ fn status_of(stored: i64) -> pb::CommentStatus {
 /// Where a replay page starts: after this media offset and comment id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplayCursor {
+    /// The media offset of the last comment already returned, in milliseconds.
     pub vpos_ms: i64,
+    /// The id of the last comment already returned; orders comments at the
+    /// same offset.
     pub comment_id: String,
 }
 
@@ -222,6 +236,7 @@ impl CommentStore {
         Ok(())
     }
 
+    /// The comment with this id, if there is one.
     pub async fn get(&self, comment_id: &str) -> Result<Option<CommentRecord>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM comments WHERE id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
@@ -405,6 +420,7 @@ impl CommentStore {
         Ok(reasons)
     }
 
+    /// The channel's stored chat settings, or `None` if it has none stored.
     pub async fn chat_settings(
         &self,
         channel_id: &str,
@@ -430,6 +446,7 @@ impl CommentStore {
         Ok(Some(settings))
     }
 
+    /// Stores the channel's chat settings, replacing any, stamped `now_ms`.
     pub async fn put_chat_settings(
         &self,
         settings: &pb::ChatSettings,

@@ -41,10 +41,12 @@ impl CommentBody {
         Ok(CommentBody(trimmed.to_owned()))
     }
 
+    /// The checked body.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// The checked body, as an owned string.
     pub fn into_string(self) -> String {
         self.0
     }

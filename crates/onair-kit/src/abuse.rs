@@ -145,10 +145,13 @@ impl TrustedPeers {
         Some(TrustedPeers { networks })
     }
 
+    /// Whether no address or network is trusted.
     pub fn is_empty(&self) -> bool {
         self.networks.is_empty()
     }
 
+    /// Whether `address` (an IPv4-mapped IPv6 address counting as its IPv4
+    /// address) is one of the trusted addresses or inside a trusted network.
     pub fn contains(&self, address: IpAddr) -> bool {
         let address = match address {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
@@ -178,11 +181,16 @@ fn in_network(address: IpAddr, network: IpAddr, prefix: u8) -> bool {
 /// of 0 turns the limit off.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AddressRate {
+    /// Actions one address may take per minute, refilled steadily; 0 turns
+    /// the limit off.
     pub per_minute: u32,
+    /// How many actions one address may take at once before the rate
+    /// applies (0 counts as 1).
     pub burst: u32,
 }
 
 impl AddressRate {
+    /// Whether the limit is off (a rate of 0 per minute).
     pub fn is_off(&self) -> bool {
         self.per_minute == 0
     }
@@ -217,6 +225,8 @@ pub struct AddressLimiter<K: Hash + Eq + Clone> {
 }
 
 impl<K: Hash + Eq + Clone> AddressLimiter<K> {
+    /// A limiter giving every key `rate`, timed by `clock`; with the rate
+    /// off, every check passes.
     pub fn new(rate: AddressRate, clock: &Clock) -> AddressLimiter<K> {
         let clock = LimiterClock(clock.clone());
         let limiter = NonZeroU32::new(rate.per_minute).and_then(|per_minute| {
@@ -255,6 +265,7 @@ impl<K: Hash + Eq + Clone> AddressLimiter<K> {
         self.limiter.as_ref().map_or(0, |limiter| limiter.len())
     }
 
+    /// Whether the limiter holds no key now.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -31,44 +31,75 @@ pub const TOKEN_ISSUER: &str = "onair";
 /// The claims of an onair access token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccessClaims {
+    /// Who issued the token: always [`TOKEN_ISSUER`] for a token accepted here.
     pub iss: String,
     /// The user id.
     pub sub: String,
     /// The role when the token was issued (`VIEWER`, `MODERATOR`, `OPERATOR`).
     pub role: String,
+    /// When the token was issued, in Unix seconds.
     pub iat: i64,
+    /// When the token expires, in Unix seconds.
     pub exp: i64,
 }
 
+/// Why a caller could not be authenticated, or may not do what they asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
+    /// The request carries no `authorization` header.
     #[error("missing credentials: send `authorization: Bearer <access token or API key>`")]
     Missing,
+    /// The `authorization` header is not `Bearer` followed by a credential.
     #[error("malformed authorization header: expected `Bearer <access token or API key>`")]
     Malformed,
+    /// The access token's expiry has passed.
     #[error("access token expired: get a new one with POST /v1/tokens:refresh")]
     Expired,
+    /// The access token failed verification; the text says why.
     #[error("invalid access token: {0}")]
     InvalidToken(String),
+    /// The user service knows no such API key.
     #[error("unknown API key")]
     UnknownApiKey,
+    /// The credential can't be checked now: the user service did not answer,
+    /// or answered wrongly; the text says why.
     #[error("cannot verify credentials now: {0}")]
     Unavailable(String),
+    /// The caller's role is lower than the action needs.
     #[error("this needs the {needed} role; the caller is a {actual}")]
-    Forbidden { needed: String, actual: String },
+    Forbidden {
+        /// The role the action needs.
+        needed: String,
+        /// The role the caller acts with.
+        actual: String,
+    },
+    /// The token's role would have sufficed, but the user's role has since
+    /// been lowered.
+
     #[error(
         "your role is now {current}, no longer {issued}, and this needs the {needed} role; \
          sign in again (POST /v1/tokens:refresh) for a token with your current role"
     )]
     RoleChanged {
+        /// The role the action needs.
         needed: String,
+        /// The role the token was issued with.
         issued: String,
+        /// The user's role now.
         current: String,
     },
+    /// The user's role would have sufficed, but they are banned and act only
+    /// as a viewer.
     #[error(
         "you are banned{until}, and a banned user acts only as a viewer; this needs the {needed} role"
     )]
-    Banned { needed: String, until: String },
+    Banned {
+        /// The role the action needs.
+        needed: String,
+        /// When the ban ends, as ` until <timestamp>`; empty for a permanent
+        /// ban.
+        until: String,
+    },
 }
 
 impl ServiceError for AuthError {
@@ -92,6 +123,7 @@ impl From<AuthError> for tonic::Status {
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
+    /// The id of the user the credential belongs to.
     pub user_id: String,
     /// The role the caller acts with: the lower of the credential's and the
     /// user's current one, and viewer while the user is banned.
@@ -104,9 +136,15 @@ pub struct Caller {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lowered {
     /// The token was issued for `issued`; the user's role is now lower.
-    RoleChanged { issued: Role, current: Role },
+    RoleChanged {
+        /// The role the token was issued with.
+        issued: Role,
+        /// The user's role now, which the caller acts with.
+        current: Role,
+    },
     /// The user is banned: their `role` waits for the ban to end.
     Banned {
+        /// The role the caller would act with were they not banned.
         role: Role,
         /// When the ban ends (Unix milliseconds); `None` for a permanent ban.
         until_ms: Option<i64>,
@@ -192,7 +230,9 @@ impl Caller {
 /// decide what any credential of theirs allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Standing {
+    /// The id of the user.
     pub user_id: String,
+    /// The user's role now.
     pub role: Role,
     /// When the user's ban ends, in Unix milliseconds: `i64::MAX` for a
     /// permanent ban, `None` when the user is not banned.
@@ -263,6 +303,7 @@ pub fn looks_like_jwt(credential: &str) -> bool {
 /// the user service, locally or over gRPC.
 #[async_trait::async_trait]
 pub trait CredentialSource: Send + Sync + 'static {
+    /// The public keys that access tokens are signed with.
     async fn jwks(&self) -> Result<Jwks, AuthError>;
     /// The standing of the user an API key belongs to.
     async fn resolve_api_key(&self, api_key: &str) -> Result<Standing, AuthError>;
@@ -368,6 +409,8 @@ fn make_room(entries: &mut HashMap<String, (Standing, Instant)>, ttl: Duration) 
 }
 
 impl Authenticator {
+    /// An authenticator asking `source`, timing expiry and bans by `clock`,
+    /// and trusting a user's standing for [`DEFAULT_USER_CACHE_TTL`].
     pub fn new(source: Arc<dyn CredentialSource>, clock: Clock) -> Authenticator {
         Authenticator {
             source,
@@ -605,6 +648,7 @@ pub struct UserServiceCredentials {
 }
 
 impl UserServiceCredentials {
+    /// Credentials asked of the user service through `client`.
     pub fn new(client: onair_proto::clients::UserClient) -> UserServiceCredentials {
         UserServiceCredentials { client }
     }

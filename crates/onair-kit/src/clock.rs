@@ -25,6 +25,7 @@ impl Clock {
         }
     }
 
+    /// The current wall-clock time, to the millisecond.
     pub fn now(&self) -> SystemTime {
         from_unix_millis(self.now_ms())
     }

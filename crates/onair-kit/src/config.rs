@@ -18,9 +18,13 @@ use crate::abuse::{AddressRate, TrustedPeers};
 /// Where a setting's value came from, so that an error can point at it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
+    /// A command-line flag.
     Flag,
+    /// The named environment variable.
     Env(String),
+    /// The config file at this path.
     File(PathBuf),
+    /// The setting's built-in default.
     Default,
 }
 
@@ -35,40 +39,70 @@ impl fmt::Display for Origin {
     }
 }
 
+/// Why the settings could not be resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A setting's value does not parse as what the setting takes.
     #[error("invalid value {value:?} for `{key}` (from {origin}): expected {expected}")]
     InvalidValue {
+        /// The setting's key, such as `user.access_token_ttl_seconds`.
         key: String,
+        /// The value as it was given.
         value: String,
+        /// Where the value came from.
         origin: Origin,
+        /// What the setting takes, in words.
         expected: String,
     },
+    /// The config file names a setting that does not exist.
     #[error("unknown setting `{key}` in config file {}: known settings are {known}", path.display())]
     UnknownKey {
+        /// The unknown key, dotted as tables nest.
         key: String,
+        /// The config file.
         path: PathBuf,
+        /// Every known key, comma-separated.
         known: String,
     },
+    /// The config file could not be read.
     #[error("cannot read config file {}: {reason}", path.display())]
-    Unreadable { path: PathBuf, reason: String },
+    Unreadable {
+        /// The config file.
+        path: PathBuf,
+        /// The error reading it.
+        reason: String,
+    },
+    /// The config file is not valid TOML.
     #[error("config file {} is not valid TOML: {reason}", path.display())]
-    Malformed { path: PathBuf, reason: String },
+    Malformed {
+        /// The config file.
+        path: PathBuf,
+        /// What the TOML parser said is wrong.
+        reason: String,
+    },
 }
 
 /// The roles a process can take. By default one process takes all of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ServiceRole {
+    /// Users, roles, bans, trust scores and the keys that sign access tokens.
     User,
+    /// Channels, programs and slots: the schedule.
     Media,
+    /// HLS renditions, each channel's live stream, live ingest and replays.
     Playout,
+    /// Viewers' comments on the program on air, and their moderation.
     Comment,
+    /// Viewer presence and counts, and polls with their ballots.
     Audience,
+    /// Share links, their counts and the preview pages crawlers read.
     Share,
+    /// REST/JSON and live sockets in front of the gRPC services.
     Gateway,
 }
 
 impl ServiceRole {
+    /// Every role, in a stable order.
     pub const ALL: [ServiceRole; 7] = [
         ServiceRole::User,
         ServiceRole::Media,
@@ -79,6 +113,7 @@ impl ServiceRole {
         ServiceRole::Gateway,
     ];
 
+    /// The role's name in settings and logs, such as `user` or `gateway`.
     pub fn as_str(self) -> &'static str {
         match self {
             ServiceRole::User => "user",
@@ -134,7 +169,9 @@ impl FromStr for ServiceRole {
 pub enum LogFormat {
     /// JSON unless stdout is a terminal.
     Auto,
+    /// One JSON object per line.
     Json,
+    /// Human-readable text.
     Text,
 }
 
@@ -160,6 +197,7 @@ pub struct Settings {
     /// Prefixes every bus subject and stream, so that stations (or test runs)
     /// can share one NATS server.
     pub bus_prefix: String,
+    /// How log lines are written (`log.format`; default `auto`).
     pub log_format: LogFormat,
     /// A tracing filter directive such as `info` or `onair_user=debug`.
     pub log_level: String,
@@ -561,6 +599,7 @@ pub fn env_var_name(key: &str) -> String {
 /// Reads environment variables. Tests pass a map instead of touching the
 /// process environment.
 pub trait Environment {
+    /// The value of the variable `name`, or `None` when it is not set.
     fn var(&self, name: &str) -> Option<String>;
 }
 
@@ -587,11 +626,14 @@ pub struct Flags {
 }
 
 impl Flags {
+    /// Gives `key` the value `value`, replacing any value given before.
     pub fn set(&mut self, key: &str, value: impl Into<String>) -> &mut Self {
         self.values.insert(key.to_owned(), value.into());
         self
     }
 
+    /// Gives `key` the value `value` if there is one; `None` leaves the key
+    /// as it was.
     pub fn set_opt(&mut self, key: &str, value: Option<impl Into<String>>) -> &mut Self {
         if let Some(value) = value {
             self.set(key, value);

@@ -10,6 +10,8 @@ use std::time::Duration;
 use http::StatusCode;
 use tonic::Code;
 
+/// What kind of failure an error is, whatever the transport: each maps to
+/// one gRPC code and, through it, one HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     /// The request is malformed; retrying it unchanged fails again.
@@ -18,7 +20,9 @@ pub enum ErrorCode {
     Unauthenticated,
     /// The caller is known but may not do this.
     PermissionDenied,
+    /// What the request names does not exist.
     NotFound,
+    /// What the request would create exists already.
     AlreadyExists,
     /// The system is not in a state that allows the request (a banned user, a
     /// slot on air).
@@ -27,12 +31,14 @@ pub enum ErrorCode {
     ResourceExhausted,
     /// A dependency (storage, bus, peer) does not answer; retrying may help.
     Unavailable,
+    /// The request took longer than it was allowed, or was cancelled.
     DeadlineExceeded,
     /// A bug or an unexpected failure; details go to the log, not the caller.
     Internal,
 }
 
 impl ErrorCode {
+    /// The gRPC code a status with this error carries.
     pub fn grpc_code(self) -> Code {
         match self {
             ErrorCode::InvalidArgument => Code::InvalidArgument,
@@ -54,6 +60,9 @@ impl ErrorCode {
         http_status_of(self.grpc_code())
     }
 
+    /// The error code of a gRPC status code: `OutOfRange` counts as an
+    /// invalid argument, `Aborted` as already exists, `Cancelled` as a deadline
+    /// exceeded, and codes with no counterpart as internal.
     pub fn from_grpc(code: Code) -> ErrorCode {
         match code {
             Code::InvalidArgument | Code::OutOfRange => ErrorCode::InvalidArgument,
@@ -95,6 +104,7 @@ pub fn http_status_of(code: Code) -> StatusCode {
 
 /// An error that knows its transport-neutral code.
 pub trait ServiceError: std::error::Error {
+    /// The code the error is reported to callers with.
     fn error_code(&self) -> ErrorCode;
 
     /// How long the caller should wait before trying again, when waiting is
@@ -126,7 +136,9 @@ pub fn into_status<E: ServiceError>(error: E) -> tonic::Status {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct RetryLater {
+    /// What the person is told, as the status message.
     pub message: String,
+    /// How long until the same request would pass.
     pub wait: Duration,
 }
 
@@ -145,6 +157,7 @@ impl ServiceError for RetryLater {
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RetryInfo {
     #[prost(message, optional, tag = "1")]
+    /// How long to wait before retrying.
     pub retry_delay: Option<prost_types::Duration>,
 }
 

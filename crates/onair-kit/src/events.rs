@@ -273,6 +273,8 @@ pub fn type_name(any: &prost_types::Any) -> &str {
 pub struct LiveEvent {
     /// The channel whose viewers see it.
     pub channel_id: String,
+    /// What kind of event it is: the last part of its subject, and its `type`
+    /// on the live socket.
     pub kind: LiveKind,
     /// The message, packed with its type's name.
     pub message: prost_types::Any,
@@ -383,6 +385,9 @@ pub struct OpsEvent {
 }
 
 impl OpsEvent {
+    /// An event of `kind` that `actor_id` did to `target_id` at `time_ms`
+    /// (Unix milliseconds), carrying the trace of the request being handled,
+    /// if any.
     pub fn new(
         kind: &str,
         actor_id: &str,

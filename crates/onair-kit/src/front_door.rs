@@ -368,6 +368,8 @@ impl<S> tower::Layer<S> for GrpcContentTypeLayer {
     }
 }
 
+/// The service [`GrpcContentTypeLayer`] wraps around `S`: passes gRPC and
+/// gRPC-Web requests on, and answers any other with 415.
 #[derive(Clone)]
 pub struct GrpcContentType<S> {
     inner: S,

@@ -32,14 +32,26 @@ use crate::error::{ErrorCode, ServiceError};
 /// Why a piece of text is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InputError {
+    /// The text holds a NUL character, which databases can't store.
     #[error(
         "{field} contains a NUL character (U+0000), which cannot be stored: remove it and send the request again"
     )]
-    Nul { field: String },
+    Nul {
+        /// The field the text was sent in, as the caller names it.
+        field: String,
+    },
+    /// Text that must be one line holds a control character or a line or
+    /// paragraph separator.
     #[error(
         "{field} contains {character}, which would break the line it is shown on: {field} must be one line of text without control characters"
     )]
-    LineBreak { field: String, character: String },
+    LineBreak {
+        /// The field the text was sent in, as the caller names it.
+        field: String,
+        /// The first such character, as a person reads it:
+        /// `U+000A (line feed)`.
+        character: String,
+    },
 }
 
 impl ServiceError for InputError {
@@ -235,6 +247,8 @@ pub struct CheckedStrings<S> {
 }
 
 impl<S> CheckedStrings<S> {
+    /// Checks the requests of `inner`, buffering messages of up to
+    /// `max_message_bytes` bytes.
     pub fn new(inner: S, max_message_bytes: usize) -> CheckedStrings<S> {
         CheckedStrings {
             inner,

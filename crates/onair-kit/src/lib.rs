@@ -2,6 +2,8 @@
 //! errors, the bus and its event catalogue ([`events`]), storage,
 //! authentication and telemetry.
 
+#![warn(missing_docs)]
+
 pub mod abuse;
 pub mod auth;
 pub mod clock;

@@ -57,11 +57,14 @@ const TIMED_OUT_HELP: &str =
 /// Which port a listener serves, for logs and metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Port {
+    /// The HTTP port: REST, live sockets, HLS, metrics and health.
     Http,
+    /// The gRPC port: the services, health, reflection and gRPC-Web.
     Grpc,
 }
 
 impl Port {
+    /// The port's name in logs and the `port` metric label: `http` or `grpc`.
     pub fn as_str(self) -> &'static str {
         match self {
             Port::Http => "http",
@@ -195,12 +198,16 @@ pub struct Doorway {
 
 /// A connection that got in.
 pub struct Admitted {
+    /// The accepted TCP connection.
     pub stream: TcpStream,
+    /// The address of the client at the other end of the connection.
     pub peer: SocketAddr,
     slot: Slot,
 }
 
 impl Doorway {
+    /// Admits connections on `listener`, serving `port`, within the caps of
+    /// `config`, counting them in `metrics`.
     pub fn new(
         listener: TcpListener,
         port: Port,
@@ -227,6 +234,7 @@ impl Doorway {
         }
     }
 
+    /// Which port this doorway serves.
     pub fn port(&self) -> Port {
         self.port
     }

@@ -83,6 +83,7 @@ fn series_of<T>(
 }
 
 impl Registry {
+    /// An empty registry, with no metric yet.
     pub fn new() -> Registry {
         Registry::default()
     }

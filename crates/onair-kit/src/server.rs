@@ -35,6 +35,7 @@ pub struct LocalServices {
 }
 
 impl LocalServices {
+    /// No services yet: calls fail with `Unavailable` until [`Self::install`].
     pub fn new() -> LocalServices {
         LocalServices {
             routes: Arc::new(OnceLock::new()),
@@ -125,6 +126,10 @@ pub struct ServiceChannels {
 }
 
 impl ServiceChannels {
+    /// Reaches each role with a gRPC service in this process if it runs the
+    /// role, else through the peer configured for it, else not at all (calls
+    /// fail with a status saying how to configure it). Fails with the reason
+    /// if a peer's URL is invalid.
     pub fn new(settings: &Settings, local: &LocalServices) -> Result<ServiceChannels, String> {
         let mut channels = BTreeMap::new();
         let mut peers = BTreeMap::new();
@@ -152,6 +157,9 @@ impl ServiceChannels {
         self.channels.insert(role, channel);
     }
 
+    /// The channel to `role`'s service, as [`Self::new`] or [`Self::replace`]
+    /// set it up; for the gateway, which has no gRPC service, one whose every
+    /// call fails with `Unavailable`.
     pub fn channel(&self, role: ServiceRole) -> ServiceChannel {
         match self.channels.get(&role) {
             Some(channel) => channel.clone(),
@@ -159,10 +167,12 @@ impl ServiceChannels {
         }
     }
 
+    /// A client of the user service.
     pub fn user(&self) -> onair_proto::clients::UserClient {
         onair_proto::clients::UserClient::new(self.channel(ServiceRole::User))
     }
 
+    /// The roles reached through a peer process, with their channels.
     pub fn peers(&self) -> &BTreeMap<ServiceRole, ServiceChannel> {
         &self.peers
     }
@@ -171,11 +181,15 @@ impl ServiceChannels {
 /// A named check that `/readyz` runs.
 #[derive(Clone)]
 pub struct ReadinessCheck {
+    /// What is checked; `/readyz` lists a failing check under this name.
     pub name: String,
+    /// Runs the check: `Err` carries why it is not ready. `/readyz` waits
+    /// 2 s for it before counting it as failing.
     pub check: Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>,
 }
 
 impl ReadinessCheck {
+    /// A check called `name` that runs `check` on every `/readyz` request.
     pub fn new<F, Fut>(name: impl Into<String>, check: F) -> ReadinessCheck
     where
         F: Fn() -> Fut + Send + Sync + 'static,
@@ -216,7 +230,9 @@ const READINESS_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Everything [`serve`] runs.
 pub struct ServerParts {
+    /// The bound gRPC port.
     pub grpc_listener: TcpListener,
+    /// The bound HTTP port.
     pub http_listener: TcpListener,
     /// The local gRPC services, the same ones installed in [`LocalServices`].
     pub routes: Routes,
@@ -227,9 +243,14 @@ pub struct ServerParts {
     pub forwarded: Vec<(&'static str, ServiceChannel)>,
     /// More HTTP routes (the gateway's).
     pub http_routes: axum::Router,
+    /// The checks `/readyz` runs; all must pass for the process to be ready.
     pub readiness: Vec<ReadinessCheck>,
+    /// Where both ports record their metrics, rendered at `/metrics`.
     pub metrics: Registry,
+    /// The gRPC health service's reporter: the local services are marked
+    /// SERVING at start and NOT_SERVING when shutdown starts.
     pub health: HealthReporter,
+    /// How long a shutdown waits for in-flight requests and streams.
     pub shutdown_grace: Duration,
     /// The caps and deadlines of both ports.
     pub front_door: FrontDoorConfig,
@@ -238,10 +259,13 @@ pub struct ServerParts {
     pub on_stop: Vec<futures::future::BoxFuture<'static, ()>>,
 }
 
+/// Why [`serve`] stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The gRPC server failed; the text says how.
     #[error("grpc server failed: {0}")]
     Grpc(String),
+    /// The HTTP server failed; the text says how.
     #[error("http server failed: {0}")]
     Http(String),
 }

@@ -11,19 +11,34 @@ use sqlx::{AnyPool, Executor, Row};
 
 use crate::error::{ErrorCode, ServiceError};
 
+/// Why a database operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database could not be opened or connected to.
     #[error("cannot open database {url}: {reason}")]
-    Open { url: String, reason: String },
-    #[error("migration {service} v{version} ({description}) failed: {reason}")]
-    Migration {
-        service: String,
-        version: i64,
-        description: String,
+    Open {
+        /// The database's URL (its password hidden) or SQLite path.
+        url: String,
+        /// Why it could not be opened.
         reason: String,
     },
+    /// A schema migration failed; it was rolled back.
+    #[error("migration {service} v{version} ({description}) failed: {reason}")]
+    Migration {
+        /// The service whose schema it is.
+        service: String,
+        /// The migration's version.
+        version: i64,
+        /// The migration's description.
+        description: String,
+        /// The database's error.
+        reason: String,
+    },
+    /// The database does not answer, e.g. no connection is free within 5 s;
+    /// retrying may help.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// Any other database error, reported to callers as internal.
     #[error("database error: {0}")]
     Query(String),
     /// The database refused a value it can't hold (PostgreSQL: a NUL in
@@ -70,7 +85,9 @@ fn is_unstorable(error: &dyn sqlx::error::DatabaseError) -> bool {
 /// Which engine a [`Db`] talks to, for the few statements that differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// SQLite, a file in the data directory.
     Sqlite,
+    /// PostgreSQL.
     Postgres,
 }
 
@@ -85,7 +102,9 @@ pub struct Db {
 /// never run again.
 #[derive(Debug, Clone, Copy)]
 pub struct Migration {
+    /// The step's number within its service, recorded once it is applied.
     pub version: i64,
+    /// What the step does, in a few words, for logs and errors.
     pub description: &'static str,
     /// Portable SQL, one or more statements.
     pub sql: &'static str,
@@ -151,10 +170,12 @@ impl Db {
         Ok(Db { pool, backend })
     }
 
+    /// The connection pool, for running queries.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
+    /// Which engine the database is.
     pub fn backend(&self) -> Backend {
         self.backend
     }

@@ -230,10 +230,14 @@ impl fmt::Display for Hex<Option<u64>> {
 /// running now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceContext {
+    /// The trace's id, shared by every span of one request across services.
     pub trace_id: u128,
+    /// This span's id.
     pub span_id: u64,
     /// The caller's span, when the request came with a `traceparent`.
     pub parent_span_id: Option<u64>,
+    /// Whether the trace is recorded: the caller's `traceparent` flag, and
+    /// true for a new trace.
     pub sampled: bool,
 }
 
@@ -272,6 +276,8 @@ impl TraceContext {
         format!("00-{}-{}-{flags}", Hex(self.trace_id), Hex(self.span_id))
     }
 
+    /// The trace id as 32 lower-case hex digits, as logs and `traceparent`
+    /// write it.
     pub fn trace_id_hex(&self) -> String {
         Hex(self.trace_id).to_string()
     }
@@ -367,6 +373,7 @@ pub struct GrpcServerLayer {
 }
 
 impl GrpcServerLayer {
+    /// A layer that records its metrics in `metrics`.
     pub fn new(metrics: Registry) -> GrpcServerLayer {
         GrpcServerLayer { metrics }
     }
@@ -383,6 +390,7 @@ impl<S> Layer<S> for GrpcServerLayer {
     }
 }
 
+/// The service [`GrpcServerLayer`] wraps around `S`.
 #[derive(Clone)]
 pub struct GrpcServerService<S> {
     inner: S,
@@ -598,6 +606,8 @@ impl<S> Layer<S> for GrpcClientLayer {
     }
 }
 
+/// The service [`GrpcClientLayer`] wraps around `S`: it sends a
+/// `traceparent` for the current trace, or for a new one when none is running.
 #[derive(Clone)]
 pub struct GrpcClientService<S> {
     inner: S,

@@ -23,6 +23,7 @@ pub struct AssetIndex {
 }
 
 impl AssetIndex {
+    /// An empty index for a station whose ladder has these rendition names.
     pub fn new(ladder_names: Vec<String>) -> AssetIndex {
         AssetIndex {
             ladder_names: Arc::new(ladder_names),
@@ -72,6 +73,7 @@ impl AssetIndex {
         found
     }
 
+    /// Whether the asset can air, i.e. it is in the index.
     pub fn contains(&self, id: &str) -> bool {
         self.playable
             .read()

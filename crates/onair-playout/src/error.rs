@@ -44,6 +44,7 @@ pub enum PlayoutError {
     Media {
         /// The media service's code.
         code: ErrorCode,
+        /// The media service's message.
         message: String,
     },
     /// A bug or an unexpected failure; the caller sees only "internal error".

@@ -32,13 +32,16 @@ use crate::transcode::playlist_durations;
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("{0}")]
+    /// The request's path, file name or stream key is malformed.
     BadPath(String),
     #[error("unknown stream key")]
+    /// No stream key like this was issued.
     UnknownKey,
     /// The key's slot has ended or was deleted: nothing pushed would air.
     #[error("{0}")]
     SlotOver(String),
     #[error(transparent)]
+    /// A failure of the playout itself (store, storage).
     Playout(#[from] PlayoutError),
 }
 
@@ -200,6 +203,7 @@ pub fn live_segment_key(slot_id: &str, sequence: i64) -> String {
 }
 
 impl Ingest {
+    /// Ingest that stores pushed segments in `storage` and records them in `store` and `live`.
     pub fn new(
         store: PlayoutStore,
         storage: Arc<dyn SegmentStorage>,

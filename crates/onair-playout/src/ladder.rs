@@ -10,7 +10,9 @@ use std::fmt;
 pub struct RenditionSpec {
     /// The rendition's name, also its folder in URLs (`360p`).
     pub name: String,
+    /// The frame width, in pixels.
     pub width: u32,
+    /// The frame height, in pixels.
     pub height: u32,
     /// The video bit rate, in kbit/s.
     pub video_kbps: u32,
@@ -19,6 +21,7 @@ pub struct RenditionSpec {
 /// The station's ladder, highest rung first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ladder {
+    /// The rungs, highest first.
     pub renditions: Vec<RenditionSpec>,
     /// One audio layout for every rendition: stereo AAC at this rate.
     pub audio_kbps: u32,
@@ -103,6 +106,7 @@ impl Ladder {
             .collect()
     }
 
+    /// The rung of that name, if the ladder has one.
     pub fn rendition(&self, name: &str) -> Option<&RenditionSpec> {
         self.renditions
             .iter()

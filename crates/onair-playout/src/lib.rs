@@ -37,6 +37,8 @@
 //! (`GetChannel`, `GetTimetable`, `GetSlot`, `WatchSchedule`,
 //! `ListChannels`).
 
+#![warn(missing_docs)]
+
 pub mod asset_index;
 pub mod error;
 pub mod http;

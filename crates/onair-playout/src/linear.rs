@@ -98,6 +98,7 @@ struct Inner {
 }
 
 impl Linear {
+    /// Keeps the playlists of every channel from the media service's schedule.
     pub fn new(
         store: PlayoutStore,
         media: ServiceChannel,

@@ -21,6 +21,7 @@ pub struct LiveSegments {
 }
 
 impl LiveSegments {
+    /// An empty cache over `store`.
     pub fn new(store: PlayoutStore) -> LiveSegments {
         LiveSegments {
             store,

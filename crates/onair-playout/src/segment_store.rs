@@ -37,6 +37,7 @@ pub struct LocalDiskStorage {
 }
 
 impl LocalDiskStorage {
+    /// Storage under the directory `root`.
     pub fn new(root: impl Into<PathBuf>) -> LocalDiskStorage {
         LocalDiskStorage { root: root.into() }
     }

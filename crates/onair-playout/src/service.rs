@@ -106,6 +106,7 @@ async fn receive(
 }
 
 impl PlayoutServiceImpl {
+    /// The gRPC service over a running playout.
     pub fn new(playout: Playout) -> PlayoutServiceImpl {
         PlayoutServiceImpl { playout }
     }

@@ -120,9 +120,11 @@ impl PlayoutSettings {
 /// The encoding parameters shared by every job.
 #[derive(Debug, Clone)]
 pub struct EncodeSettings {
+    /// The renditions every asset is transcoded into.
     pub ladder: Ladder,
     /// The segment length, a whole number of seconds.
     pub segment_seconds: u32,
+    /// The output frame rate, in frames per second (25 by default).
     pub frame_rate: u32,
     /// The x264 preset (`veryfast` by default).
     pub preset: String,

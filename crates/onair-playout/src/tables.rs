@@ -66,8 +66,11 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
 /// An asset as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AssetRecord {
+    /// The asset's id.
     pub id: String,
+    /// The source file it is transcoded from.
     pub source_path: String,
+    /// Where the asset is in its life (transcoding, ready, failed).
     pub state: pb::asset::State,
     /// The source's duration as ffprobe reads it.
     pub duration_ms: i64,
@@ -76,8 +79,11 @@ pub struct AssetRecord {
     pub segment_durations_ms: Vec<i64>,
     /// The renditions it was transcoded into, by name.
     pub renditions: Vec<String>,
+    /// Why the last transcode failed; empty if it did not.
     pub error: String,
+    /// How many transcodes of it have been tried.
     pub attempts: i64,
+    /// When it was added, in Unix milliseconds.
     pub create_time_ms: i64,
 }
 
@@ -95,7 +101,9 @@ impl AssetRecord {
 /// What a stream key opens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamKeyGrant {
+    /// The live slot the key pushes to.
     pub slot_id: String,
+    /// The channel of that slot.
     pub channel_id: String,
 }
 
@@ -224,6 +232,7 @@ impl PlayoutStore {
         Ok(())
     }
 
+    /// The asset of that id, if stored.
     pub async fn asset(&self, id: &str) -> Result<Option<AssetRecord>, PlayoutError> {
         let statement = concat!(
             "SELECT ",
@@ -411,6 +420,7 @@ impl PlayoutStore {
         Ok(segments)
     }
 
+    /// Stores received live segments, all of them or none.
     pub async fn append_live_segments(&self, segments: &[LiveSegment]) -> Result<(), PlayoutError> {
         let mut transaction = self.db.pool().begin().await?;
         for segment in segments {

@@ -41,6 +41,7 @@ pub enum EntryKind {
 }
 
 impl EntryKind {
+    /// The kind stored as this number; anything unknown is the slate.
     pub fn from_i64(value: i64) -> EntryKind {
         match value {
             1 => EntryKind::Program,
@@ -53,26 +54,32 @@ impl EntryKind {
 /// A live segment an encoder pushed, once its playlist named it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveSegment {
+    /// The live slot it was pushed for.
     pub slot_id: String,
     /// 0, 1, 2… in the order the encoder's playlist listed them.
     pub sequence: i64,
     /// The file name the encoder used (`index3.ts`).
     pub file: String,
+    /// Its duration, in milliseconds.
     pub duration_ms: i64,
+    /// When it was received, in Unix milliseconds.
     pub received_ms: i64,
 }
 
 /// One segment of a channel's timeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// Its `EXT-X-MEDIA-SEQUENCE` number on the channel.
     pub media_sequence: i64,
     /// The slot it airs in; empty in a gap.
     pub slot_id: String,
+    /// What it airs: a program's, the slate's or a live segment.
     pub kind: EntryKind,
     /// The asset (slate, program) or the live slot whose segment it is.
     pub source_id: String,
     /// The segment's index in its asset, or its live sequence number.
     pub segment_index: i64,
+    /// Its duration, in milliseconds.
     pub duration_ms: i64,
     /// When it airs: `EXT-X-PROGRAM-DATE-TIME`.
     pub pdt_ms: i64,
@@ -84,6 +91,7 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// When it stops airing, in Unix milliseconds.
     pub fn end_ms(&self) -> i64 {
         self.pdt_ms + self.duration_ms
     }
@@ -92,9 +100,13 @@ impl Entry {
 /// A slot as the playout sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduledSlot {
+    /// The slot's id.
     pub slot_id: String,
+    /// When it starts, in Unix milliseconds.
     pub start_ms: i64,
+    /// When it ends (exclusive), in Unix milliseconds.
     pub end_ms: i64,
+    /// Whether its program is live.
     pub live: bool,
     /// The program's asset; empty for a live program.
     pub asset_id: String,

@@ -48,7 +48,9 @@ const ERROR_TAIL_BYTES: usize = 2000;
 /// What ffprobe says about a source file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Probe {
+    /// The source's duration, in milliseconds.
     pub duration_ms: i64,
+    /// Whether the source has an audio stream.
     pub has_audio: bool,
 }
 
@@ -266,6 +268,7 @@ struct Inner {
 }
 
 impl Transcoder {
+    /// A transcoder that writes segments to `storage` and records assets in `store` and `assets`.
     pub fn new(
         store: PlayoutStore,
         storage: Arc<dyn SegmentStorage>,
