@@ -114,14 +114,7 @@ impl ServerUnderTest {
         extra: &[&str],
         environment: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        let mut command = match cpu {
-            Some(cpu) => {
-                let mut taskset = Command::new("taskset");
-                taskset.args(["-c", &cpu.to_string()]).arg(binary);
-                taskset
-            }
-            None => Command::new(binary),
-        };
+        let mut command = pinned_command(binary, cpu);
         command
             .args([
                 "serve",
@@ -248,10 +241,97 @@ pub const ONE_ADDRESS_LOAD: &[(&str, &str)] = &[
     ("ONAIR_COMMENT_PER_IP_PER_MINUTE", "0"),
 ];
 
+/// A command that runs `binary` on one core (through taskset), or on any
+/// core when `cpu` is None.
+pub fn pinned_command(binary: &Path, cpu: Option<usize>) -> Command {
+    match cpu {
+        Some(cpu) => {
+            let mut taskset = Command::new("taskset");
+            taskset.args(["-c", &cpu.to_string()]).arg(binary);
+            taskset
+        }
+        None => Command::new(binary),
+    }
+}
+
+/// Opens `count` HTTP/2 connections to a gRPC endpoint, such as
+/// `http://127.0.0.1:50051`.
+pub async fn connect_channels(
+    endpoint: &str,
+    count: usize,
+) -> anyhow::Result<Vec<tonic::transport::Channel>> {
+    let mut channels = Vec::with_capacity(count);
+    for _ in 0..count {
+        let endpoint = tonic::transport::Channel::from_shared(endpoint.to_owned())?;
+        channels.push(endpoint.connect().await?);
+    }
+    Ok(channels)
+}
+
 /// The release binary next to this one, e.g. target/release/onair.
 pub fn default_server_binary() -> PathBuf {
     let current = std::env::current_exe().unwrap_or_default();
     current.with_file_name("onair")
+}
+
+/// The server a load generator measures: which binary, and which core it runs
+/// on. Every load generator takes these two flags.
+#[derive(clap::Args, Debug, Clone)]
+#[command(about = None, long_about = None)]
+pub struct ServerChoice {
+    /// The onair binary to measure (default: the release binary next to this
+    /// one).
+    #[arg(long)]
+    pub server: Option<PathBuf>,
+    /// The core the server is pinned to (none: both cores).
+    #[arg(long)]
+    pub server_cpu: Option<usize>,
+}
+
+impl ServerChoice {
+    /// The binary to start: `--server`, or the release binary next to this one.
+    pub fn binary(&self) -> PathBuf {
+        self.server.clone().unwrap_or_else(default_server_binary)
+    }
+}
+
+/// An empty scratch directory of this run, named after the load generator and
+/// the process id, under the system's temporary directory.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A viewer account made for a load: its id and access token.
+pub struct Viewer {
+    /// The user id.
+    pub id: String,
+    /// An access token of the viewer.
+    pub token: String,
+}
+
+/// Creates `count` viewer accounts over gRPC, named "Viewer 0", "Viewer 1"…
+pub async fn create_viewers(
+    channel: &tonic::transport::Channel,
+    count: usize,
+) -> anyhow::Result<Vec<Viewer>> {
+    use onair_proto::user::v1 as user;
+    let mut client = user::user_service_client::UserServiceClient::new(channel.clone());
+    let mut viewers = Vec::with_capacity(count);
+    for index in 0..count {
+        let created = client
+            .create_user(user::CreateUserRequest {
+                display_name: format!("Viewer {index}"),
+            })
+            .await?
+            .into_inner();
+        viewers.push(Viewer {
+            id: created.user.map(|user| user.id).unwrap_or_default(),
+            token: created.access_token,
+        });
+    }
+    Ok(viewers)
 }
 
 /// What a closed-loop run measured. Failed calls are counted apart: they are

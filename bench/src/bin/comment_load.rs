@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use onair_bench::{
-    ONE_ADDRESS_LOAD, ServerUnderTest, authorized, closed_loop, default_server_binary, summary,
-    until_interrupted,
+    ONE_ADDRESS_LOAD, ServerChoice, ServerUnderTest, authorized, closed_loop, connect_channels,
+    create_viewers, scratch_dir, summary, until_interrupted,
 };
 use onair_comment::moderation::{self, Pace, PaceLimits};
 use onair_comment::settings::{ChatRules, default_chat_settings};
@@ -27,17 +27,12 @@ use onair_proto::comment::v1 as comment;
 use onair_proto::comment::v1::comment_service_client::CommentServiceClient;
 use onair_proto::media::v1 as media;
 use onair_proto::media::v1::media_service_client::MediaServiceClient;
-use onair_proto::user::v1 as user;
-use onair_proto::user::v1::user_service_client::UserServiceClient;
 use tonic::transport::Channel;
 
 #[derive(Parser)]
 struct Args {
-    #[arg(long)]
-    server: Option<std::path::PathBuf>,
-    /// The core the server is pinned to (none: both cores).
-    #[arg(long)]
-    server_cpu: Option<usize>,
+    #[command(flatten)]
+    under_test: ServerChoice,
     /// Viewers who post.
     #[arg(long, default_value_t = 2000)]
     users: usize,
@@ -165,18 +160,18 @@ async fn main() -> anyhow::Result<()> {
 async fn run(args: Args) -> anyhow::Result<()> {
     verdict_phase(args.blocked_terms);
 
-    let binary = args.server.clone().unwrap_or_else(default_server_binary);
-    let dir = std::env::temp_dir().join(format!("onair-comment-load-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch_dir("onair-comment-load");
     let extra: Vec<&str> = args.serve_args.iter().map(String::as_str).collect();
-    let server =
-        ServerUnderTest::start_with_env(&binary, &dir, args.server_cpu, &extra, ONE_ADDRESS_LOAD)?;
+    let server = ServerUnderTest::start_with_env(
+        &args.under_test.binary(),
+        &dir,
+        args.under_test.server_cpu,
+        &extra,
+        ONE_ADDRESS_LOAD,
+    )?;
     let operator = server.operator_key()?;
     let endpoint = format!("http://{}", server.grpc);
-    let mut channels = Vec::new();
-    for _ in 0..args.connections {
-        channels.push(Channel::from_shared(endpoint.clone())?.connect().await?);
-    }
+    let channels = connect_channels(&endpoint, args.connections).await?;
 
     // A two-hour slot on channel `bench`, starting in a moment.
     let mut media_client = MediaServiceClient::new(channels[0].clone());
@@ -246,17 +241,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ))
         .await?;
 
-    let mut users = UserServiceClient::new(channels[0].clone());
-    let mut tokens = Vec::with_capacity(args.users);
-    for index in 0..args.users {
-        let created = users
-            .create_user(user::CreateUserRequest {
-                display_name: format!("viewer {index}"),
-            })
-            .await?
-            .into_inner();
-        tokens.push(created.access_token);
-    }
+    let tokens: Vec<String> = create_viewers(&channels[0], args.users)
+        .await?
+        .into_iter()
+        .map(|viewer| viewer.token)
+        .collect();
     let tokens = Arc::new(tokens);
     let wait = start_ms - now_ms + 200;
     tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;

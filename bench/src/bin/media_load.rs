@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use onair_bench::{
-    LoopResult, ServerUnderTest, closed_loop, default_server_binary, latency_histogram, summary,
-    until_interrupted,
+    LoopResult, ServerChoice, ServerUnderTest, closed_loop, latency_histogram, scratch_dir,
+    summary, until_interrupted,
 };
 use onair_proto::media::v1 as pb;
 use onair_proto::media::v1::media_service_client::MediaServiceClient;
@@ -38,11 +38,8 @@ enum Backend {
 
 #[derive(Parser)]
 struct Args {
-    #[arg(long)]
-    server: Option<std::path::PathBuf>,
-    /// The core the server is pinned to.
-    #[arg(long)]
-    server_cpu: Option<usize>,
+    #[command(flatten)]
+    under_test: ServerChoice,
     #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
     backends: Vec<Backend>,
     #[arg(long, default_value_t = 50)]
@@ -390,9 +387,7 @@ async fn seed(
 
 /// Every read of the benchmark against one station.
 async fn run_backend(args: &Args, backend: Backend) -> anyhow::Result<()> {
-    let binary = args.server.clone().unwrap_or_else(default_server_binary);
-    let dir = std::env::temp_dir().join(format!("onair-media-load-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch_dir("onair-media-load");
     let database = match backend {
         Backend::Sqlite => None,
         Backend::Postgres => Some(TestDatabase::create().await),
@@ -413,8 +408,13 @@ async fn run_backend(args: &Args, backend: Backend) -> anyhow::Result<()> {
         Backend::Sqlite => "SQLite",
         Backend::Postgres => "PostgreSQL + NATS",
     };
-    let server =
-        ServerUnderTest::start_with_env(&binary, &dir, args.server_cpu, &[], &environment)?;
+    let server = ServerUnderTest::start_with_env(
+        &args.under_test.binary(),
+        &dir,
+        args.under_test.server_cpu,
+        &[],
+        &environment,
+    )?;
 
     // The schedule starts at today's UTC midnight (the station's broadcast
     // day start), so the guide's 7 days and today's now/next are all in it.

@@ -9,14 +9,15 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use onair_bench::{
-    LoopResult, STOP_GRACE, ServerUnderTest, closed_loop, cpu_time_of, default_server_binary,
-    in_own_process_group, stop_process_group, summary, until_interrupted,
+    LoopResult, STOP_GRACE, ServerChoice, ServerUnderTest, closed_loop, cpu_time_of,
+    in_own_process_group, pinned_command, scratch_dir, stop_process_group, summary,
+    until_interrupted,
 };
 use onair_proto::media::v1 as media;
 use onair_proto::media::v1::media_service_client::MediaServiceClient;
@@ -24,10 +25,8 @@ use tonic::transport::Channel;
 
 #[derive(Parser)]
 struct Args {
-    #[arg(long)]
-    server: Option<PathBuf>,
-    #[arg(long)]
-    server_cpu: Option<usize>,
+    #[command(flatten)]
+    under_test: ServerChoice,
     /// Requests in flight (and keep-alive connections).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -75,14 +74,7 @@ impl Nginx {
                 root = root.display(),
             ),
         )?;
-        let mut command = match cpu {
-            Some(cpu) => {
-                let mut taskset = Command::new("taskset");
-                taskset.args(["-c", &cpu.to_string()]).arg(binary);
-                taskset
-            }
-            None => Command::new(binary),
-        };
+        let mut command = pinned_command(binary, cpu);
         in_own_process_group(&mut command);
         let child = command
             .arg("-p")
@@ -218,13 +210,11 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let binary = args.server.clone().unwrap_or_else(default_server_binary);
-    let dir = std::env::temp_dir().join(format!("onair-playlist-load-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch_dir("onair-playlist-load");
     let server = ServerUnderTest::start_with_env(
-        &binary,
+        &args.under_test.binary(),
         &dir.join("onair"),
-        args.server_cpu,
+        args.under_test.server_cpu,
         &[],
         &[("ONAIR_PLAYOUT_LADDER", "360p:640x360:800,180p:320x180:250")],
     )?;
@@ -266,7 +256,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let static_root = dir.join("static");
     std::fs::create_dir_all(&static_root)?;
     std::fs::write(static_root.join("index.m3u8"), &playlist)?;
-    let nginx = Nginx::start(&args.nginx, &static_root, args.server_cpu)?;
+    let nginx = Nginx::start(&args.nginx, &static_root, args.under_test.server_cpu)?;
     let nginx_url = format!("http://127.0.0.1:{}/index.m3u8", nginx.port);
     let started = Instant::now();
     while client.get(&nginx_url).send().await.is_err() {

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use onair_bench::{
-    LoopResult, ServerUnderTest, closed_loop, default_server_binary, summary, until_interrupted,
+    LoopResult, ServerChoice, ServerUnderTest, closed_loop, create_viewers, scratch_dir, summary,
+    until_interrupted,
 };
 use onair_proto::user::v1 as pb;
 use onair_proto::user::v1::user_service_client::UserServiceClient;
@@ -17,10 +18,8 @@ use tonic::transport::Channel;
 
 #[derive(Parser)]
 struct Args {
-    #[arg(long)]
-    server: Option<std::path::PathBuf>,
-    #[arg(long)]
-    server_cpu: Option<usize>,
+    #[command(flatten)]
+    under_test: ServerChoice,
     /// Requests in flight (and connections) for both protocols.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
@@ -77,14 +76,12 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let binary = args.server.clone().unwrap_or_else(default_server_binary);
-    let dir = std::env::temp_dir().join(format!("onair-rest-load-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch_dir("onair-rest-load");
     // The load comes from one address: the per-address limit would refuse it.
     let server = ServerUnderTest::start_with_env(
-        &binary,
+        &args.under_test.binary(),
         &dir,
-        args.server_cpu,
+        args.under_test.server_cpu,
         &[],
         &[
             ("ONAIR_GATEWAY_RATE_LIMIT_PER_IP", "0"),
@@ -95,20 +92,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let channel = Channel::from_shared(format!("http://{}", server.grpc))?
         .connect()
         .await?;
-    let mut client = UserServiceClient::new(channel.clone());
-    let mut viewers = Vec::new();
-    for index in 0..args.concurrency {
-        let created = client
-            .create_user(pb::CreateUserRequest {
-                display_name: format!("Viewer {index}"),
-            })
-            .await?
-            .into_inner();
-        viewers.push((
-            created.user.map(|user| user.id).unwrap_or_default(),
-            created.access_token,
-        ));
-    }
+    let viewers: Vec<(String, String)> = create_viewers(&channel, args.concurrency)
+        .await?
+        .into_iter()
+        .map(|viewer| (viewer.id, viewer.token))
+        .collect();
     let viewers = Arc::new(viewers);
     let mut grpc_channels = Vec::new();
     for _ in 0..args.concurrency {

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use onair_bench::{
-    LoopResult, ONE_ADDRESS_LOAD, ServerUnderTest, authorized, closed_loop, default_server_binary,
-    summary, until_interrupted,
+    LoopResult, ONE_ADDRESS_LOAD, ServerChoice, ServerUnderTest, authorized, closed_loop,
+    connect_channels, create_viewers, scratch_dir, summary, until_interrupted,
 };
 use onair_proto::user::v1 as pb;
 use onair_proto::user::v1::user_service_client::UserServiceClient;
@@ -21,11 +21,8 @@ use tonic::transport::Channel;
 
 #[derive(Parser)]
 struct Args {
-    #[arg(long)]
-    server: Option<std::path::PathBuf>,
-    /// The core the server is pinned to.
-    #[arg(long)]
-    server_cpu: Option<usize>,
+    #[command(flatten)]
+    under_test: ServerChoice,
     /// Viewers to create before measuring.
     #[arg(long, default_value_t = 1000)]
     users: usize,
@@ -47,11 +44,6 @@ struct Args {
     /// Extra arguments for `onair serve`.
     #[arg(last = true)]
     serve_args: Vec<String>,
-}
-
-struct Viewer {
-    id: String,
-    token: String,
 }
 
 /// A small xorshift generator: each worker picks users without sharing state.
@@ -123,34 +115,19 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let binary = args.server.clone().unwrap_or_else(default_server_binary);
-    let dir = std::env::temp_dir().join(format!("onair-user-load-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch_dir("onair-user-load");
     let extra: Vec<&str> = args.serve_args.iter().map(String::as_str).collect();
-    let server =
-        ServerUnderTest::start_with_env(&binary, &dir, args.server_cpu, &extra, ONE_ADDRESS_LOAD)?;
+    let server = ServerUnderTest::start_with_env(
+        &args.under_test.binary(),
+        &dir,
+        args.under_test.server_cpu,
+        &extra,
+        ONE_ADDRESS_LOAD,
+    )?;
     let endpoint = format!("http://{}", server.grpc);
-    let mut channels = Vec::new();
-    for _ in 0..args.connections {
-        channels.push(Channel::from_shared(endpoint.clone())?.connect().await?);
-    }
+    let channels = connect_channels(&endpoint, args.connections).await?;
 
-    let mut client = UserServiceClient::new(channels[0].clone());
-    let mut viewers = Vec::with_capacity(args.users);
-    for index in 0..args.users {
-        let created = client
-            .create_user(pb::CreateUserRequest {
-                display_name: format!("Viewer {index}"),
-            })
-            .await?
-            .into_inner();
-        let id = created.user.map(|user| user.id).unwrap_or_default();
-        viewers.push(Viewer {
-            id,
-            token: created.access_token,
-        });
-    }
-    let viewers = Arc::new(viewers);
+    let viewers = Arc::new(create_viewers(&channels[0], args.users).await?);
     println!(
         "server pid {} on {}, {} viewers created",
         server.pid(),

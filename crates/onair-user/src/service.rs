@@ -332,6 +332,23 @@ impl UserServiceImpl {
         }
     }
 
+    /// Ends a change a moderator or operator made to a user: forgets the old
+    /// copy here and in every process, records the change in the ops log and
+    /// answers with the user as they are now.
+    async fn answer_change(
+        &self,
+        caller: &Caller,
+        user_id: &str,
+        kind: &str,
+        reason: &str,
+        details: serde_json::Value,
+    ) -> Result<Response<pb::User>, Status> {
+        self.changed(user_id).await;
+        self.record(kind, caller, user_id, reason, details).await;
+        let user = self.user(user_id).await?;
+        Ok(Response::new(self.to_proto(&user, Some(caller))))
+    }
+
     /// Records an operational event about a user.
     async fn record(
         &self,
@@ -722,16 +739,13 @@ impl UserService for UserServiceImpl {
             .update_role(&user.id, role as i32, now_ms)
             .await
             .map_err(UserError::from)?;
-        self.changed(&user.id).await;
         tracing::info!(user_id = %user.id, role = role.as_str_name(), by = %caller.user_id, "changed a user's role");
         let details = serde_json::json!({
             "role": role.as_str_name(),
             "previousRole": role_of(&user).as_str_name(),
         });
-        self.record("user.role_changed", &caller, &user.id, "", details)
-            .await;
-        let user = self.user(&user.id).await?;
-        Ok(Response::new(self.to_proto(&user, Some(&caller))))
+        self.answer_change(&caller, &user.id, "user.role_changed", "", details)
+            .await
     }
 
     async fn ban_user(
@@ -784,16 +798,13 @@ impl UserService for UserServiceImpl {
             .set_ban(&user.id, Some(&ban), now_ms)
             .await
             .map_err(UserError::from)?;
-        self.changed(&user.id).await;
         tracing::info!(user_id = %user.id, by = %caller.user_id, duration_seconds = request.duration_seconds, "banned a user");
         let details = serde_json::json!({
             "durationSeconds": request.duration_seconds,
             "expireTimeMs": expire_time_ms,
         });
-        self.record("user.banned", &caller, &user.id, &ban.reason, details)
-            .await;
-        let user = self.user(&user.id).await?;
-        Ok(Response::new(self.to_proto(&user, Some(&caller))))
+        self.answer_change(&caller, &user.id, "user.banned", &ban.reason, details)
+            .await
     }
 
     async fn unban_user(
@@ -811,18 +822,10 @@ impl UserService for UserServiceImpl {
             .set_ban(&user.id, None, now_ms)
             .await
             .map_err(UserError::from)?;
-        self.changed(&user.id).await;
         tracing::info!(user_id = %user.id, by = %caller.user_id, "lifted a user's ban");
-        self.record(
-            "user.unbanned",
-            &caller,
-            &user.id,
-            "",
-            serde_json::json!({}),
-        )
-        .await;
-        let user = self.user(&user.id).await?;
-        Ok(Response::new(self.to_proto(&user, Some(&caller))))
+        let details = serde_json::json!({});
+        self.answer_change(&caller, &user.id, "user.unbanned", "", details)
+            .await
     }
 
     async fn adjust_trust_score(
@@ -848,19 +851,11 @@ impl UserService for UserServiceImpl {
             .adjust_trust_score(&user.id, request.delta, now_ms)
             .await
             .map_err(UserError::from)?;
-        self.changed(&user.id).await;
         tracing::info!(user_id = %user.id, delta = request.delta, reason = %request.reason, by = %caller.user_id, "adjusted a trust score");
         let details = serde_json::json!({"delta": request.delta});
-        self.record(
-            "user.trust_adjusted",
-            &caller,
-            &user.id,
-            &request.reason,
-            details,
-        )
-        .await;
-        let user = self.user(&user.id).await?;
-        Ok(Response::new(self.to_proto(&user, Some(&caller))))
+        let reason = &request.reason;
+        self.answer_change(&caller, &user.id, "user.trust_adjusted", reason, details)
+            .await
     }
 
     async fn get_jwks(

@@ -18,7 +18,7 @@ use onair_proto::playout::v1 as pb;
 use onair_proto::playout::v1::playout_service_client::PlayoutServiceClient;
 use tokio::io::AsyncReadExt;
 
-use crate::schedule_import::{self, Target};
+use crate::schedule_import::{self, StationFlags, Target};
 
 /// How many bytes one upload message carries (under the station's message
 /// size limit).
@@ -40,30 +40,14 @@ pub struct AddArgs {
     /// its path (for a station on another machine)
     #[arg(long)]
     upload: bool,
-    /// The station's gRPC address [env: ONAIR_GRPC] [default: 127.0.0.1:50051]
-    #[arg(long, value_name = "ADDR")]
-    grpc: Option<String>,
-    /// An operator's API key or access token; by default the operator key in
-    /// the data dir [env: ONAIR_TOKEN]
-    #[arg(long, value_name = "TOKEN")]
-    token: Option<String>,
-    /// The station's data dir, whose operator.key is used when no token is
-    /// given [env: ONAIR_DATA_DIR] [default: ./onair-data]
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    station: StationFlags,
 }
 
 /// Runs the command: exit 0 once the asset is ready.
 pub fn run(args: AddArgs, environment: &dyn Environment) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("onair: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = schedule_import::command_runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(add(&args, environment)) {
         Ok(asset) => {
@@ -80,12 +64,7 @@ pub fn run(args: AddArgs, environment: &dyn Environment) -> ExitCode {
 async fn add(args: &AddArgs, environment: &dyn Environment) -> anyhow::Result<pb::Asset> {
     let path = std::fs::canonicalize(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let target = schedule_import::station_target(
-        args.grpc.as_deref(),
-        args.token.as_deref(),
-        args.data_dir.as_deref(),
-        environment,
-    )?;
+    let target = args.station.target(environment)?;
     let mut client = PlayoutServiceClient::new(schedule_import::connect(&target).await?);
     let id = args.id.clone().unwrap_or_default();
     let answer = if args.upload {

@@ -26,20 +26,28 @@ pub struct ImportArgs {
     /// The schedule file: .yaml, .yml or .json (see the README for the format)
     #[arg(value_name = "FILE")]
     file: PathBuf,
-    /// The station's gRPC address [env: ONAIR_GRPC] [default: 127.0.0.1:50051]
-    #[arg(long, value_name = "ADDR")]
-    grpc: Option<String>,
-    /// An operator's API key or access token; by default the operator key in
-    /// the data dir [env: ONAIR_TOKEN]
-    #[arg(long, value_name = "TOKEN")]
-    token: Option<String>,
-    /// The station's data dir, whose operator.key is used when no token is
-    /// given [env: ONAIR_DATA_DIR] [default: ./onair-data]
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    station: StationFlags,
     /// The file's format, when its name does not tell
     #[arg(long, value_enum)]
     format: Option<Format>,
+}
+
+/// The flags of every command that works on a running station: where it is
+/// and the credential to call it with.
+#[derive(Args)]
+pub struct StationFlags {
+    /// The station's gRPC address [env: ONAIR_GRPC] [default: 127.0.0.1:50051]
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) grpc: Option<String>,
+    /// An operator's API key or access token; by default the operator key in
+    /// the data dir [env: ONAIR_TOKEN]
+    #[arg(long, value_name = "TOKEN")]
+    pub(crate) token: Option<String>,
+    /// The station's data dir, whose operator.key is used when no token is
+    /// given [env: ONAIR_DATA_DIR] [default: ./onair-data]
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
 }
 
 /// A schedule file's format, as the `--format` flag names it.
@@ -74,22 +82,15 @@ pub fn run(args: ImportArgs, environment: &dyn Environment) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let target = match target(&args, environment) {
+    let target = match args.station.target(environment) {
         Ok(target) => target,
         Err(error) => {
             eprintln!("onair: {error:#}");
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("onair: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = command_runtime() else {
+        return ExitCode::FAILURE;
     };
     let item_count = items.len();
     let response = match runtime.block_on(send(&target, items)) {
@@ -137,19 +138,20 @@ fn read_items(
     Ok(schedule_file::parse(&text, format))
 }
 
-/// The endpoint from `--grpc` or `ONAIR_GRPC`, and the credential from
-/// `--token`, `ONAIR_TOKEN`, or the data dir's operator key.
-fn target(args: &ImportArgs, environment: &dyn Environment) -> anyhow::Result<Target> {
-    station_target(
-        args.grpc.as_deref(),
-        args.token.as_deref(),
-        args.data_dir.as_deref(),
-        environment,
-    )
+impl StationFlags {
+    /// The endpoint from `--grpc` or `ONAIR_GRPC`, and the credential from
+    /// `--token`, `ONAIR_TOKEN`, or the data dir's operator key.
+    pub(crate) fn target(&self, environment: &dyn Environment) -> anyhow::Result<Target> {
+        station_target(
+            self.grpc.as_deref(),
+            self.token.as_deref(),
+            self.data_dir.as_deref(),
+            environment,
+        )
+    }
 }
 
-/// The same for any command that works on a running station.
-pub(crate) fn station_target(
+fn station_target(
     grpc: Option<&str>,
     token: Option<&str>,
     data_dir: Option<&Path>,
@@ -195,6 +197,21 @@ fn operator_key(data_dir: &Path) -> anyhow::Result<String> {
             path.display()
         )
     })
+}
+
+/// The single-threaded runtime a command runs on; None once it has told the
+/// user why there is none.
+pub(crate) fn command_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(error) => {
+            eprintln!("onair: cannot start the async runtime: {error}");
+            None
+        }
+    }
 }
 
 /// A connection to the station.
@@ -272,9 +289,11 @@ mod tests {
     fn args(grpc: Option<&str>, token: Option<&str>, data_dir: Option<&Path>) -> ImportArgs {
         ImportArgs {
             file: PathBuf::from("schedule.yaml"),
-            grpc: grpc.map(str::to_owned),
-            token: token.map(str::to_owned),
-            data_dir: data_dir.map(Path::to_path_buf),
+            station: StationFlags {
+                grpc: grpc.map(str::to_owned),
+                token: token.map(str::to_owned),
+                data_dir: data_dir.map(Path::to_path_buf),
+            },
             format: None,
         }
     }
@@ -288,20 +307,22 @@ mod tests {
             ("ONAIR_TOKEN".to_owned(), "from-env".to_owned()),
         ]);
 
-        let flagged = target(
-            &args(Some("http://[::1]:7000"), Some("from-flag"), None),
-            &environment,
-        )
-        .unwrap();
+        let flagged = args(Some("http://[::1]:7000"), Some("from-flag"), None)
+            .station
+            .target(&environment)
+            .unwrap();
         assert_eq!(flagged.endpoint, "http://[::1]:7000");
         assert_eq!(flagged.credential, "from-flag");
 
-        let from_environment = target(&args(None, None, None), &environment).unwrap();
+        let from_environment = args(None, None, None).station.target(&environment).unwrap();
         assert_eq!(from_environment.endpoint, "http://10.0.0.5:50051");
         assert_eq!(from_environment.credential, "from-env");
 
         let nothing = BTreeMap::new();
-        let from_file = target(&args(None, None, Some(dir.path())), &nothing).unwrap();
+        let from_file = args(None, None, Some(dir.path()))
+            .station
+            .target(&nothing)
+            .unwrap();
         assert_eq!(from_file.endpoint, "http://127.0.0.1:50051");
         assert_eq!(from_file.credential, "from-file");
     }
@@ -309,7 +330,10 @@ mod tests {
     #[test]
     fn a_missing_key_file_says_how_to_give_a_credential() {
         let dir = tempfile::tempdir().unwrap();
-        let Err(error) = target(&args(None, None, Some(dir.path())), &BTreeMap::new()) else {
+        let Err(error) = args(None, None, Some(dir.path()))
+            .station
+            .target(&BTreeMap::new())
+        else {
             panic!("no credential anywhere");
         };
         let message = format!("{error:#}");
