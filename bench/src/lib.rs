@@ -293,6 +293,22 @@ impl ServerChoice {
     pub fn binary(&self) -> PathBuf {
         self.server.clone().unwrap_or_else(default_server_binary)
     }
+
+    /// Starts `onair serve` from the chosen binary on `data_dir`, with the
+    /// per-address limits off (the load comes from one address).
+    pub fn start_one_address_load(
+        &self,
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<ServerUnderTest> {
+        ServerUnderTest::start_with_env(
+            &self.binary(),
+            data_dir,
+            self.server_cpu,
+            extra,
+            ONE_ADDRESS_LOAD,
+        )
+    }
 }
 
 /// An empty scratch directory of this run, named after the load generator and

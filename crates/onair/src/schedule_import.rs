@@ -36,6 +36,7 @@ pub struct ImportArgs {
 /// The flags of every command that works on a running station: where it is
 /// and the credential to call it with.
 #[derive(Args)]
+#[command(about = None, long_about = None)]
 pub struct StationFlags {
     /// The station's gRPC address [env: ONAIR_GRPC] [default: 127.0.0.1:50051]
     #[arg(long, value_name = "ADDR")]
