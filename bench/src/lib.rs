@@ -294,19 +294,20 @@ impl ServerChoice {
         self.server.clone().unwrap_or_else(default_server_binary)
     }
 
-    /// Starts `onair serve` from the chosen binary on `data_dir`, with the
-    /// per-address limits off (the load comes from one address).
-    pub fn start_one_address_load(
+    /// Starts `onair serve` from the chosen binary on `data_dir`, pinned to
+    /// the chosen core, with `extra` arguments and `environment` set.
+    pub fn start(
         &self,
         data_dir: &Path,
         extra: &[&str],
+        environment: &[(&str, &str)],
     ) -> anyhow::Result<ServerUnderTest> {
         ServerUnderTest::start_with_env(
             &self.binary(),
             data_dir,
             self.server_cpu,
             extra,
-            ONE_ADDRESS_LOAD,
+            environment,
         )
     }
 }

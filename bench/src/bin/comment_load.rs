@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use onair_bench::{
-    ServerChoice, authorized, closed_loop, connect_channels, create_viewers, scratch_dir, summary,
-    until_interrupted,
+    ONE_ADDRESS_LOAD, ServerChoice, authorized, closed_loop, connect_channels, create_viewers,
+    scratch_dir, summary, until_interrupted,
 };
 use onair_comment::moderation::{self, Pace, PaceLimits};
 use onair_comment::settings::{ChatRules, default_chat_settings};
@@ -162,7 +162,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let dir = scratch_dir("onair-comment-load");
     let extra: Vec<&str> = args.serve_args.iter().map(String::as_str).collect();
-    let server = args.under_test.start_one_address_load(&dir, &extra)?;
+    let server = args.under_test.start(&dir, &extra, ONE_ADDRESS_LOAD)?;
     let operator = server.operator_key()?;
     let endpoint = format!("http://{}", server.grpc);
     let channels = connect_channels(&endpoint, args.connections).await?;

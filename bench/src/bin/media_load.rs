@@ -408,13 +408,7 @@ async fn run_backend(args: &Args, backend: Backend) -> anyhow::Result<()> {
         Backend::Sqlite => "SQLite",
         Backend::Postgres => "PostgreSQL + NATS",
     };
-    let server = ServerUnderTest::start_with_env(
-        &args.under_test.binary(),
-        &dir,
-        args.under_test.server_cpu,
-        &[],
-        &environment,
-    )?;
+    let server = args.under_test.start(&dir, &[], &environment)?;
 
     // The schedule starts at today's UTC midnight (the station's broadcast
     // day start), so the guide's 7 days and today's now/next are all in it.

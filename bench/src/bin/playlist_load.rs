@@ -15,9 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail};
 use clap::Parser;
 use onair_bench::{
-    LoopResult, STOP_GRACE, ServerChoice, ServerUnderTest, closed_loop, cpu_time_of,
-    in_own_process_group, pinned_command, scratch_dir, stop_process_group, summary,
-    until_interrupted,
+    LoopResult, STOP_GRACE, ServerChoice, closed_loop, cpu_time_of, in_own_process_group,
+    pinned_command, scratch_dir, stop_process_group, summary, until_interrupted,
 };
 use onair_proto::media::v1 as media;
 use onair_proto::media::v1::media_service_client::MediaServiceClient;
@@ -211,10 +210,8 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let dir = scratch_dir("onair-playlist-load");
-    let server = ServerUnderTest::start_with_env(
-        &args.under_test.binary(),
+    let server = args.under_test.start(
         &dir.join("onair"),
-        args.under_test.server_cpu,
         &[],
         &[("ONAIR_PLAYOUT_LADDER", "360p:640x360:800,180p:320x180:250")],
     )?;

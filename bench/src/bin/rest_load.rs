@@ -78,10 +78,8 @@ async fn main() -> anyhow::Result<()> {
 async fn run(args: Args) -> anyhow::Result<()> {
     let dir = scratch_dir("onair-rest-load");
     // The load comes from one address: the per-address limit would refuse it.
-    let server = ServerUnderTest::start_with_env(
-        &args.under_test.binary(),
+    let server = args.under_test.start(
         &dir,
-        args.under_test.server_cpu,
         &[],
         &[
             ("ONAIR_GATEWAY_RATE_LIMIT_PER_IP", "0"),

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use onair_bench::{
-    LoopResult, ServerChoice, ServerUnderTest, authorized, closed_loop, connect_channels,
-    create_viewers, scratch_dir, summary, until_interrupted,
+    LoopResult, ONE_ADDRESS_LOAD, ServerChoice, ServerUnderTest, authorized, closed_loop,
+    connect_channels, create_viewers, scratch_dir, summary, until_interrupted,
 };
 use onair_proto::user::v1 as pb;
 use onair_proto::user::v1::user_service_client::UserServiceClient;
@@ -117,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
 async fn run(args: Args) -> anyhow::Result<()> {
     let dir = scratch_dir("onair-user-load");
     let extra: Vec<&str> = args.serve_args.iter().map(String::as_str).collect();
-    let server = args.under_test.start_one_address_load(&dir, &extra)?;
+    let server = args.under_test.start(&dir, &extra, ONE_ADDRESS_LOAD)?;
     let endpoint = format!("http://{}", server.grpc);
     let channels = connect_channels(&endpoint, args.connections).await?;
 
