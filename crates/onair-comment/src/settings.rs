@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use onair_kit::abuse::{AddressRate, TrustedPeers};
+use onair_kit::config::{ConfigError, Key, Section, Settings, count_within, milliseconds_within};
 use onair_proto::comment::v1 as pb;
 
 use crate::error::CommentError;
@@ -57,6 +58,35 @@ pub struct CommentServiceSettings {
     pub comments_per_ip: AddressRate,
     /// Whose word on a client's address is believed (`rpc.trusted_peers`).
     pub trusted_peers: TrustedPeers,
+}
+
+impl Section for CommentServiceSettings {
+    const KEYS: &'static [Key] = &[
+        Key::with_default("comment.max_chars", "200"),
+        Key::with_default("comment.user_cache_ms", "1000"),
+        Key::with_default("comment.per_ip_per_minute", "240"),
+        Key::with_default("comment.burst_per_ip", "40"),
+    ];
+
+    fn read(settings: &Settings) -> Result<Self, ConfigError> {
+        let layers = settings.layers();
+        Ok(CommentServiceSettings {
+            max_body_chars: layers.required(
+                "comment.max_chars",
+                "a whole number of characters from 1 to 10000",
+                count_within(1..=10_000),
+            )?,
+            user_cache_ttl: layers.required(
+                "comment.user_cache_ms",
+                "a whole number of milliseconds from 0 to 60000",
+                milliseconds_within(0..=60_000),
+            )?,
+            comments_per_ip: layers
+                .address_rate("comment.per_ip_per_minute", "comment.burst_per_ip")?,
+            trusted_peers: settings.trusted_peers.clone(),
+            ..CommentServiceSettings::default()
+        })
+    }
 }
 
 impl Default for CommentServiceSettings {

@@ -26,6 +26,7 @@ mod json_memo;
 pub mod live;
 pub mod openapi;
 pub mod rules;
+mod settings;
 pub mod template;
 mod websocket;
 
@@ -45,6 +46,7 @@ use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, Kind};
 use serde_json::{Map, Value as Json};
 
 pub use crate::errors::status_response;
+pub use crate::settings::GatewaySettings;
 
 use crate::codec::DynamicCodec;
 use crate::errors::{
@@ -59,21 +61,6 @@ use crate::template::Bindings;
 
 /// How the gateway finds the channel of a service by its full name.
 pub type ChannelResolver = Arc<dyn Fn(&str) -> ServiceChannel + Send + Sync>;
-
-/// Settings of the REST front door.
-#[derive(Debug, Clone)]
-pub struct GatewaySettings {
-    /// The largest request body accepted, in bytes.
-    pub max_body_bytes: usize,
-    /// How long a unary call may take before the client gets 504.
-    pub request_timeout: std::time::Duration,
-    /// Requests a second per client address; 0 for no limit.
-    pub rate_limit_per_ip: u32,
-    /// Requests a second per authenticated user; 0 for no limit.
-    pub rate_limit_per_user: u32,
-    /// Origins allowed to call from a web page (`*` for any).
-    pub cors_origins: Vec<String>,
-}
 
 /// The REST routes and how to reach their services.
 pub struct Gateway {

@@ -4,6 +4,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use onair_kit::config::{
+    ConfigError, Key, Section, Settings, count_within, positive, positive_milliseconds,
+    positive_seconds, url_with_scheme,
+};
+
 use crate::ladder::Ladder;
 
 /// The id of the station's own slate, aired in gaps on channels without one.
@@ -114,6 +119,122 @@ impl PlayoutSettings {
             ));
         }
         Ok(())
+    }
+}
+
+/// What `playout.ladder` takes.
+const LADDER_EXPECTED: &str = "NAME:WIDTHxHEIGHT:KBPS renditions separated by commas, e.g. 720p:1280x720:2800,360p:640x360:800";
+
+/// The x264 presets, fastest first.
+const X264_PRESETS: [&str; 9] = [
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+];
+
+impl Section for PlayoutSettings {
+    const KEYS: &'static [Key] = &[
+        Key::with_default("playout.ladder", "720p:1280x720:2800,360p:640x360:800"),
+        Key::with_default("playout.audio_kbps", "128"),
+        Key::with_default("playout.segment_seconds", "4"),
+        Key::with_default("playout.frame_rate", "25"),
+        Key::with_default("playout.x264_preset", "veryfast"),
+        Key::with_default("playout.window_segments", "10"),
+        Key::with_default("playout.max_catch_up_seconds", "120"),
+        Key::with_default("playout.live_wait_ms", "8000"),
+        Key::with_default("playout.schedule_refresh_seconds", "10"),
+        Key::with_default("playout.transcode_workers", "1"),
+        Key::with_default("playout.transcode_attempts", "3"),
+        Key::with_default("playout.transcode_timeout_seconds", "3600"),
+        Key::with_default("playout.ingest_max_bytes", "33554432"),
+        Key::with_default("playout.max_upload_bytes", "4294967296"),
+        Key::optional("playout.public_url"),
+    ];
+
+    /// Reads the `playout.*` keys; encoders are told to push to the HTTP
+    /// address unless `playout.public_url` says otherwise.
+    fn read(settings: &Settings) -> Result<Self, ConfigError> {
+        let layers = settings.layers();
+        let seconds = "a whole number of seconds";
+        let bytes = "a number of bytes";
+        let ladder = layers.required("playout.ladder", LADDER_EXPECTED, |value| {
+            Some(value.to_owned()).filter(|value| !value.trim().is_empty())
+        })?;
+        let audio_kbps = layers.required(
+            "playout.audio_kbps",
+            "kbit/s from 32 to 512",
+            count_within(32..=512),
+        )?;
+        let segment_seconds = layers.required(
+            "playout.segment_seconds",
+            "a whole number of seconds from 1 to 60",
+            count_within(1..=60),
+        )?;
+        let mut playout =
+            PlayoutSettings::new(&settings.data_dir, &ladder, audio_kbps, segment_seconds)
+                .map_err(|reason| {
+                    layers.invalid("playout.ladder", &format!("{LADDER_EXPECTED} ({reason})"))
+                })?;
+        playout.encode.frame_rate = layers.required(
+            "playout.frame_rate",
+            "frames a second from 1 to 120",
+            count_within(1..=120),
+        )?;
+        playout.encode.preset = layers.required(
+            "playout.x264_preset",
+            "an x264 preset: ultrafast, superfast, veryfast, faster, fast, medium, slow, slower, veryslow",
+            |value| X264_PRESETS.contains(&value).then(|| value.to_owned()),
+        )?;
+        playout.window_segments = layers.required(
+            "playout.window_segments",
+            "a number of segments from 6 to 1000 (players need at least 6)",
+            count_within(6..=1000),
+        )?;
+        playout.max_catch_up =
+            layers.required("playout.max_catch_up_seconds", seconds, positive_seconds)?;
+        playout.live_wait = layers.required(
+            "playout.live_wait_ms",
+            "a whole number of milliseconds",
+            positive_milliseconds,
+        )?;
+        playout.schedule_refresh = layers.required(
+            "playout.schedule_refresh_seconds",
+            seconds,
+            positive_seconds,
+        )?;
+        playout.transcode_workers = layers.required(
+            "playout.transcode_workers",
+            "a number of workers from 1 to 64",
+            count_within(1..=64),
+        )?;
+        playout.transcode_attempts = layers.required(
+            "playout.transcode_attempts",
+            "a number of attempts from 1 to 10",
+            count_within(1..=10),
+        )?;
+        playout.transcode_timeout = layers.required(
+            "playout.transcode_timeout_seconds",
+            seconds,
+            positive_seconds,
+        )?;
+        playout.ingest_max_bytes = layers.required("playout.ingest_max_bytes", bytes, |value| {
+            positive(value).and_then(|bytes| usize::try_from(bytes).ok())
+        })?;
+        playout.max_upload_bytes = layers.required("playout.max_upload_bytes", bytes, positive)?;
+        playout.public_url = layers
+            .parse(
+                "playout.public_url",
+                "an http:// or https:// URL",
+                |value| url_with_scheme(value, &["http", "https"]),
+            )?
+            .unwrap_or_else(|| format!("http://{}", settings.http_addr));
+        Ok(playout)
     }
 }
 

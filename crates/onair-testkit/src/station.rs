@@ -62,7 +62,7 @@ pub fn test_settings_with(
         .set("shutdown.grace_seconds", "5")
         .set_opt("database_url", database_url);
     let environment = std::collections::BTreeMap::new();
-    Settings::resolve(&flags, &environment, None).expect("test settings are valid")
+    onair::resolve_settings(&flags, &environment, None).expect("test settings are valid")
 }
 
 impl TestStation {

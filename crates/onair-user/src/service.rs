@@ -16,6 +16,7 @@ use onair_kit::auth::{
 };
 use onair_kit::bus::SharedBus;
 use onair_kit::clock::{Clock, timestamp_from_millis};
+use onair_kit::config::{ConfigError, Key, Section, Settings, positive, positive_seconds};
 use onair_kit::error::RetryLater;
 use onair_kit::events::{self, Announcement as _, OpsEvent, USER_CHANGED, UserChanged};
 use onair_proto::user::v1 as pb;
@@ -56,6 +57,38 @@ pub struct UserServiceSettings {
     pub accounts_per_ip: AddressRate,
     /// Whose word on a client's address is believed (`rpc.trusted_peers`).
     pub trusted_peers: TrustedPeers,
+}
+
+impl Section for UserServiceSettings {
+    const KEYS: &'static [Key] = &[
+        Key::with_default("user.access_token_ttl_seconds", "3600"),
+        Key::with_default("user.signing_key_rotation_hours", "720"),
+        Key::with_default("user.accounts_per_ip_per_minute", "10"),
+        Key::with_default("user.accounts_burst_per_ip", "30"),
+    ];
+
+    fn read(settings: &Settings) -> Result<Self, ConfigError> {
+        let layers = settings.layers();
+        Ok(UserServiceSettings {
+            access_token_ttl: layers.required(
+                "user.access_token_ttl_seconds",
+                "a whole number of seconds",
+                positive_seconds,
+            )?,
+            signing_key_rotation: layers.required(
+                "user.signing_key_rotation_hours",
+                "a whole number of hours",
+                |value| positive(value).map(|hours| Duration::from_secs(hours * 3600)),
+            )?,
+            data_dir: settings.data_dir.clone(),
+            user_cache_ttl: settings.user_cache,
+            accounts_per_ip: layers.address_rate(
+                "user.accounts_per_ip_per_minute",
+                "user.accounts_burst_per_ip",
+            )?,
+            trusted_peers: settings.trusted_peers.clone(),
+        })
+    }
 }
 
 /// The user service.

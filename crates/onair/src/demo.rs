@@ -134,7 +134,14 @@ pub fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send) -> Exi
             return ExitCode::FAILURE;
         }
     };
-    let segment_ms = i64::from(settings.playout.segment_seconds) * 1000;
+    let segment_seconds = match settings.section::<onair_playout::PlayoutSettings>() {
+        Ok(playout) => playout.encode.segment_seconds,
+        Err(error) => {
+            eprintln!("onair: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let segment_ms = i64::from(segment_seconds) * 1000;
     let result = runtime.block_on(async move {
         let prepared = onair::prepare(settings, Clock::system()).await?;
         let channels = prepared.channels.clone();

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use onair_comment::{CommentServiceImpl, CommentServiceSettings, CommentStore};
 use onair_kit::bus::{Bus, InProcessBus, NatsBus};
 use onair_kit::clock::Clock;
-use onair_kit::config::{ServiceRole, Settings};
+use onair_kit::config::{ConfigError, Environment, Flags, SectionSpec, ServiceRole, Settings};
 use onair_kit::input::CheckedStrings;
 use onair_kit::metrics::Registry;
 use onair_kit::server::{LocalServices, ReadinessCheck, ServerParts, ServiceChannels};
@@ -34,6 +34,28 @@ pub const AVAILABLE_ROLES: &[ServiceRole] = &[
     ServiceRole::Comment,
     ServiceRole::Gateway,
 ];
+
+/// The settings section of every service this binary can run, checked
+/// whichever roles a process takes, so a bad value is refused on every pod.
+pub const SECTIONS: &[SectionSpec] = &[
+    SectionSpec::of::<UserServiceSettings>(),
+    SectionSpec::of::<MediaServiceSettings>(),
+    SectionSpec::of::<CommentServiceSettings>(),
+    SectionSpec::of::<PlayoutSettings>(),
+    SectionSpec::of::<onair_gateway::GatewaySettings>(),
+    SectionSpec::of::<onair_gateway::live::LiveSettings>(),
+    SectionSpec::of::<onair_gateway::iptv::IptvSettings>(),
+];
+
+/// Resolves a process's settings, every service's section included, from
+/// flags, the environment, the config file and the defaults.
+pub fn resolve_settings(
+    flags: &Flags,
+    environment: &dyn Environment,
+    config_file: Option<&std::path::Path>,
+) -> Result<Settings, ConfigError> {
+    Settings::resolve(flags, environment, config_file, SECTIONS)
+}
 
 /// A running station (or part of one): its addresses and a way to stop it.
 pub struct Station {
@@ -158,6 +180,10 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         .with_context(|| format!("cannot listen for HTTP on {}", settings.http_addr))?;
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
+    // Sections read from here on see the ports as bound (encoders are told
+    // the HTTP address to push to).
+    settings.http_addr = http_addr;
+    settings.grpc_addr = grpc_addr;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
 
@@ -242,14 +268,7 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
             anyhow::bail!("the user role needs a database");
         };
         let store = UserStore::open(db).await?;
-        let user_settings = UserServiceSettings {
-            access_token_ttl: settings.access_token_ttl,
-            signing_key_rotation: settings.signing_key_rotation,
-            data_dir: settings.data_dir.clone(),
-            user_cache_ttl: settings.user_cache,
-            accounts_per_ip: settings.address_limits.accounts_per_ip,
-            trusted_peers: settings.address_limits.trusted_peers.clone(),
-        };
+        let user_settings: UserServiceSettings = settings.section()?;
         let service =
             UserServiceImpl::start(store, user_settings, clock.clone(), bus.clone()).await?;
         background.extend(service.spawn_background().await?);
@@ -264,9 +283,7 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
             anyhow::bail!("the media role needs a database");
         };
         let store = MediaStore::open(db).await?;
-        let media_settings =
-            MediaServiceSettings::for_station(&settings.time_zone, &settings.broadcast_day_start)
-                .context("invalid media.time_zone or media.broadcast_day_start")?;
+        let media_settings: MediaServiceSettings = settings.section()?;
         let service = MediaServiceImpl::start(
             store,
             media_settings,
@@ -287,13 +304,7 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
             anyhow::bail!("the comment role needs a database");
         };
         let store = CommentStore::open(db).await?;
-        let comment_settings = CommentServiceSettings {
-            max_body_chars: settings.comment_max_chars,
-            user_cache_ttl: settings.comment_user_cache,
-            comments_per_ip: settings.address_limits.comments_per_ip,
-            trusted_peers: settings.address_limits.trusted_peers.clone(),
-            ..CommentServiceSettings::default()
-        };
+        let comment_settings: CommentServiceSettings = settings.section()?;
         let service = CommentServiceImpl::start(
             store,
             comment_settings,
@@ -320,7 +331,6 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         let playout = start_playout(
             db,
             &settings,
-            http_addr,
             &channels,
             clock.clone(),
             authenticator.clone(),
@@ -416,37 +426,12 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
 async fn start_playout(
     db: Db,
     settings: &Settings,
-    http_addr: SocketAddr,
     channels: &ServiceChannels,
     clock: Clock,
     authenticator: onair_kit::auth::Authenticator,
     metrics: &Registry,
 ) -> anyhow::Result<Playout> {
-    let config = &settings.playout;
-    let mut playout_settings = PlayoutSettings::new(
-        &settings.data_dir,
-        &config.ladder,
-        config.audio_kbps,
-        config.segment_seconds,
-    )
-    .map_err(|reason| {
-        anyhow::anyhow!("invalid playout.ladder or playout.segment_seconds: {reason}")
-    })?;
-    playout_settings.encode.frame_rate = config.frame_rate;
-    playout_settings.encode.preset = config.x264_preset.clone();
-    playout_settings.window_segments = config.window_segments;
-    playout_settings.max_catch_up = config.max_catch_up;
-    playout_settings.live_wait = config.live_wait;
-    playout_settings.schedule_refresh = config.schedule_refresh;
-    playout_settings.transcode_workers = config.transcode_workers;
-    playout_settings.transcode_attempts = config.transcode_attempts;
-    playout_settings.transcode_timeout = config.transcode_timeout;
-    playout_settings.ingest_max_bytes = config.ingest_max_bytes;
-    playout_settings.max_upload_bytes = config.max_upload_bytes;
-    playout_settings.public_url = config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{http_addr}"));
+    let playout_settings: PlayoutSettings = settings.section()?;
     let store = PlayoutStore::open(db).await?;
     let storage = Arc::new(LocalDiskStorage::new(settings.data_dir.join("segments")));
     let playout = Playout::start(
@@ -475,7 +460,7 @@ fn gateway_routes(
     let iptv = iptv_routes(channels, settings, clock, metrics)?;
     let pool = prost_reflect::DescriptorPool::decode(onair_proto::FILE_DESCRIPTOR_SET)
         .context("the embedded descriptor set does not decode")?;
-    let live = live_sockets(channels, settings, bus, pool.clone(), metrics);
+    let live = live_sockets(channels, settings, bus, pool.clone(), metrics)?;
     let channels = channels.clone();
     let resolve: onair_gateway::ChannelResolver =
         Arc::new(
@@ -484,13 +469,7 @@ fn gateway_routes(
                 None => onair_kit::server::missing_service_channel(service),
             },
         );
-    let gateway_settings = onair_gateway::GatewaySettings {
-        max_body_bytes: settings.max_message_bytes,
-        request_timeout: settings.gateway_request_timeout,
-        rate_limit_per_ip: settings.rate_limit_per_ip,
-        rate_limit_per_user: settings.rate_limit_per_user,
-        cors_origins: settings.cors_origins.clone(),
-    };
+    let gateway_settings: onair_gateway::GatewaySettings = settings.section()?;
     let gateway = onair_gateway::Gateway::new(
         &pool,
         resolve,
@@ -516,7 +495,7 @@ fn live_sockets(
     bus: &Arc<dyn Bus>,
     pool: prost_reflect::DescriptorPool,
     metrics: &Registry,
-) -> onair_gateway::live::Live {
+) -> anyhow::Result<onair_gateway::live::Live> {
     let media = channels.channel(ServiceRole::Media);
     let check_channel: onair_gateway::live::ChannelCheck = Arc::new(move |channel_id| {
         let mut client = onair_proto::clients::MediaClient::new(media.clone());
@@ -525,19 +504,14 @@ fn live_sockets(
             client.get_channel(request).await.map(|_channel| ())
         })
     });
-    let live_settings = onair_gateway::live::LiveSettings {
-        batch_window: settings.live_batch_window,
-        queue_frames: settings.live_queue_frames,
-        history_events: settings.live_history_events,
-        ping_interval: settings.live_ping_interval,
-        check_interval: settings.live_check_interval,
-        stream: Some(onair_kit::events::live_stream(
-            settings.live_stream_max_events,
-            settings.live_stream_max_age,
-        )),
-        ..onair_gateway::live::LiveSettings::default()
-    };
-    onair_gateway::live::Live::new(bus.clone(), pool, check_channel, metrics, live_settings)
+    let live_settings: onair_gateway::live::LiveSettings = settings.section()?;
+    Ok(onair_gateway::live::Live::new(
+        bus.clone(),
+        pool,
+        check_channel,
+        metrics,
+        live_settings,
+    ))
 }
 
 /// `/iptv/channels.m3u` and `/iptv/epg.xml`, read from the media service.
@@ -547,18 +521,125 @@ fn iptv_routes(
     clock: Clock,
     metrics: &Registry,
 ) -> anyhow::Result<axum::Router> {
-    let mut iptv_settings = onair_gateway::iptv::IptvSettings::for_station(
-        &settings.time_zone,
-        &settings.broadcast_day_start,
-        settings.epg_days,
-        &settings.xmltv_domain,
-    )
-    .context("invalid media.time_zone, media.broadcast_day_start or iptv settings")?;
-    iptv_settings.request_timeout = settings.gateway_request_timeout;
+    let iptv_settings: onair_gateway::iptv::IptvSettings = settings.section()?;
     Ok(onair_gateway::iptv::router(
         channels.channel(ServiceRole::Media),
         clock,
         iptv_settings,
         metrics.clone(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn flags_beat_environment_beat_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("onair.toml");
+        std::fs::write(
+            &file,
+            "http = \"127.0.0.1:1000\"\ngrpc = \"127.0.0.1:1001\"\ndata_dir = \"/from/file\"\n\
+             roles = [\"user\"]\n[peers]\nmedia = \"http://m:50051\"\n[user]\naccess_token_ttl_seconds = 60\n",
+        )
+        .unwrap();
+        let mut flags = Flags::default();
+        flags.set("http", "127.0.0.1:3000");
+        let environment = env(&[
+            ("ONAIR_HTTP", "127.0.0.1:2000"),
+            ("ONAIR_GRPC", "127.0.0.1:2001"),
+        ]);
+        let settings = resolve_settings(&flags, &environment, Some(&file)).unwrap();
+        assert_eq!(settings.http_addr.to_string(), "127.0.0.1:3000");
+        assert_eq!(settings.grpc_addr.to_string(), "127.0.0.1:2001");
+        assert_eq!(settings.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(settings.roles, vec![ServiceRole::User]);
+        assert_eq!(settings.peers[&ServiceRole::Media], "http://m:50051");
+        let user: UserServiceSettings = settings.section().unwrap();
+        assert_eq!(user.access_token_ttl, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_service_setting_is_checked_before_anything_starts() {
+        // Even on a process that does not run the playout: every pod refuses
+        // a config the station could not run.
+        let mut flags = Flags::default();
+        flags.set("roles", "user");
+        let environment = env(&[("ONAIR_PLAYOUT_LADDER", "720p:wide:fast")]);
+        let message = resolve_settings(&flags, &environment, None)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("`playout.ladder`"), "{message}");
+        assert!(message.contains("ONAIR_PLAYOUT_LADDER"), "{message}");
+
+        let environment = env(&[("ONAIR_MEDIA_TIME_ZONE", "Mars/Base")]);
+        let message = resolve_settings(&Flags::default(), &environment, None)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("`media.time_zone`"), "{message}");
+
+        let environment = env(&[("ONAIR_GATEWAY_CORS_ORIGINS", "example.com")]);
+        let message = resolve_settings(&Flags::default(), &environment, None)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("`gateway.cors_origins`"), "{message}");
+    }
+
+    #[test]
+    fn a_config_file_may_set_any_services_keys_and_no_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("onair.toml");
+        std::fs::write(
+            &file,
+            "[comment]\nmax_chars = 80\n[iptv]\nepg_days = 3\n[playout]\npublic_url = \"https://ingest.example.com\"\n",
+        )
+        .unwrap();
+        let settings = resolve_settings(&Flags::default(), &env(&[]), Some(&file)).unwrap();
+        let comment: CommentServiceSettings = settings.section().unwrap();
+        assert_eq!(comment.max_body_chars, 80);
+        let iptv: onair_gateway::iptv::IptvSettings = settings.section().unwrap();
+        assert_eq!(iptv.epg_days, 3);
+        let playout: PlayoutSettings = settings.section().unwrap();
+        assert_eq!(playout.public_url, "https://ingest.example.com");
+
+        std::fs::write(&file, "[comment]\nmax_char = 80\n").unwrap();
+        let message = resolve_settings(&Flags::default(), &env(&[]), Some(&file))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("unknown setting `comment.max_char`"),
+            "{message}"
+        );
+        assert!(message.contains("comment.max_chars"), "{message}");
+    }
+
+    #[test]
+    fn encoders_push_to_the_http_address_unless_told_otherwise() {
+        let mut flags = Flags::default();
+        flags.set("http", "10.0.0.7:8080");
+        let settings = resolve_settings(&flags, &env(&[]), None).unwrap();
+        let playout: PlayoutSettings = settings.section().unwrap();
+        assert_eq!(playout.public_url, "http://10.0.0.7:8080");
+    }
+
+    #[test]
+    fn no_two_sections_claim_one_key() {
+        let mut seen = std::collections::BTreeSet::new();
+        let sections = SECTIONS.iter().flat_map(|section| section.keys());
+        for key in Settings::KEYS.iter().chain(sections) {
+            assert!(seen.insert(key.name), "`{}` is claimed twice", key.name);
+        }
+    }
 }

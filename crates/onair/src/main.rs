@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use onair_kit::clock::Clock;
-use onair_kit::config::{Flags, ProcessEnvironment, Settings};
+use onair_kit::config::{Flags, ProcessEnvironment};
 
 /// mimalloc rather than the system's allocator: answers such as a guide are
 /// thousands of small strings, made and dropped per request.
@@ -133,7 +133,7 @@ fn main() -> ExitCode {
 
 fn serve(args: ServeArgs) -> ExitCode {
     let settings =
-        match Settings::resolve(&args.flags(), &ProcessEnvironment, args.config.as_deref()) {
+        match onair::resolve_settings(&args.flags(), &ProcessEnvironment, args.config.as_deref()) {
             Ok(settings) => settings,
             Err(error) => {
                 eprintln!("onair: {error}");
@@ -165,13 +165,14 @@ fn serve(args: ServeArgs) -> ExitCode {
 fn demo(args: ServeArgs) -> ExitCode {
     let mut flags = args.flags();
     demo::demo_flags(&mut flags, args.data_dir.is_some(), args.config.is_some());
-    let settings = match Settings::resolve(&flags, &ProcessEnvironment, args.config.as_deref()) {
-        Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("onair: {error}");
-            return ExitCode::from(2);
-        }
-    };
+    let settings =
+        match onair::resolve_settings(&flags, &ProcessEnvironment, args.config.as_deref()) {
+            Ok(settings) => settings,
+            Err(error) => {
+                eprintln!("onair: {error}");
+                return ExitCode::from(2);
+            }
+        };
     onair_kit::telemetry::init_logging(settings.log_format, &settings.log_level);
     demo::run(settings, shutdown_signal())
 }

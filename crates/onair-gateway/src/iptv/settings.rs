@@ -4,6 +4,9 @@
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
+use onair_kit::config::{ConfigError, Key, Section, Settings, count_within};
+
+use crate::GatewaySettings;
 
 /// The most broadcast days a guide may cover; the media service answers a
 /// timetable of at most 31 days.
@@ -82,6 +85,57 @@ impl IptvSettings {
             request_timeout: Duration::from_secs(15),
             max_timetable_bytes: 256 * 1024 * 1024,
         })
+    }
+}
+
+/// What `iptv.epg_days` takes.
+const EPG_DAYS_EXPECTED: &str = "a whole number of days from 1 to 31";
+/// What `iptv.xmltv_domain` takes.
+const XMLTV_DOMAIN_EXPECTED: &str = "a domain name such as tv.example.com";
+
+impl Section for IptvSettings {
+    const KEYS: &'static [Key] = &[
+        Key::with_default("iptv.epg_days", "7"),
+        Key::with_default("iptv.xmltv_domain", "onair"),
+    ];
+
+    /// Reads the `iptv.*` keys with the station's time zone and broadcast
+    /// day; calls to the media service get the REST deadline
+    /// (`gateway.request_timeout_ms`).
+    fn read(settings: &Settings) -> Result<Self, ConfigError> {
+        let layers = settings.layers();
+        let epg_days = layers.required(
+            "iptv.epg_days",
+            EPG_DAYS_EXPECTED,
+            count_within(1..=MAX_EPG_DAYS),
+        )?;
+        let xmltv_domain =
+            layers.required("iptv.xmltv_domain", XMLTV_DOMAIN_EXPECTED, |value| {
+                is_domain_name(value).then(|| value.to_owned())
+            })?;
+        let mut iptv = IptvSettings::for_station(
+            &settings.time_zone,
+            &settings.broadcast_day_start,
+            epg_days,
+            &xmltv_domain,
+        )
+        .map_err(|error| match error {
+            IptvSettingsError::UnknownTimeZone(_) => {
+                layers.invalid("media.time_zone", "an IANA time zone such as Asia/Tokyo")
+            }
+            IptvSettingsError::InvalidDayStart(_) => layers.invalid(
+                "media.broadcast_day_start",
+                "a local time HH:MM such as 05:00",
+            ),
+            IptvSettingsError::EpgDaysOutOfRange(_) => {
+                layers.invalid("iptv.epg_days", EPG_DAYS_EXPECTED)
+            }
+            IptvSettingsError::InvalidXmltvDomain(_) => {
+                layers.invalid("iptv.xmltv_domain", XMLTV_DOMAIN_EXPECTED)
+            }
+        })?;
+        iptv.request_timeout = settings.section::<GatewaySettings>()?.request_timeout;
+        Ok(iptv)
     }
 }
 

@@ -5,6 +5,9 @@
 use std::time::Duration;
 
 use onair_kit::bus::DurableStream;
+use onair_kit::config::{
+    ConfigError, Key, Section, Settings, milliseconds_within, positive, positive_seconds,
+};
 
 /// Settings of the live sockets.
 #[derive(Debug, Clone)]
@@ -42,5 +45,53 @@ impl Default for LiveSettings {
             check_interval: Duration::from_millis(500),
             stream: None,
         }
+    }
+}
+
+impl Section for LiveSettings {
+    const KEYS: &'static [Key] = &[
+        Key::with_default("gateway.live_batch_window_ms", "30"),
+        Key::with_default("gateway.live_queue_frames", "256"),
+        Key::with_default("gateway.live_history_events", "10000"),
+        Key::with_default("gateway.live_ping_seconds", "20"),
+        Key::with_default("gateway.live_check_ms", "500"),
+    ];
+
+    /// Reads the `gateway.live_*` keys; the live stream is declared as the
+    /// bus keeps it (`bus.live_*`).
+    fn read(settings: &Settings) -> Result<Self, ConfigError> {
+        let layers = settings.layers();
+        Ok(LiveSettings {
+            batch_window: layers.required(
+                "gateway.live_batch_window_ms",
+                "a whole number of milliseconds (0 sends every event at once)",
+                |value| value.parse().ok().map(Duration::from_millis),
+            )?,
+            queue_frames: layers.required(
+                "gateway.live_queue_frames",
+                "a whole number of frames, at least 1",
+                |value| positive(value).and_then(|frames| usize::try_from(frames).ok()),
+            )?,
+            history_events: layers.required(
+                "gateway.live_history_events",
+                "a whole number of events (0 keeps none, so resumes start over)",
+                |value| value.parse().ok(),
+            )?,
+            ping_interval: layers.required(
+                "gateway.live_ping_seconds",
+                "a whole number of seconds",
+                positive_seconds,
+            )?,
+            check_interval: layers.required(
+                "gateway.live_check_ms",
+                "a whole number of milliseconds from 10 to 60000",
+                milliseconds_within(10..=60_000),
+            )?,
+            stream: Some(onair_kit::events::live_stream(
+                settings.live_stream_max_events,
+                settings.live_stream_max_age,
+            )),
+            ..LiveSettings::default()
+        })
     }
 }

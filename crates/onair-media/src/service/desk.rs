@@ -7,6 +7,7 @@ use std::time::Duration;
 use onair_kit::auth::{Authenticator, Caller};
 use onair_kit::bus::SharedBus;
 use onair_kit::clock::{Clock, timestamp_from_millis};
+use onair_kit::config::{ConfigError, Key, Section, Settings};
 use onair_kit::events::{self, Announcement as _, LiveEvent, OpsEvent};
 use onair_proto::media::v1 as pb;
 use onair_proto::user::v1::Role;
@@ -70,6 +71,26 @@ impl MediaServiceSettings {
             broadcast_day_start: broadcast_day::parse_day_start(broadcast_day_start)?,
             ..MediaServiceSettings::default()
         })
+    }
+}
+
+impl Section for MediaServiceSettings {
+    /// The station's time zone and broadcast day are the kit's (the guide
+    /// exports count in them too); the rest is not configured.
+    const KEYS: &'static [Key] = &[];
+
+    fn read(settings: &Settings) -> Result<Self, ConfigError> {
+        let layers = settings.layers();
+        broadcast_day::time_zone(&settings.time_zone).map_err(|_| {
+            layers.invalid("media.time_zone", "an IANA time zone such as Asia/Tokyo")
+        })?;
+        MediaServiceSettings::for_station(&settings.time_zone, &settings.broadcast_day_start)
+            .map_err(|_| {
+                layers.invalid(
+                    "media.broadcast_day_start",
+                    "a local time HH:MM such as 05:00",
+                )
+            })
     }
 }
 
