@@ -94,7 +94,10 @@ pub struct RateLimits {
 
 /// A request over its limit, with how long to wait.
 pub struct Limited {
+    /// How long until the client's next request would pass.
     pub retry_after: Duration,
+    /// Who is over the limit, as the refusal names it: `"this address"` or
+    /// `"this user"`.
     pub what: &'static str,
 }
 
@@ -108,6 +111,9 @@ fn limiter<K: std::hash::Hash + Eq + Clone>(per_second: u32) -> Option<KeyedLimi
 }
 
 impl RateLimits {
+    /// Limits of `per_ip` requests a second per client address and
+    /// `per_user` per user, each with a burst of twice its rate; 0 turns
+    /// that limit off.
     pub fn new(per_ip: u32, per_user: u32) -> RateLimits {
         RateLimits {
             per_ip: limiter(per_ip),
@@ -131,6 +137,9 @@ impl RateLimits {
         }
     }
 
+    /// Counts one request from `address`, or says how long it must wait
+    /// when the address is over its rate. Now and then it also forgets the
+    /// addresses and users that have gone quiet.
     pub fn check_ip(&self, address: IpAddr) -> Result<(), Limited> {
         self.sweep();
         let Some(limiter) = &self.per_ip else {
@@ -142,6 +151,8 @@ impl RateLimits {
         })
     }
 
+    /// Counts one request from the authenticated user `user_id`, or says how
+    /// long the user must wait when over the rate.
     pub fn check_user(&self, user_id: &str) -> Result<(), Limited> {
         let Some(limiter) = &self.per_user else {
             return Ok(());

@@ -17,6 +17,8 @@
 //!   `Accept: text/event-stream`, as server-sent events.
 //! - The live sockets, `GET /v1/channels/{channelId}/live` ([`live`]).
 
+#![warn(missing_docs)]
+
 mod codec;
 mod errors;
 pub mod guard;

@@ -20,11 +20,16 @@ pub enum BodyMapping {
 /// One HTTP binding of one RPC.
 #[derive(Debug, Clone)]
 pub struct RestRoute {
+    /// The HTTP method of the binding: `get`, `put`, `post`, `delete`,
+    /// `patch`, or a `custom` rule's kind.
     pub http_method: Method,
+    /// The path the binding serves, such as `/v1/channels/{channel_id}`.
     pub template: PathTemplate,
+    /// Where the request body goes.
     pub body: BodyMapping,
     /// `response_body`: the response field sent instead of the whole message.
     pub response_body: Option<FieldDescriptor>,
+    /// The RPC the route calls.
     pub method: MethodDescriptor,
     /// 200, or what `onair.api.http_success_code` says.
     pub success: StatusCode,
@@ -32,16 +37,30 @@ pub struct RestRoute {
     pub grpc_path: http::uri::PathAndQuery,
 }
 
+/// Why an RPC's `google.api.http` rule cannot be served. One such rule fails
+/// the whole descriptor set.
 #[derive(Debug, thiserror::Error)]
 pub enum RuleError {
+    /// The rule's path template does not parse.
     #[error("{method}: {source}")]
     Template {
+        /// The RPC's full name, `package.Service.Method`.
         method: String,
+        /// What is wrong with the template.
         #[source]
         source: TemplateError,
     },
+    /// Anything else wrong with the rule, such as no pattern, a custom kind
+    /// that is not an HTTP method, a path variable, `body` or `response_body`
+    /// that names no field of its message, or an `onair.api.http_success_code`
+    /// that is not an HTTP status.
     #[error("{method}: {reason}")]
-    Invalid { method: String, reason: String },
+    Invalid {
+        /// The RPC's full name, `package.Service.Method`.
+        method: String,
+        /// What is wrong, in words.
+        reason: String,
+    },
 }
 
 fn string_field(message: &DynamicMessage, name: &str) -> String {

@@ -44,10 +44,13 @@ pub struct PathTemplate {
     literal_prefix: String,
 }
 
+/// A path template that does not follow the grammar.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid path template {template:?}: {reason}")]
 pub struct TemplateError {
+    /// The template as written in the contract.
     pub template: String,
+    /// What is wrong with it, in words.
     pub reason: String,
 }
 
@@ -61,6 +64,10 @@ impl fmt::Display for PathTemplate {
 pub type Bindings = Vec<(String, String)>;
 
 impl PathTemplate {
+    /// Parses a template as a contract writes it, or says how it breaks the
+    /// grammar: it must start with `/` and not end with one, a variable must
+    /// be a whole segment and bind its field only once, and `**` may only be
+    /// the last segment.
     pub fn parse(template: &str) -> Result<PathTemplate, TemplateError> {
         let error = |reason: &str| TemplateError {
             template: template.to_owned(),
@@ -184,14 +191,19 @@ impl PathTemplate {
         &self.source
     }
 
+    /// The field paths its variables bind (`channel.id`), in template order.
     pub fn variables(&self) -> &[String] {
         &self.variables
     }
 
+    /// The custom verb after the last `:` outside braces (`ban` in
+    /// `/v1/users/{user_id}:ban`), if there is one.
     pub fn verb(&self) -> Option<&str> {
         self.verb.as_deref()
     }
 
+    /// How many literal segments it has, those inside variables included;
+    /// of two templates that match a path, the one with more wins.
     pub fn literal_count(&self) -> usize {
         self.literal_count
     }

@@ -15,12 +15,19 @@ pub const MAX_EPG_DAYS: u32 = 31;
 /// Why IPTV settings are refused.
 #[derive(Debug, thiserror::Error)]
 pub enum IptvSettingsError {
+    /// The time zone is not one the IANA database knows; holds the name
+    /// given.
     #[error("unknown time zone {0:?}: use an IANA name such as \"Asia/Tokyo\" or \"UTC\"")]
     UnknownTimeZone(String),
+    /// The broadcast day start is not a time of day (`HH:MM`); holds the
+    /// text given.
     #[error("broadcast day start {0:?} is not a time of day: use HH:MM such as \"05:00\"")]
     InvalidDayStart(String),
+    /// The guide covers 0 days, or more than [`MAX_EPG_DAYS`].
     #[error("epg_days {0} is out of range: use 1 to {MAX_EPG_DAYS}")]
     EpgDaysOutOfRange(u32),
+    /// The XMLTV domain is not dot-separated labels of letters, digits and
+    /// hyphens; holds the text given.
     #[error(
         "xmltv_domain {0:?} is not a domain name: use letters, digits and hyphens in dot-separated labels, e.g. \"tv.example.com\""
     )]
