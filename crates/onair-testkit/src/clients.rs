@@ -38,6 +38,21 @@ pub async fn send(
     )
 }
 
+/// Creates a viewer account over REST and returns the answer: `user`,
+/// `accessToken` and `refreshToken`.
+pub async fn create_viewer(station: &TestStation, name: &str) -> serde_json::Value {
+    let (status, created) = send(
+        station,
+        reqwest::Method::POST,
+        "/v1/users",
+        None,
+        Some(serde_json::json!({"displayName": name})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    created
+}
+
 /// Creates a channel as the operator.
 pub async fn create_channel(station: &TestStation, id: &str) {
     let response = reqwest::Client::new()

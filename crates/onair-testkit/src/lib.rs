@@ -19,11 +19,11 @@ pub mod station;
 
 mod eventually;
 
-pub use clients::{authorized, create_channel, rfc3339, send};
+pub use clients::{authorized, create_channel, create_viewer, rfc3339, send};
 pub use eventually::{Eventual, PATIENCE, POLL_INTERVAL};
 pub use live::{
-    Socket, comment, connect, connect_small_window, live_url, next_events, publish_comment, ready,
-    ready_epoch,
+    Socket, comment, connect, connect_small_window, live_url, next_events, open_sse,
+    publish_comment, ready, ready_epoch,
 };
 pub use servers::{NatsServer, TestDatabase, free_port, nats_url, postgres_admin_url, unique_name};
 pub use station::{

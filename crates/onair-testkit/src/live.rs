@@ -25,6 +25,17 @@ pub async fn connect(url: &str) -> Socket {
     socket
 }
 
+/// Opens `channel`'s live events as server-sent events
+/// (`accept: text/event-stream`), anonymously.
+pub async fn open_sse(station: &TestStation, channel: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(station.http_url(&format!("/v1/channels/{channel}/live")))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("the HTTP port answers")
+}
+
 /// The events of the next text message (each is a JSON array); `Err` once
 /// the server closed, with its close code.
 pub async fn next_events(

@@ -532,18 +532,13 @@ fn iptv_routes(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::path::PathBuf;
     use std::time::Duration;
 
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(name, value)| (name.to_string(), value.to_string()))
-            .collect()
-    }
+    /// No environment variables.
+    const NO_VARIABLES: [(&str, &str); 0] = [];
 
     #[test]
     fn flags_beat_environment_beat_file() {
@@ -557,10 +552,10 @@ mod tests {
         .unwrap();
         let mut flags = Flags::default();
         flags.set("http", "127.0.0.1:3000");
-        let environment = env(&[
+        let environment = [
             ("ONAIR_HTTP", "127.0.0.1:2000"),
             ("ONAIR_GRPC", "127.0.0.1:2001"),
-        ]);
+        ];
         let settings = resolve_settings(&flags, &environment, Some(&file)).unwrap();
         assert_eq!(settings.http_addr.to_string(), "127.0.0.1:3000");
         assert_eq!(settings.grpc_addr.to_string(), "127.0.0.1:2001");
@@ -577,20 +572,20 @@ mod tests {
         // a config the station could not run.
         let mut flags = Flags::default();
         flags.set("roles", "user");
-        let environment = env(&[("ONAIR_PLAYOUT_LADDER", "720p:wide:fast")]);
+        let environment = [("ONAIR_PLAYOUT_LADDER", "720p:wide:fast")];
         let message = resolve_settings(&flags, &environment, None)
             .unwrap_err()
             .to_string();
         assert!(message.contains("`playout.ladder`"), "{message}");
         assert!(message.contains("ONAIR_PLAYOUT_LADDER"), "{message}");
 
-        let environment = env(&[("ONAIR_MEDIA_TIME_ZONE", "Mars/Base")]);
+        let environment = [("ONAIR_MEDIA_TIME_ZONE", "Mars/Base")];
         let message = resolve_settings(&Flags::default(), &environment, None)
             .unwrap_err()
             .to_string();
         assert!(message.contains("`media.time_zone`"), "{message}");
 
-        let environment = env(&[("ONAIR_GATEWAY_CORS_ORIGINS", "example.com")]);
+        let environment = [("ONAIR_GATEWAY_CORS_ORIGINS", "example.com")];
         let message = resolve_settings(&Flags::default(), &environment, None)
             .unwrap_err()
             .to_string();
@@ -606,7 +601,7 @@ mod tests {
             "[comment]\nmax_chars = 80\n[iptv]\nepg_days = 3\n[playout]\npublic_url = \"https://ingest.example.com\"\n",
         )
         .unwrap();
-        let settings = resolve_settings(&Flags::default(), &env(&[]), Some(&file)).unwrap();
+        let settings = resolve_settings(&Flags::default(), &NO_VARIABLES, Some(&file)).unwrap();
         let comment: CommentServiceSettings = settings.section().unwrap();
         assert_eq!(comment.max_body_chars, 80);
         let iptv: onair_gateway::iptv::IptvSettings = settings.section().unwrap();
@@ -615,7 +610,7 @@ mod tests {
         assert_eq!(playout.public_url, "https://ingest.example.com");
 
         std::fs::write(&file, "[comment]\nmax_char = 80\n").unwrap();
-        let message = resolve_settings(&Flags::default(), &env(&[]), Some(&file))
+        let message = resolve_settings(&Flags::default(), &NO_VARIABLES, Some(&file))
             .unwrap_err()
             .to_string();
         assert!(
@@ -629,7 +624,7 @@ mod tests {
     fn encoders_push_to_the_http_address_unless_told_otherwise() {
         let mut flags = Flags::default();
         flags.set("http", "10.0.0.7:8080");
-        let settings = resolve_settings(&flags, &env(&[]), None).unwrap();
+        let settings = resolve_settings(&flags, &NO_VARIABLES, None).unwrap();
         let playout: PlayoutSettings = settings.section().unwrap();
         assert_eq!(playout.public_url, "http://10.0.0.7:8080");
     }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use onair_proto::user::v1::AdjustTrustScoreRequest;
 use onair_testkit::on_both_backends;
 use onair_testkit::{
-    Backend, PATIENCE, Socket, TestStation, authorized, connect, live_url, next_events, ready,
-    rfc3339, send,
+    Backend, PATIENCE, Socket, TestStation, authorized, connect, create_viewer, live_url,
+    next_events, ready, rfc3339, send,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -94,15 +94,7 @@ impl Newsroom {
     }
 
     async fn viewer(&self, name: &str) -> (String, String) {
-        let (status, created) = send(
-            &self.station,
-            Method::POST,
-            "/v1/users",
-            None,
-            Some(json!({"displayName": name})),
-        )
-        .await;
-        assert_eq!(status, 201, "{created}");
+        let created = create_viewer(&self.station, name).await;
         (
             created["user"]["id"].as_str().unwrap().to_owned(),
             created["accessToken"].as_str().unwrap().to_owned(),

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use onair_testkit::assert_eventually;
 use onair_testkit::on_both_backends;
-use onair_testkit::{Backend, PATIENCE, TestStation, create_channel, publish_comment, ready};
+use onair_testkit::{
+    Backend, PATIENCE, TestStation, create_channel, open_sse, publish_comment, ready,
+};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -204,12 +206,7 @@ async fn an_idle_connection_is_closed_and_live_sockets_stay(backend: Backend) {
     let mut websocket =
         onair_testkit::connect(&onair_testkit::live_url(&station, "news", None)).await;
     ready(&mut websocket).await;
-    let mut sse = reqwest::Client::new()
-        .get(station.http_url("/v1/channels/news/live"))
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
+    let mut sse = open_sse(&station, "news").await;
     assert_eq!(sse.status().as_u16(), 200);
     let mut sse_text = String::new();
     while !sse_text.contains("event: ready") {

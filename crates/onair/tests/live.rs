@@ -9,7 +9,7 @@ use futures::{SinkExt, StreamExt};
 use onair_testkit::on_both_backends;
 use onair_testkit::{
     Backend, PATIENCE, TestStation, connect, connect_small_window, create_channel, live_url,
-    next_events, publish_comment, ready, ready_epoch,
+    next_events, open_sse, publish_comment, ready, ready_epoch,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,12 +32,7 @@ async fn schedule_changes_reach_websocket_and_sse_viewers(backend: Backend) {
 
     let mut socket = connect(&live_url(&station, "news", None)).await;
     let start = ready(&mut socket).await;
-    let mut sse = reqwest::Client::new()
-        .get(station.http_url("/v1/channels/news/live"))
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
+    let mut sse = open_sse(&station, "news").await;
     assert_eq!(sse.status().as_u16(), 200);
     assert_eq!(sse.headers()["content-type"], "text/event-stream");
     let mut sse_text = String::new();
@@ -440,12 +435,7 @@ async fn shutdown_closes_live_sockets_with_a_reconnect_hint() {
     create_channel(&station, "news").await;
     let mut socket = connect(&live_url(&station, "news", None)).await;
     let offset = ready(&mut socket).await;
-    let mut sse = reqwest::Client::new()
-        .get(station.http_url("/v1/channels/news/live"))
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
+    let mut sse = open_sse(&station, "news").await;
 
     let reader = tokio::spawn(async move {
         let events = next_events(&mut socket).await.expect("a closing event");

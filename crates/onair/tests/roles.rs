@@ -15,7 +15,9 @@ use onair_proto::comment::v1 as comment;
 use onair_proto::comment::v1::comment_service_client::CommentServiceClient;
 use onair_proto::user::v1 as pb;
 use onair_testkit::on_both_backends;
-use onair_testkit::{Backend, PATIENCE, TestStation, authorized, create_channel, send};
+use onair_testkit::{
+    Backend, PATIENCE, TestStation, authorized, create_channel, create_viewer, send,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tonic::Code;
@@ -40,15 +42,7 @@ async fn station(backend: Backend, extra: &[(&str, &str)]) -> TestStation {
 }
 
 async fn viewer(station: &TestStation, name: &str) -> Person {
-    let (status, created) = send(
-        station,
-        Method::POST,
-        "/v1/users",
-        None,
-        Some(json!({"displayName": name})),
-    )
-    .await;
-    assert_eq!(status, 201, "{created}");
+    let created = create_viewer(station, name).await;
     Person {
         id: created["user"]["id"].as_str().unwrap().to_owned(),
         access_token: created["accessToken"].as_str().unwrap().to_owned(),

@@ -132,6 +132,14 @@ impl Environment for BTreeMap<String, String> {
     }
 }
 
+impl<const N: usize> Environment for [(&str, &str); N] {
+    fn var(&self, name: &str) -> Option<String> {
+        self.iter()
+            .find(|(variable, _)| *variable == name)
+            .map(|(_, value)| (*value).to_owned())
+    }
+}
+
 /// Values given on the command line, by key. Absent keys fall through to the
 /// environment, the file and the defaults.
 #[derive(Debug, Clone, Default)]
