@@ -9,7 +9,6 @@ use onair_kit::auth::Authenticator;
 use onair_kit::clock::Clock;
 use onair_kit::metrics::Registry;
 use onair_proto::ServiceChannel;
-use onair_proto::playout::v1 as pb;
 
 use crate::asset_index::AssetIndex;
 use crate::error::PlayoutError;
@@ -146,17 +145,12 @@ impl Playout {
         let probe = transcode::probe(&settings.ffprobe, &settings.slate_source)
             .await
             .map_err(PlayoutError::Unavailable)?;
-        let record = AssetRecord {
-            id: settings.default_slate_id.clone(),
-            source_path: settings.slate_source.display().to_string(),
-            state: pb::asset::State::Queued,
-            duration_ms: probe.duration_ms,
-            segment_durations_ms: Vec::new(),
-            renditions: Vec::new(),
-            error: String::new(),
-            attempts: 0,
-            create_time_ms: self.inner.clock.now_ms(),
-        };
+        let record = AssetRecord::queued(
+            settings.default_slate_id.clone(),
+            settings.slate_source.display().to_string(),
+            probe.duration_ms,
+            self.inner.clock.now_ms(),
+        );
         match self.inner.store.insert_asset(&record).await {
             Ok(()) => {}
             // Another process made it first.

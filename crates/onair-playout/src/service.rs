@@ -209,17 +209,12 @@ impl PlayoutServiceImpl {
         let probe = transcode::probe(&self.playout.settings().ffprobe, path)
             .await
             .map_err(PlayoutError::InvalidArgument)?;
-        let record = AssetRecord {
+        let record = AssetRecord::queued(
             id,
-            source_path: path.display().to_string(),
-            state: pb::asset::State::Queued,
-            duration_ms: probe.duration_ms,
-            segment_durations_ms: Vec::new(),
-            renditions: Vec::new(),
-            error: String::new(),
-            attempts: 0,
-            create_time_ms: self.playout.clock().now_ms(),
-        };
+            path.display().to_string(),
+            probe.duration_ms,
+            self.playout.clock().now_ms(),
+        );
         self.playout.store().insert_asset(&record).await?;
         self.playout.transcoder().enqueue(&record);
         tracing::info!(asset = %record.id, source = %record.source_path, duration_ms = record.duration_ms, "asset queued");

@@ -88,6 +88,21 @@ pub struct AssetRecord {
 }
 
 impl AssetRecord {
+    /// A new asset, waiting for its first transcode.
+    pub fn queued(id: String, source_path: String, duration_ms: i64, now_ms: i64) -> AssetRecord {
+        AssetRecord {
+            id,
+            source_path,
+            state: pb::asset::State::Queued,
+            duration_ms,
+            segment_durations_ms: Vec::new(),
+            renditions: Vec::new(),
+            error: String::new(),
+            attempts: 0,
+            create_time_ms: now_ms,
+        }
+    }
+
     /// Whether the asset can be aired with every rendition of `ladder_names`.
     pub fn playable(&self, ladder_names: &[String]) -> bool {
         self.state == pb::asset::State::Ready

@@ -55,6 +55,17 @@ async fn onair(args: &[&str], environment: &[(&str, &str)]) -> Output {
     command.output().await.expect("run onair")
 }
 
+/// `onair schedule import FILE` against `station`, with the operator's key
+/// in `ONAIR_TOKEN`.
+async fn import_as_operator(station: &TestStation, file: &str) -> Output {
+    let grpc = station.grpc_addr.to_string();
+    onair(
+        &["schedule", "import", file, "--grpc", &grpc],
+        &[("ONAIR_TOKEN", &station.operator_key)],
+    )
+    .await
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -151,12 +162,7 @@ slots:
     end: 2031-04-01T06:30:00Z
 ";
     let file = write(files.path(), "broken.yml", schedule);
-    let grpc = station.grpc_addr.to_string();
-    let output = onair(
-        &["schedule", "import", &file, "--grpc", &grpc],
-        &[("ONAIR_TOKEN", &station.operator_key)],
-    )
-    .await;
+    let output = import_as_operator(&station, &file).await;
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     let errors: Vec<&str> = stderr
@@ -190,11 +196,7 @@ slots:
         "typo.yaml",
         "channels:\n  - id: news-1\n    number: one\n    name: News\n",
     );
-    let output = onair(
-        &["schedule", "import", &file, "--grpc", &grpc],
-        &[("ONAIR_TOKEN", &station.operator_key)],
-    )
-    .await;
+    let output = import_as_operator(&station, &file).await;
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.starts_with(&format!("{file}:3: ")), "{stderr}");

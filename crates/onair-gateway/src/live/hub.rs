@@ -378,6 +378,11 @@ mod tests {
         ChannelHub::new("news", EPOCH, 0, 0, 1)
     }
 
+    /// The offsets of a joined connection's backlog, in order.
+    fn offsets(backlog: &[Event]) -> Vec<u64> {
+        backlog.iter().map(|event| event.offset).collect()
+    }
+
     fn keeping(history_events: usize, queue_frames: usize) -> LiveSettings {
         LiveSettings {
             history_events,
@@ -393,14 +398,7 @@ mod tests {
         hub.publish(vec![event(1), event(2)], &settings);
         hub.publish(vec![event(5)], &settings);
         let joined = hub.join(after(1), false);
-        assert_eq!(
-            joined
-                .backlog
-                .iter()
-                .map(|event| event.offset)
-                .collect::<Vec<_>>(),
-            [2, 5]
-        );
+        assert_eq!(offsets(&joined.backlog), [2, 5]);
         assert_eq!(joined.sent, 5);
         assert_eq!(joined.reset, None);
         hub.publish(vec![event(6)], &settings);
@@ -421,14 +419,7 @@ mod tests {
         hub.publish(vec![event(1), event(2), event(3)], &keeping(2, 8));
         let joined = hub.join(after(0), false);
         assert_eq!(joined.reset, Some(ResetReason::History));
-        assert_eq!(
-            joined
-                .backlog
-                .iter()
-                .map(|event| event.offset)
-                .collect::<Vec<_>>(),
-            [2, 3]
-        );
+        assert_eq!(offsets(&joined.backlog), [2, 3]);
         assert_eq!(hub.join(after(1), false).reset, None);
     }
 
