@@ -677,15 +677,8 @@ mod tests {
             ProgramRecord {
                 id: "p".to_owned(),
                 title: "P".to_owned(),
-                description: String::new(),
-                genres: Vec::new(),
                 duration_ms: 30 * MINUTE,
-                rating: String::new(),
-                artwork_url: String::new(),
-                asset_id: String::new(),
-                live: false,
-                create_time_ms: 0,
-                update_time_ms: 0,
+                ..ProgramRecord::default()
             },
         );
         stored

@@ -46,7 +46,7 @@ pub struct ChannelRecord {
 }
 
 /// A program as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProgramRecord {
     /// A lowercase slug, so schedule files can name it.
     pub id: String,
@@ -550,14 +550,7 @@ mod tests {
             id: "p".to_owned(),
             title: "Night\u{2028}News".to_owned(),
             description: "Two\nparagraphs are fine here".to_owned(),
-            genres: Vec::new(),
-            duration_ms: 0,
-            rating: String::new(),
-            artwork_url: String::new(),
-            asset_id: String::new(),
-            live: false,
-            create_time_ms: 0,
-            update_time_ms: 0,
+            ..ProgramRecord::default()
         };
         assert!(check_program_fields(&program).is_err());
         let fine = ProgramRecord {

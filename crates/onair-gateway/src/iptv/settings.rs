@@ -6,7 +6,7 @@ use std::time::Duration;
 use jiff::tz::TimeZone;
 use onair_kit::config::{ConfigError, Key, Section, Settings, count_within};
 
-use crate::GatewaySettings;
+use crate::settings::GatewaySettings;
 
 /// The most broadcast days a guide may cover; the media service answers a
 /// timetable of at most 31 days.
