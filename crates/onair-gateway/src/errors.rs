@@ -4,7 +4,7 @@
 //! `Grpc-Metadata-*` headers. A leaf: the REST routes, the live sockets and
 //! the IPTV exports all answer errors through it.
 
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::Value as Json;
@@ -91,13 +91,21 @@ fn json_response(status: StatusCode, body: &Json) -> Response {
 
 /// A JSON body as it is, with its status.
 pub(crate) fn bytes_response(status: StatusCode, bytes: impl Into<Bytes>) -> Response {
-    (
-        status,
-        [(http::header::CONTENT_TYPE, "application/json")],
-        bytes.into(),
-    )
-        .into_response()
+    let mut response = Response::new(axum::body::Body::from(bytes.into()));
+    *response.status_mut() = status;
+    // Room for what the layers add on the way out (the request id, CORS,
+    // the length, nosniff, response metadata) without growing the map.
+    let headers = response.headers_mut();
+    headers.reserve(RESPONSE_HEADERS);
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
+
+/// How many headers a JSON answer is made with room for.
+const RESPONSE_HEADERS: usize = 12;
 
 /// A service's response metadata as `Grpc-Metadata-*` headers.
 pub(crate) fn metadata_headers(metadata: &tonic::metadata::MetadataMap, headers: &mut HeaderMap) {

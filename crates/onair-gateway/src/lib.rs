@@ -40,6 +40,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use onair_kit::auth::{AuthError, Authenticator};
+use onair_kit::input::StringsChecked;
 use onair_kit::metrics::Registry;
 use onair_kit::telemetry::TraceContext;
 use onair_proto::ServiceChannel;
@@ -324,23 +325,35 @@ impl Gateway {
                 );
             }
         };
+        // The walk over the message's strings is cheaper than the service's
+        // pass over the encoded body, which a request marked here skips.
+        let strings_checked = StringsChecked::of(&message);
+        let service = route.method.parent_service();
+        let service = service.full_name();
+        let channel = (self.resolve)(service);
+
         let mut request = tonic::Request::new(message);
+        // Metadata never carries a client address a client claims (see
+        // `forward_headers`).
         forward_headers(&parts.headers, request.metadata_mut());
-        // The services count abuse limits by the address the gateway saw,
-        // never one a client claims.
-        onair_kit::abuse::forget_client_address(request.metadata_mut());
+        // The services count abuse limits by the address the gateway saw.
         if let Some(address) = client_address(&parts) {
-            onair_kit::abuse::tell_client_address(&mut request, address);
+            if channel.is_local() {
+                onair_kit::abuse::tell_local_client_address(&mut request, address);
+            } else {
+                onair_kit::abuse::tell_client_address(&mut request, address);
+            }
+        }
+        if let Some(checked) = strings_checked {
+            request.extensions_mut().insert(checked);
         }
         if !route.method.is_server_streaming() {
             // The service learns the deadline too (grpc-timeout).
             request.set_timeout(self.settings.request_timeout);
         }
 
-        let service = route.method.parent_service();
-        let service = service.full_name();
         let path = route.grpc_path.clone();
-        let mut grpc = tonic::client::Grpc::new((self.resolve)(service));
+        let mut grpc = tonic::client::Grpc::new(channel);
         if let Err(error) = grpc.ready().await {
             return status_response(
                 tonic::Code::Unavailable,
@@ -441,7 +454,8 @@ const HOP_HEADERS: &[&str] = &[
 ];
 
 /// `Authorization`, `traceparent` and `X-Request-Id` pass as they are;
-/// `Grpc-Metadata-<key>` becomes `<key>`.
+/// `Grpc-Metadata-<key>` becomes `<key>`, except the client address that
+/// onair processes tell each other: a client can't claim one.
 fn forward_headers(headers: &HeaderMap, metadata: &mut tonic::metadata::MetadataMap) {
     for (name, value) in headers {
         let name = name.as_str();
@@ -453,7 +467,10 @@ fn forward_headers(headers: &HeaderMap, metadata: &mut tonic::metadata::Metadata
             None if matches!(name, "authorization" | "x-request-id" | "x-forwarded-for") => name,
             None => continue,
         };
-        if key.ends_with("-bin") || key.starts_with("grpc-") {
+        if key.ends_with("-bin")
+            || key.starts_with("grpc-")
+            || key == onair_kit::abuse::CLIENT_ADDRESS_METADATA
+        {
             continue;
         }
         let Ok(key) = tonic::metadata::MetadataKey::from_bytes(key.as_bytes()) else {
