@@ -325,12 +325,17 @@ impl Gateway {
                 );
             }
         };
-        // The walk over the message's strings is cheaper than the service's
-        // pass over the encoded body, which a request marked here skips.
-        let strings_checked = StringsChecked::of(&message);
         let service = route.method.parent_service();
         let service = service.full_name();
         let channel = (self.resolve)(service);
+        // The walk over the message's strings is cheaper than the service's
+        // pass over the encoded body, which a request marked here skips. The
+        // mark never crosses the network, so a call to a peer is not walked.
+        let strings_checked = if channel.is_local() {
+            StringsChecked::of(&message)
+        } else {
+            None
+        };
 
         let mut request = tonic::Request::new(message);
         // Metadata never carries a client address a client claims (see

@@ -220,12 +220,9 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
     bus.ensure_stream(&onair_kit::events::ops_stream())
         .await
         .context("cannot declare the operations stream")?;
-    bus.ensure_stream(&onair_kit::events::live_stream(
-        settings.live_stream_max_events,
-        settings.live_stream_max_age,
-    ))
-    .await
-    .context("cannot declare the live events stream")?;
+    bus.ensure_stream(&settings.live_stream())
+        .await
+        .context("cannot declare the live events stream")?;
     let checked_bus = bus.clone();
     readiness.push(ReadinessCheck::new("bus", move || {
         let bus = checked_bus.clone();

@@ -87,10 +87,7 @@ impl Section for LiveSettings {
                 "a whole number of milliseconds from 10 to 60000",
                 milliseconds_within(10..=60_000),
             )?,
-            stream: Some(onair_kit::events::live_stream(
-                settings.live_stream_max_events,
-                settings.live_stream_max_age,
-            )),
+            stream: Some(settings.live_stream()),
             ..LiveSettings::default()
         })
     }

@@ -319,6 +319,12 @@ impl Settings {
         &self.layers
     }
 
+    /// The live events stream as the bus keeps it (`bus.live_*`): declared
+    /// at start, and again by a gateway that finds it lost.
+    pub fn live_stream(&self) -> crate::bus::DurableStream {
+        crate::events::live_stream(self.live_stream_max_events, self.live_stream_max_age)
+    }
+
     /// Whether this process runs a role.
     pub fn runs(&self, role: ServiceRole) -> bool {
         self.roles.contains(&role)
