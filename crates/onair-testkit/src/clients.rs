@@ -38,6 +38,29 @@ pub async fn send(
     )
 }
 
+/// The `message` of an error answer's JSON body.
+pub fn error_message(body: &serde_json::Value) -> &str {
+    body["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("an error body with a message: {body}"))
+}
+
+/// The text a station's `/metrics` answers.
+pub async fn metrics_text(station: &TestStation) -> String {
+    reqwest::get(station.http_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// A response header as text; the test fails when the header is missing or
+/// is not text.
+pub fn header_text(response: &reqwest::Response, name: &str) -> String {
+    response.headers()[name].to_str().unwrap().to_owned()
+}
+
 /// Creates a viewer account over REST and returns the answer: `user`,
 /// `accessToken` and `refreshToken`.
 pub async fn create_viewer(station: &TestStation, name: &str) -> serde_json::Value {
@@ -63,6 +86,50 @@ pub async fn create_channel(station: &TestStation, id: &str) {
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 201);
+}
+
+/// Creates a program as the operator (`duration` as the API takes it, e.g.
+/// `"600s"`) and returns it.
+pub async fn create_program(
+    station: &TestStation,
+    title: &str,
+    duration: &str,
+) -> serde_json::Value {
+    let (status, program) = send(
+        station,
+        reqwest::Method::POST,
+        "/v1/programs",
+        Some(&station.operator_key),
+        Some(serde_json::json!({"title": title, "duration": duration})),
+    )
+    .await;
+    assert_eq!(status, 201, "{program}");
+    program
+}
+
+/// Schedules `program` on `channel` from `start_ms` to `end_ms` (Unix
+/// milliseconds) as the operator and returns the slot's id.
+pub async fn schedule_slot(
+    station: &TestStation,
+    channel: &str,
+    program: &serde_json::Value,
+    start_ms: i64,
+    end_ms: i64,
+) -> String {
+    let (status, slot) = send(
+        station,
+        reqwest::Method::POST,
+        &format!("/v1/channels/{channel}/slots"),
+        Some(&station.operator_key),
+        Some(serde_json::json!({
+            "programId": program["id"],
+            "startTime": rfc3339(start_ms),
+            "endTime": rfc3339(end_ms),
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{slot}");
+    slot["id"].as_str().expect("a slot id").to_owned()
 }
 
 /// Unix milliseconds as an RFC 3339 time, as the API takes them.

@@ -2,7 +2,8 @@
 //! port 0 with their own data directory and database ([`station`], and the
 //! media service alone in [`media`]), the servers tests need and may own
 //! ([`servers`]: a PostgreSQL database per test, a `nats-server` per test),
-//! both buses as fixtures ([`bus`]), the clients a test talks to a station
+//! both buses as fixtures ([`bus`]), the binary as a child process
+//! ([`process`]), the clients a test talks to a station
 //! with ([`clients`], [`live`]), and one way to wait for what happens
 //! asynchronously: [`assert_eventually!`].
 //!
@@ -14,17 +15,22 @@ pub mod bus;
 pub mod clients;
 pub mod live;
 pub mod media;
+pub mod process;
 pub mod servers;
 pub mod station;
 
 mod eventually;
 
-pub use clients::{authorized, create_channel, create_viewer, rfc3339, send};
+pub use clients::{
+    authorized, create_channel, create_program, create_viewer, error_message, header_text,
+    metrics_text, rfc3339, schedule_slot, send,
+};
 pub use eventually::{Eventual, PATIENCE, POLL_INTERVAL};
 pub use live::{
     Socket, comment, connect, connect_small_window, live_url, next_events, open_sse,
     publish_comment, ready, ready_epoch,
 };
+pub use process::OnairProcess;
 pub use servers::{NatsServer, TestDatabase, free_port, nats_url, postgres_admin_url, unique_name};
 pub use station::{
     Backend, TestStation, read_operator_key, rss_bytes, test_settings, test_settings_with,

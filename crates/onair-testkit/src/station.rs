@@ -84,6 +84,19 @@ impl TestStation {
         TestStation::start_configured(backend, dir, extra).await
     }
 
+    /// A station whose bus goes with its backend, as a deployment's would:
+    /// on SQLite the embedded bus, on PostgreSQL the local NATS under a
+    /// prefix of its own named after `name`, so events cross a real broker.
+    pub async fn start_with_its_bus(backend: Backend, name: &str) -> TestStation {
+        let prefix = crate::unique_name(name);
+        let nats = crate::nats_url();
+        let extra: Vec<(&str, &str)> = match backend {
+            Backend::Sqlite => Vec::new(),
+            Backend::Postgres => vec![("nats_url", nats.as_str()), ("bus_prefix", prefix.as_str())],
+        };
+        TestStation::start_with(backend, &extra).await
+    }
+
     /// A station in `dir` with more settings: started again in the same dir,
     /// it is the same station restarted.
     pub async fn start_configured_in(

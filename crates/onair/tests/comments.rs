@@ -8,8 +8,8 @@ use std::time::Duration;
 use onair_proto::user::v1::AdjustTrustScoreRequest;
 use onair_testkit::on_both_backends;
 use onair_testkit::{
-    Backend, PATIENCE, Socket, TestStation, authorized, connect, create_viewer, live_url,
-    next_events, ready, rfc3339, send,
+    Backend, PATIENCE, Socket, TestStation, authorized, connect, create_program, create_viewer,
+    live_url, next_events, ready, schedule_slot, send,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -28,13 +28,7 @@ struct Newsroom {
 const SLOT_MS: i64 = 10 * 60 * 1000;
 
 async fn newsroom(backend: Backend) -> Newsroom {
-    let prefix = onair_testkit::unique_name("comments");
-    let nats = onair_testkit::nats_url();
-    let extra: Vec<(&str, &str)> = match backend {
-        Backend::Sqlite => Vec::new(),
-        Backend::Postgres => vec![("nats_url", nats.as_str()), ("bus_prefix", prefix.as_str())],
-    };
-    let station = TestStation::start_with(backend, &extra).await;
+    let station = TestStation::start_with_its_bus(backend, "comments").await;
     let operator = station.operator_key.clone();
     let (status, channel) = send(
         &station,
@@ -45,35 +39,14 @@ async fn newsroom(backend: Backend) -> Newsroom {
     )
     .await;
     assert_eq!(status, 201, "{channel}");
-    let (status, program) = send(
-        &station,
-        Method::POST,
-        "/v1/programs",
-        Some(&operator),
-        Some(json!({"title": "The News", "duration": "600s"})),
-    )
-    .await;
-    assert_eq!(status, 201, "{program}");
+    let program = create_program(&station, "The News", "600s").await;
     let now_ms = station.clock.now_ms();
     // Whole seconds, so RFC 3339 times round-trip exactly.
     let first_start_ms = (now_ms / 1000 + 60) * 1000;
     let mut slots = Vec::new();
     for index in 0..2 {
         let start = first_start_ms + index * SLOT_MS;
-        let (status, slot) = send(
-            &station,
-            Method::POST,
-            "/v1/channels/news/slots",
-            Some(&operator),
-            Some(json!({
-                "programId": program["id"],
-                "startTime": rfc3339(start),
-                "endTime": rfc3339(start + SLOT_MS),
-            })),
-        )
-        .await;
-        assert_eq!(status, 201, "{slot}");
-        slots.push(slot["id"].as_str().unwrap().to_owned());
+        slots.push(schedule_slot(&station, "news", &program, start, start + SLOT_MS).await);
     }
     Newsroom {
         station,
@@ -261,10 +234,7 @@ async fn comments_follow_the_program_on_air(backend: Backend) {
     let (status, refused) = room.post(&ann_token, "too early").await;
     assert_eq!(status, 400, "{refused}");
     assert!(
-        refused["message"]
-            .as_str()
-            .unwrap()
-            .contains("nothing is on air"),
+        onair_testkit::error_message(&refused).contains("nothing is on air"),
         "{refused}"
     );
 
@@ -296,12 +266,7 @@ async fn comments_follow_the_program_on_air(backend: Backend) {
     room.at(2 * SLOT_MS + 1);
     let (status, refused) = room.post(&ann_token, "anyone there").await;
     assert_eq!(status, 400, "{refused}");
-    assert!(
-        refused["message"]
-            .as_str()
-            .unwrap()
-            .contains("nothing is on air")
-    );
+    assert!(onair_testkit::error_message(&refused).contains("nothing is on air"));
 
     let first_replay = room.replay(&room.slots[0], "", None).await;
     assert_eq!(bodies(&first_replay), vec!["good evening"]);
@@ -356,10 +321,7 @@ async fn comments_turned_off_for_the_program_on_air_are_refused(backend: Backend
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     assert!(
-        refused["message"]
-            .as_str()
-            .unwrap()
-            .contains("comments are off for the program on air"),
+        onair_testkit::error_message(&refused).contains("comments are off for the program on air"),
         "{refused}"
     );
     room.station.stop().await;
@@ -382,7 +344,7 @@ async fn refusals_say_why(backend: Backend) {
         let (status, refused) = room.post(&ann_token, body).await;
         assert_eq!(status, 400, "{body:?}: {refused}");
         assert!(
-            refused["message"].as_str().unwrap().contains(expected),
+            onair_testkit::error_message(&refused).contains(expected),
             "{refused}"
         );
     }
@@ -418,10 +380,7 @@ async fn refusals_say_why(backend: Backend) {
     let (status, refused) = room.post(&ann_token, "What a  GOAL!").await;
     assert_eq!(status, 400, "{refused}");
     assert!(
-        refused["message"]
-            .as_str()
-            .unwrap()
-            .contains("same comment"),
+        onair_testkit::error_message(&refused).contains("same comment"),
         "{refused}"
     );
     room.chat_settings(json!({"slowModeSeconds": 10})).await;
@@ -431,7 +390,7 @@ async fn refusals_say_why(backend: Backend) {
     let (status, refused) = room.post(&ann_token, "slow two").await;
     assert_eq!(status, 429, "{refused}");
     assert!(
-        refused["message"].as_str().unwrap().contains("slow mode"),
+        onair_testkit::error_message(&refused).contains("slow mode"),
         "{refused}"
     );
     room.at(25_001);
@@ -444,10 +403,7 @@ async fn refusals_say_why(backend: Backend) {
     let (status, refused) = room.post(&ann_token, "hello?").await;
     assert_eq!(status, 400, "{refused}");
     assert!(
-        refused["message"]
-            .as_str()
-            .unwrap()
-            .contains("comments are off"),
+        onair_testkit::error_message(&refused).contains("comments are off"),
         "{refused}"
     );
     room.chat_settings(json!({"commentsEnabled": true})).await;
@@ -484,11 +440,11 @@ async fn refusals_say_why(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     assert!(
-        refused["message"].as_str().unwrap().contains("banned"),
+        onair_testkit::error_message(&refused).contains("banned"),
         "{refused}"
     );
     assert!(
-        refused["message"].as_str().unwrap().contains("spam"),
+        onair_testkit::error_message(&refused).contains("spam"),
         "{refused}"
     );
 

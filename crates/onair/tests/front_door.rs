@@ -4,17 +4,15 @@
 //! exhausting the open-files limit), every HTTP answer says `nosniff`, and
 //! the gRPC port refuses what is not gRPC.
 
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 
-use onair_testkit::assert_eventually;
 use onair_testkit::on_both_backends;
 use onair_testkit::{
     Backend, PATIENCE, TestStation, create_channel, open_sse, publish_comment, ready,
 };
+use onair_testkit::{OnairProcess, assert_eventually};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -159,10 +157,7 @@ async fn a_body_that_stalls_or_trickles_gets_408_and_a_steady_one_goes_through(b
         serde_json::from_str(answer.split_once("\r\n\r\n").unwrap().1).unwrap();
     assert_eq!(body["code"], 4, "{body}");
     assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("server.body_min_bytes_per_second"),
+        onair_testkit::error_message(&body).contains("server.body_min_bytes_per_second"),
         "{body}"
     );
 
@@ -385,18 +380,11 @@ on_both_backends!(
     the_grpc_port_refuses_what_is_not_grpc,
 );
 
-/// `onair serve` under an open-files limit set with `prlimit`; its log
-/// lines are collected as they come.
-struct Process {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    _data: tempfile::TempDir,
-}
-
-impl Process {
-    fn spawn(open_files: &str, environment: &[(&str, &str)]) -> Process {
-        let data = tempfile::tempdir().unwrap();
-        let mut child = Command::new("prlimit")
+/// `onair serve` under an open-files limit set with `prlimit`.
+fn spawn_limited(open_files: &str, environment: &[(&str, &str)]) -> OnairProcess {
+    let data = tempfile::tempdir().unwrap();
+    OnairProcess::spawn(
+        Command::new("prlimit")
             .arg(format!("--nofile={open_files}"))
             .arg("--")
             .arg(env!("CARGO_BIN_EXE_onair"))
@@ -404,60 +392,10 @@ impl Process {
             .arg("--data-dir")
             .arg(data.path())
             .envs(environment.iter().copied())
-            .env("ONAIR_LOG_FORMAT", "json")
-            .env("ONAIR_LOG_LEVEL", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start onair under prlimit (util-linux)");
-        let stdout = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let collected = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                collected.lock().unwrap().push(line);
-            }
-        });
-        Process {
-            child,
-            lines,
-            _data: data,
-        }
-    }
-
-    fn logs(&self) -> Vec<serde_json::Value> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect()
-    }
-
-    fn log_line(&self, message: &str) -> Option<serde_json::Value> {
-        self.logs()
-            .into_iter()
-            .find(|line| line["message"] == message)
-    }
-
-    /// The HTTP and gRPC addresses, from the "listening" line.
-    async fn addresses(&self) -> (SocketAddr, SocketAddr) {
-        let listening =
-            assert_eventually!(self.log_line("listening"), "the station logs its addresses");
-        let address = |name: &str| listening[name].as_str().unwrap().parse().unwrap();
-        (address("http"), address("grpc"))
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+            .env("ONAIR_LOG_LEVEL", "info"),
+        "start onair under prlimit (util-linux)",
+    )
+    .keeping(data)
 }
 
 /// `/healthz` from [`OTHER_CLIENT`].
@@ -526,7 +464,7 @@ async fn two_thousand_half_open_connections_from_one_address_leave_the_station_a
     onair_kit::listener::raise_open_files_limit();
     // A soft limit of 512 that the station raises to its hard limit of
     // 1,024: below what 2,000 connections would need.
-    let mut station = Process::spawn(
+    let mut station = spawn_limited(
         "512:1024",
         &[
             ("ONAIR_SERVER_MAX_CONNECTIONS_PER_IP", "100"),
@@ -593,7 +531,7 @@ async fn out_of_file_descriptors_the_station_waits_and_recovers() {
     onair_kit::listener::raise_open_files_limit();
     // Caps far above what 256 file descriptors hold: the station runs out
     // of them, and must neither spin nor stop.
-    let mut station = Process::spawn(
+    let mut station = spawn_limited(
         "256:256",
         &[
             ("ONAIR_SERVER_MAX_CONNECTIONS_PER_IP", "5000"),

@@ -21,13 +21,7 @@ on_both_backends!(schedule_changes_reach_websocket_and_sse_viewers);
 
 async fn schedule_changes_reach_websocket_and_sse_viewers(backend: Backend) {
     // PostgreSQL stations use NATS, so the events cross a real bus.
-    let prefix = onair_testkit::unique_name("live");
-    let nats = onair_testkit::nats_url();
-    let extra: Vec<(&str, &str)> = match backend {
-        Backend::Sqlite => Vec::new(),
-        Backend::Postgres => vec![("nats_url", nats.as_str()), ("bus_prefix", prefix.as_str())],
-    };
-    let station = TestStation::start_with(backend, &extra).await;
+    let station = TestStation::start_with_its_bus(backend, "live").await;
     create_channel(&station, "news").await;
 
     let mut socket = connect(&live_url(&station, "news", None)).await;
@@ -124,7 +118,7 @@ async fn bad_requests_get_clear_errors() {
     assert_eq!(response.status().as_u16(), 400);
     let body: Value = response.json().await.unwrap();
     assert!(
-        body["message"].as_str().unwrap().contains("after"),
+        onair_testkit::error_message(&body).contains("after"),
         "{body}"
     );
 

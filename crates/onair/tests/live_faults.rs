@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use onair_testkit::assert_eventually;
 use onair_testkit::{
-    Backend, NatsServer, TestStation, connect, create_channel, live_url, next_events,
-    publish_comment, rfc3339, send,
+    Backend, NatsServer, TestStation, connect, create_channel, create_program, live_url,
+    next_events, publish_comment, schedule_slot, send,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -105,32 +105,10 @@ async fn open_sse(
 
 /// Channel `news` with a program on air now; returns the slot's id.
 async fn on_air(station: &TestStation) -> String {
-    let operator = station.operator_key.clone();
     create_channel(station, "news").await;
-    let (status, program) = send(
-        station,
-        Method::POST,
-        "/v1/programs",
-        Some(&operator),
-        Some(json!({"title": "The News", "duration": "3600s"})),
-    )
-    .await;
-    assert_eq!(status, 201, "{program}");
+    let program = create_program(station, "The News", "3600s").await;
     let start = (station.clock.now_ms() / 1000 - 60) * 1000;
-    let (status, slot) = send(
-        station,
-        Method::POST,
-        "/v1/channels/news/slots",
-        Some(&operator),
-        Some(json!({
-            "programId": program["id"],
-            "startTime": rfc3339(start),
-            "endTime": rfc3339(start + 3_600_000),
-        })),
-    )
-    .await;
-    assert_eq!(status, 201, "{slot}");
-    slot["id"].as_str().unwrap().to_owned()
+    schedule_slot(station, "news", &program, start, start + 3_600_000).await
 }
 
 /// Posts a comment as the operator; its id if it was acknowledged as

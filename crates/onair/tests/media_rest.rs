@@ -59,10 +59,7 @@ async fn an_operator_builds_a_schedule_that_viewers_read(backend: Backend) {
     .await;
     assert_eq!(status, 400, "{refused}");
     assert!(
-        refused["message"]
-            .as_str()
-            .unwrap()
-            .contains(slot["id"].as_str().unwrap()),
+        onair_testkit::error_message(&refused).contains(slot["id"].as_str().unwrap()),
         "{refused}"
     );
 

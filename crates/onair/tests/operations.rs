@@ -156,10 +156,7 @@ async fn healthz_readyz_and_metrics_answer_over_http() {
 
     let response = reqwest::get(station.http_url("/metrics")).await.unwrap();
     assert_eq!(response.status(), 200);
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let content_type = onair_testkit::header_text(&response, "content-type");
     assert!(
         content_type.starts_with("text/plain; version=0.0.4"),
         "{content_type}"
@@ -233,12 +230,7 @@ async fn in_process_clients_go_through_the_contract() {
         .expect("a local call")
         .into_inner();
     assert_eq!(jwks.keys.len(), 1);
-    let metrics = reqwest::get(station.http_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = onair_testkit::metrics_text(&station).await;
     assert!(metrics.contains(
         "onair_grpc_server_requests_total{service=\"onair.user.v1.UserService\",method=\"GetJwks\",code=\"OK\"} 1"
     ));

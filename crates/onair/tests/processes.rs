@@ -1,92 +1,33 @@
 //! The real binary in separate processes: `user` in one, the rest in another,
 //! reaching it over gRPC; configuration errors; help; signals.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::process::Command;
 
 use onair_proto::user::v1 as pb;
 use onair_proto::user::v1::user_service_client::UserServiceClient;
 use onair_testkit::PATIENCE;
-use onair_testkit::{assert_eventually, free_port};
+use onair_testkit::{OnairProcess, assert_eventually, free_port};
 
-/// A running `onair serve` whose log lines are collected as they come.
-struct Process {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
+/// `onair` with these arguments, logging at debug level.
+fn spawn(args: &[&str]) -> OnairProcess {
+    spawn_with_env(args, &[])
 }
 
-impl Process {
-    fn spawn(args: &[&str]) -> Process {
-        Process::spawn_with_env(args, &[])
-    }
-
-    fn spawn_with_env(args: &[&str], environment: &[(&str, &str)]) -> Process {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_onair"))
+fn spawn_with_env(args: &[&str], environment: &[(&str, &str)]) -> OnairProcess {
+    OnairProcess::spawn(
+        Command::new(env!("CARGO_BIN_EXE_onair"))
             .args(args)
             .envs(environment.iter().copied())
-            .env("ONAIR_LOG_FORMAT", "json")
             .env(
                 "ONAIR_LOG_LEVEL",
                 "debug,h2=info,hyper=info,tower=info,sqlx=warn",
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start onair");
-        let stdout = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let collected = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                collected.lock().unwrap().push(line);
-            }
-        });
-        Process { child, lines }
-    }
-
-    fn logs(&self) -> Vec<serde_json::Value> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect()
-    }
-
-    /// Waits for the "listening" line and returns (grpc, http) addresses.
-    async fn addresses(&self) -> (String, String) {
-        assert_eventually!(
-            self.logs().into_iter().find_map(|line| {
-                (line["message"] == "listening").then(|| {
-                    (
-                        line["grpc"].as_str().unwrap().to_owned(),
-                        line["http"].as_str().unwrap().to_owned(),
-                    )
-                })
-            }),
-            "the process logs its addresses"
-        )
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill -TERM");
-        self.child.wait().expect("wait for exit")
-    }
+            ),
+        "start onair",
+    )
 }
 
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn readyz(http: &str) -> (u16, serde_json::Value) {
+async fn readyz(http: SocketAddr) -> (u16, serde_json::Value) {
     match reqwest::get(format!("http://{http}/readyz")).await {
         Ok(response) => {
             let status = response.status().as_u16();
@@ -107,7 +48,7 @@ async fn user_in_one_process_and_the_rest_in_another() {
 
     // The front process starts first, and is not ready while its peer is away.
     let peers = format!("user=http://{user_grpc}");
-    let mut rest = Process::spawn(&[
+    let mut rest = spawn(&[
         "serve",
         "--roles",
         "gateway,media,comment",
@@ -120,12 +61,12 @@ async fn user_in_one_process_and_the_rest_in_another() {
         "--data-dir",
         rest_dir.path().to_str().unwrap(),
     ]);
-    let (rest_grpc, rest_http) = rest.addresses().await;
-    let (status, body) = readyz(&rest_http).await;
+    let (rest_http, rest_grpc) = rest.addresses().await;
+    let (status, body) = readyz(rest_http).await;
     assert_eq!(status, 503, "{body}");
     assert!(body["failing"]["peer user"].is_string(), "{body}");
 
-    let user = Process::spawn(&[
+    let user = spawn(&[
         "serve",
         "--roles",
         "user",
@@ -138,7 +79,7 @@ async fn user_in_one_process_and_the_rest_in_another() {
     ]);
     user.addresses().await;
     assert_eventually!(
-        readyz(&rest_http).await.0 == 200,
+        readyz(rest_http).await.0 == 200,
         "ready once the user peer answers"
     );
 
@@ -163,7 +104,7 @@ async fn user_in_one_process_and_the_rest_in_another() {
         .into_inner();
     assert_eq!(created.user.unwrap().display_name, "Crossing");
 
-    let seen_in = |process: &Process| {
+    let seen_in = |process: &OnairProcess| {
         process
             .logs()
             .into_iter()
@@ -214,7 +155,7 @@ async fn user_in_one_process_and_the_rest_in_another() {
     // When the peer goes away, the front process says so.
     drop(user);
     assert_eventually!(
-        readyz(&rest_http).await.0 == 503,
+        readyz(rest_http).await.0 == 503,
         "not ready without the user peer"
     );
 
@@ -294,7 +235,7 @@ async fn two_replicas_on_postgres_and_nats_share_users_and_events() {
     let first_dir = tempfile::tempdir().unwrap();
     let second_dir = tempfile::tempdir().unwrap();
     let replica = |dir: &tempfile::TempDir| {
-        Process::spawn_with_env(
+        spawn_with_env(
             &[
                 "serve",
                 "--grpc",
@@ -312,10 +253,10 @@ async fn two_replicas_on_postgres_and_nats_share_users_and_events() {
         )
     };
     let mut first = replica(&first_dir);
-    let (first_grpc, first_http) = first.addresses().await;
+    let (first_http, first_grpc) = first.addresses().await;
     let mut second = replica(&second_dir);
-    let (second_grpc, second_http) = second.addresses().await;
-    for http in [&first_http, &second_http] {
+    let (second_http, second_grpc) = second.addresses().await;
+    for http in [first_http, second_http] {
         assert_eventually!(
             readyz(http).await.0 == 200,
             "{http} ready on PostgreSQL and NATS"

@@ -86,12 +86,7 @@ async fn a_create_answers_201_with_the_proto3_json_mapping() {
     );
 
     // REST calls are counted per route template.
-    let metrics = reqwest::get(station.http_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = onair_testkit::metrics_text(&station).await;
     let counted =
         "onair_http_server_requests_total{route=\"/v1/users\",method=\"POST\",code=\"201\"} 1";
     assert!(metrics.contains(counted), "{metrics}");
@@ -195,7 +190,7 @@ async fn a_field_body_and_query_parameters_fill_the_request() {
         .await;
     assert_eq!(status, 400);
     assert!(
-        error["message"].as_str().unwrap().contains("colour"),
+        onair_testkit::error_message(&error).contains("colour"),
         "{error}"
     );
     station.stop().await;
@@ -244,7 +239,7 @@ async fn errors_are_google_rpc_status_with_grpc_gateway_statuses() {
     assert_eq!(status, 400);
     assert_eq!(body["code"], 3);
     assert!(
-        body["message"].as_str().unwrap().contains("display name"),
+        onair_testkit::error_message(&body).contains("display name"),
         "{body}"
     );
 
@@ -282,10 +277,7 @@ async fn errors_are_google_rpc_status_with_grpc_gateway_statuses() {
         .await;
     assert_eq!(status, 503, "{body}");
     assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("--peers media=URL"),
+        onair_testkit::error_message(&body).contains("--peers media=URL"),
         "{body}"
     );
     station.stop().await;
@@ -383,12 +375,7 @@ async fn bad_credentials_are_refused_before_any_service_is_called() {
         assert_eq!(status, 401, "{body}");
         assert_eq!(headers["www-authenticate"], "Bearer");
     }
-    let metrics = reqwest::get(station.http_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = onair_testkit::metrics_text(&station).await;
     assert!(
         !metrics.contains("method=\"GetMe\""),
         "the user service never saw the request:\n{metrics}"
@@ -402,10 +389,7 @@ async fn request_ids_go_in_and_out_and_cors_answers_preflights() {
     let client = reqwest::Client::new();
     let url = format!("http://{}/.well-known/jwks.json", station.http_addr);
     let generated = client.get(&url).send().await.unwrap();
-    let id = generated.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let id = onair_testkit::header_text(&generated, "x-request-id");
     assert_eq!(id.len(), 32, "{id}");
     let echoed = client
         .get(&url)
@@ -457,7 +441,7 @@ async fn a_client_over_its_rate_gets_429_with_retry_after() {
     let (headers, body) = limited.expect("the burst of 4 runs out within 20 requests");
     assert_eq!(body["code"], 8);
     assert!(
-        body["message"].as_str().unwrap().contains("retry after"),
+        onair_testkit::error_message(&body).contains("retry after"),
         "{body}"
     );
     let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();

@@ -384,9 +384,7 @@ async fn a_demoted_operator_cannot_take_the_role_back_or_refresh_into_it(backend
     let (status, body) = refresh(&station, &operator.refresh_token).await;
     assert_eq!(status, 401, "{body}");
     assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
+        onair_testkit::error_message(&body)
             .contains("use the refreshToken that the refresh which replaced it returned"),
         "{body}"
     );
@@ -498,9 +496,7 @@ async fn the_station_operator_cannot_be_banned_and_its_key_keeps_working(backend
     let (status, body) = ban_over_rest(&station, &operator.access_token, "operator").await;
     assert_eq!(status, 400, "{body}");
     assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
+        onair_testkit::error_message(&body)
             .contains("the station's operator account cannot be banned"),
         "{body}"
     );

@@ -95,12 +95,7 @@ async fn a_new_viewer_gets_a_token_that_other_services_verify_from_the_jwks(back
         assert_eq!(caller.user_id, user.id);
         assert_eq!(caller.role, pb::Role::Viewer);
     }
-    let metrics = reqwest::get(station.http_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = onair_testkit::metrics_text(&station).await;
     assert!(
         metrics.contains(
             "onair_grpc_server_requests_total{service=\"onair.user.v1.UserService\",method=\"GetJwks\",code=\"OK\"} 1\n"
