@@ -328,11 +328,13 @@ impl Gateway {
         let service = route.method.parent_service();
         let service = service.full_name();
         let channel = (self.resolve)(service);
-        // The walk over the message's strings is cheaper than the service's
-        // pass over the encoded body, which a request marked here skips. The
-        // mark never crosses the network, so a call to a peer is not walked.
+        // Looking for a NUL's escapes in the URI and the body is cheaper
+        // than the service's pass over the encoded body, which a request
+        // marked here skips. The mark never crosses the network, so a call
+        // to a peer is not looked at.
         let strings_checked = if channel.is_local() {
-            StringsChecked::of(&message)
+            let path_and_query = parts.uri.path_and_query().map_or("", |uri| uri.as_str());
+            StringsChecked::of_json_request(path_and_query, &body)
         } else {
             None
         };

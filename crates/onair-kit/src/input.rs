@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::Frame;
-use prost_reflect::{DescriptorPool, DynamicMessage, Kind, MapKey, MessageDescriptor, Value};
+use prost_reflect::{DescriptorPool, Kind, MessageDescriptor};
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tower::Service;
@@ -185,49 +185,28 @@ fn find_nul_in(message: &MessageDescriptor, mut encoded: &[u8], depth: usize) ->
 /// A request extension saying that no string of the request's message
 /// holds a NUL: code in this process that built the message (the gateway)
 /// looked already, so [`CheckedStrings`] lets the request through without
-/// a second pass over its body. Only [`StringsChecked::of`] makes one, and
-/// being a type, not a header, nobody outside the process can set it.
+/// a second pass over its body. Only [`StringsChecked::of_json_request`]
+/// makes one, and being a type, not a header, nobody outside the process
+/// can set it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StringsChecked(());
 
 impl StringsChecked {
-    /// The mark for a request carrying `message`, if no string field of it
-    /// (nor of the messages, lists and maps in it) holds a NUL. `None` when
-    /// one might: [`CheckedStrings`] then finds it and refuses the request
-    /// as it refuses any other, naming the field.
-    pub fn of(message: &DynamicMessage) -> Option<StringsChecked> {
-        if message_may_hold_nul(message, MAX_DEPTH) {
+    /// The mark for a message built from a request URI's path and query and
+    /// a JSON body, if neither can put a NUL in a string. A URI carries a
+    /// NUL only as `%00` (a raw one is not a valid URI), and JSON only as
+    /// the escape `\u0000` (a raw control character is not valid in a JSON
+    /// string), so looking for those two is enough and costs far less than
+    /// walking the message. `None` when one might be there: [`CheckedStrings`]
+    /// then finds it and refuses the request as it refuses any other,
+    /// naming the field.
+    pub fn of_json_request(path_and_query: &str, json_body: &[u8]) -> Option<StringsChecked> {
+        let in_uri = memchr::memmem::find(path_and_query.as_bytes(), b"%00").is_some();
+        let in_body = memchr::memmem::find(json_body, b"\\u0000").is_some();
+        if in_uri || in_body {
             return None;
         }
         Some(StringsChecked(()))
-    }
-}
-
-/// Whether a string of `message` holds a NUL, or the message nests too
-/// deep to say (which leaves the question to [`find_nul`]).
-fn message_may_hold_nul(message: &DynamicMessage, depth: usize) -> bool {
-    for (_field, value) in message.fields() {
-        if value_may_hold_nul(value, depth) {
-            return true;
-        }
-    }
-    false
-}
-
-fn value_may_hold_nul(value: &Value, depth: usize) -> bool {
-    match value {
-        Value::String(text) => memchr::memchr(0, text.as_bytes()).is_some(),
-        Value::Message(nested) => depth == 0 || message_may_hold_nul(nested, depth - 1),
-        Value::List(values) => values.iter().any(|item| value_may_hold_nul(item, depth)),
-        Value::Map(entries) => entries.iter().any(|(key, item)| {
-            let key_holds_nul = match key {
-                MapKey::String(text) => memchr::memchr(0, text.as_bytes()).is_some(),
-                _ => false,
-            };
-            // An entry is a message of its own in the encoding.
-            key_holds_nul || depth == 0 || value_may_hold_nul(item, depth - 1)
-        }),
-        _ => false,
     }
 }
 
@@ -529,39 +508,16 @@ mod tests {
     }
 
     #[test]
-    fn only_messages_without_a_nul_are_marked_checked() {
-        let decoded = |name: &str, message: &dyn Fn() -> Vec<u8>| {
-            DynamicMessage::decode(descriptor(name), message().as_slice()).unwrap()
-        };
-        let clean = decoded("onair.comment.v1.UpdateChatSettingsRequest", &|| {
-            onair_proto::comment::v1::UpdateChatSettingsRequest {
-                channel_id: "news".to_owned(),
-                chat_settings: Some(onair_proto::comment::v1::ChatSettings {
-                    blocked_terms: vec!["fine".to_owned()],
-                    ..Default::default()
-                }),
-            }
-            .encode_to_vec()
-        });
-        assert!(StringsChecked::of(&clean).is_some());
-        let nested = decoded("onair.comment.v1.UpdateChatSettingsRequest", &|| {
-            onair_proto::comment::v1::UpdateChatSettingsRequest {
-                channel_id: "news".to_owned(),
-                chat_settings: Some(onair_proto::comment::v1::ChatSettings {
-                    blocked_terms: vec!["fine".to_owned(), "\0".to_owned()],
-                    ..Default::default()
-                }),
-            }
-            .encode_to_vec()
-        });
-        assert!(StringsChecked::of(&nested).is_none());
-        let top = decoded("onair.user.v1.GetUserRequest", &|| {
-            onair_proto::user::v1::GetUserRequest {
-                user_id: "a\0b".to_owned(),
-            }
-            .encode_to_vec()
-        });
-        assert!(StringsChecked::of(&top).is_none());
+    fn only_requests_that_cannot_carry_a_nul_are_marked_checked() {
+        let clean = br#"{"chatSettings": {"blockedTerms": ["fine", "no escape"]}}"#;
+        assert!(StringsChecked::of_json_request("/v1/channels/news/chatSettings", clean).is_some());
+        assert!(StringsChecked::of_json_request("/v1/users/a%2500b?x=%2500", b"").is_some());
+        let nested = br#"{"chatSettings": {"blockedTerms": ["fine", "\u0000"]}}"#;
+        assert!(
+            StringsChecked::of_json_request("/v1/channels/news/chatSettings", nested).is_none()
+        );
+        assert!(StringsChecked::of_json_request("/v1/users/a%00b", b"").is_none());
+        assert!(StringsChecked::of_json_request("/v1/programs?pageToken=%00", b"").is_none());
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub use clients::{
 pub use eventually::{Eventual, PATIENCE, POLL_INTERVAL};
 pub use live::{
     Socket, comment, connect, connect_small_window, live_url, next_events, open_sse,
-    publish_comment, ready, ready_epoch,
+    publish_comment, read_sse_until, ready, ready_epoch,
 };
 pub use process::OnairProcess;
 pub use servers::{NatsServer, TestDatabase, free_port, nats_url, postgres_admin_url, unique_name};

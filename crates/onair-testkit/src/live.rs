@@ -36,6 +36,24 @@ pub async fn open_sse(station: &TestStation, channel: &str) -> reqwest::Response
         .expect("the HTTP port answers")
 }
 
+/// Reads a server-sent events response into `text` until `done(text)`
+/// holds; fails when nothing comes within [`PATIENCE`](crate::PATIENCE) or
+/// the stream ends first.
+pub async fn read_sse_until(
+    response: &mut reqwest::Response,
+    text: &mut String,
+    mut done: impl FnMut(&str) -> bool,
+) {
+    while !done(text) {
+        let chunk = tokio::time::timeout(crate::PATIENCE, response.chunk())
+            .await
+            .expect("the SSE stream says something")
+            .expect("the SSE stream reads")
+            .expect("the SSE stream stays open");
+        text.push_str(std::str::from_utf8(&chunk).expect("SSE is UTF-8"));
+    }
+}
+
 /// The events of the next text message (each is a JSON array); `Err` once
 /// the server closed, with its close code.
 pub async fn next_events(

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use onair_testkit::on_both_backends;
 use onair_testkit::{
-    Backend, PATIENCE, TestStation, create_channel, open_sse, publish_comment, ready,
+    Backend, PATIENCE, TestStation, create_channel, open_sse, publish_comment, read_sse_until,
+    ready,
 };
 use onair_testkit::{OnairProcess, assert_eventually};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -204,10 +205,10 @@ async fn an_idle_connection_is_closed_and_live_sockets_stay(backend: Backend) {
     let mut sse = open_sse(&station, "news").await;
     assert_eq!(sse.status().as_u16(), 200);
     let mut sse_text = String::new();
-    while !sse_text.contains("event: ready") {
-        let chunk = sse.chunk().await.unwrap().expect("the SSE stream is open");
-        sse_text.push_str(std::str::from_utf8(&chunk).unwrap());
-    }
+    read_sse_until(&mut sse, &mut sse_text, |text| {
+        text.contains("event: ready")
+    })
+    .await;
 
     // A kept-alive connection with nothing more to ask is closed.
     let mut idle = TcpStream::connect(station.http_addr).await.unwrap();
@@ -224,14 +225,7 @@ async fn an_idle_connection_is_closed_and_live_sockets_stay(backend: Backend) {
         .expect("the live socket is still open");
     assert_eq!(events[0]["data"]["id"], "c1", "{events:?}");
     let mut sse_text = String::new();
-    while !sse_text.contains("\"c1\"") {
-        let chunk = tokio::time::timeout(PATIENCE, sse.chunk())
-            .await
-            .expect("an event")
-            .unwrap()
-            .expect("the SSE stream is still open");
-        sse_text.push_str(std::str::from_utf8(&chunk).unwrap());
-    }
+    read_sse_until(&mut sse, &mut sse_text, |text| text.contains("\"c1\"")).await;
     station.stop().await;
 }
 

@@ -9,7 +9,7 @@ use futures::{SinkExt, StreamExt};
 use onair_testkit::on_both_backends;
 use onair_testkit::{
     Backend, PATIENCE, TestStation, connect, connect_small_window, create_channel, live_url,
-    next_events, open_sse, publish_comment, ready, ready_epoch,
+    next_events, open_sse, publish_comment, read_sse_until, ready, ready_epoch,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,14 +30,10 @@ async fn schedule_changes_reach_websocket_and_sse_viewers(backend: Backend) {
     assert_eq!(sse.status().as_u16(), 200);
     assert_eq!(sse.headers()["content-type"], "text/event-stream");
     let mut sse_text = String::new();
-    while !sse_text.contains("event: ready") {
-        let chunk = sse
-            .chunk()
-            .await
-            .unwrap()
-            .expect("the SSE stream stays open");
-        sse_text.push_str(std::str::from_utf8(&chunk).unwrap());
-    }
+    read_sse_until(&mut sse, &mut sse_text, |text| {
+        text.contains("event: ready")
+    })
+    .await;
 
     let client = reqwest::Client::new();
     let program: Value = client
@@ -72,14 +68,10 @@ async fn schedule_changes_reach_websocket_and_sse_viewers(backend: Backend) {
     assert_eq!(event["data"]["channelId"], "news");
     assert_eq!(event["data"]["slot"]["id"], slot["id"]);
 
-    while !sse_text.contains("event: schedule") {
-        let chunk = sse
-            .chunk()
-            .await
-            .unwrap()
-            .expect("the SSE stream stays open");
-        sse_text.push_str(std::str::from_utf8(&chunk).unwrap());
-    }
+    read_sse_until(&mut sse, &mut sse_text, |text| {
+        text.contains("event: schedule")
+    })
+    .await;
     let offset = event["offset"].as_u64().unwrap();
     let epoch = ready_epoch(&sse_text);
     assert!(
@@ -360,16 +352,11 @@ async fn a_stalled_sse_viewer_is_told_it_lagged_and_resumes_without_a_gap() {
         .await
         .unwrap();
     let mut text = String::new();
-    let mut rest = Vec::new();
-    while rest.len() < EVENTS - received.len() {
-        let chunk = tokio::time::timeout(PATIENCE, resumed.chunk())
-            .await
-            .expect("the backlog")
-            .unwrap()
-            .expect("the stream stays open");
-        text.push_str(std::str::from_utf8(&chunk).unwrap());
-        rest = SseStream::read(&text).comments;
-    }
+    read_sse_until(&mut resumed, &mut text, |text| {
+        SseStream::read(text).comments.len() >= EVENTS - received.len()
+    })
+    .await;
+    let rest = SseStream::read(&text).comments;
     assert_eq!(rest, offsets[received.len()..]);
     station.stop().await;
 }
