@@ -1,6 +1,6 @@
 //! What every onair service stands on: configuration, the server bootstrap,
-//! errors, the bus and its event catalogue ([`events`]), storage,
-//! authentication and telemetry.
+//! errors, the bus and its event catalogue ([`events`]), storage, viewer
+//! presence ([`presence`]), authentication and telemetry.
 
 #![warn(missing_docs)]
 
@@ -14,6 +14,7 @@ pub mod front_door;
 pub mod input;
 pub mod listener;
 pub mod metrics;
+pub mod presence;
 pub mod server;
 pub mod store;
 pub mod telemetry;
