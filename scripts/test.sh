@@ -70,6 +70,7 @@ wait_for NATS 4222
 
 export ONAIR_TEST_DATABASE_URL="${ONAIR_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 export ONAIR_TEST_NATS_URL="${ONAIR_TEST_NATS_URL:-nats://127.0.0.1:4222}"
+export ONAIR_TEST_REDIS_URL="${ONAIR_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

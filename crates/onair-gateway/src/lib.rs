@@ -39,9 +39,10 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use onair_kit::auth::{AuthError, Authenticator};
+use onair_kit::auth::{AuthError, Authenticator, Caller};
 use onair_kit::input::StringsChecked;
 use onair_kit::metrics::Registry;
+use onair_kit::presence::ViewerKey;
 use onair_kit::telemetry::TraceContext;
 use onair_proto::ServiceChannel;
 use onair_proto::codec::RawClientCodec;
@@ -196,16 +197,59 @@ impl Gateway {
             );
         };
         let (parts, body) = request.into_parts();
-        if let Err(refused) = self.admit(&parts).await {
-            return refused;
-        }
-        live.serve(channel_id, axum::extract::Request::from_parts(parts, body))
+        let caller = match self.admit(&parts).await {
+            Ok(caller) => caller,
+            Err(refused) => return refused,
+        };
+        let caller = match caller {
+            Some(caller) => Some(caller),
+            None => match self.caller_of_access_token(&parts).await {
+                Ok(caller) => caller,
+                Err(refused) => return refused,
+            },
+        };
+        let viewer = match &caller {
+            Some(caller) => ViewerKey::of_user(&caller.user_id),
+            None => ViewerKey::anonymous(),
+        };
+        live.serve(
+            channel_id,
+            viewer,
+            axum::extract::Request::from_parts(parts, body),
+        )
+        .await
+    }
+
+    /// The caller of an `access_token` query parameter: how a browser's
+    /// WebSocket or EventSource, which can't set headers, signs in. A token
+    /// that does not verify is refused as a header's would be.
+    async fn caller_of_access_token(
+        &self,
+        parts: &http::request::Parts,
+    ) -> Result<Option<Caller>, Response> {
+        let token = parts.uri.query().and_then(|query| {
+            form_urlencoded::parse(query.as_bytes())
+                .find(|(name, _)| name == "access_token")
+                .map(|(_, value)| value.into_owned())
+        });
+        let Some(token) = token.filter(|token| !token.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let caller = self
+            .authenticator
+            .authenticate_credential(token.trim())
             .await
+            .map_err(|error| error_response(&tonic::Status::from(error)))?;
+        self.limits
+            .check_user(&caller.user_id)
+            .map_err(too_many_requests)?;
+        Ok(Some(caller))
     }
 
     /// Refuses a request over its address's or its user's rate, or with bad
-    /// credentials, before any service sees it.
-    async fn admit(&self, parts: &http::request::Parts) -> Result<(), Response> {
+    /// credentials, before any service sees it; the caller, when the
+    /// request says who it is.
+    async fn admit(&self, parts: &http::request::Parts) -> Result<Option<Caller>, Response> {
         if let Some(address) = client_address(parts) {
             self.limits.check_ip(address).map_err(too_many_requests)?;
         }
@@ -214,7 +258,7 @@ impl Gateway {
             .get(http::header::AUTHORIZATION)
             .or_else(|| parts.headers.get("grpc-metadata-authorization"));
         let Some(credential) = credential else {
-            return Ok(());
+            return Ok(None);
         };
         let malformed = || {
             status_response(
@@ -240,7 +284,8 @@ impl Gateway {
             })?;
         self.limits
             .check_user(&caller.user_id)
-            .map_err(too_many_requests)
+            .map_err(too_many_requests)?;
+        Ok(Some(caller))
     }
 
     /// Picks the route for a request: the most specific template of the

@@ -201,13 +201,20 @@ impl StringsChecked {
     /// then finds it and refuses the request as it refuses any other,
     /// naming the field.
     pub fn of_json_request(path_and_query: &str, json_body: &[u8]) -> Option<StringsChecked> {
-        let in_uri = memchr::memmem::find(path_and_query.as_bytes(), b"%00").is_some();
-        let in_body = memchr::memmem::find(json_body, b"\\u0000").is_some();
+        let in_uri = holds(path_and_query.as_bytes(), b'%', b"00");
+        let in_body = holds(json_body, b'\\', b"u0000");
         if in_uri || in_body {
             return None;
         }
         Some(StringsChecked(()))
     }
+}
+
+/// Whether `haystack` holds `first` followed by `rest`. Requests are short
+/// and the first byte rare in them, so finding it with `memchr` costs less
+/// than setting up a substring search.
+fn holds(haystack: &[u8], first: u8, rest: &[u8]) -> bool {
+    memchr::memchr_iter(first, haystack).any(|at| haystack[at + 1..].starts_with(rest))
 }
 
 /// The request message of each checked method, by path, looked up on every

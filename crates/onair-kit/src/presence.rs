@@ -473,3 +473,52 @@ impl Drop for Watching {
         }
     }
 }
+
+/// How long marks last and how often a process renews its viewers'
+/// (`presence.*` keys), the same for every process of a station.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceSettings {
+    /// How long a mark lasts unless renewed: a viewer who leaves, or whose
+    /// process dies, drops out of the count within this time.
+    pub ttl: Duration,
+    /// How often a process renews the marks of the viewers it holds; well
+    /// within the ttl, so that a held viewer never drops out.
+    pub refresh: Duration,
+}
+
+impl Default for PresenceSettings {
+    fn default() -> Self {
+        PresenceSettings {
+            ttl: Duration::from_secs(15),
+            refresh: Duration::from_secs(5),
+        }
+    }
+}
+
+impl crate::config::Section for PresenceSettings {
+    const KEYS: &'static [crate::config::Key] = &[
+        crate::config::Key::with_default("presence.ttl_seconds", "15"),
+        crate::config::Key::with_default("presence.refresh_ms", "5000"),
+    ];
+
+    fn read(settings: &crate::config::Settings) -> Result<Self, crate::config::ConfigError> {
+        let layers = settings.layers();
+        let ttl = layers.required(
+            "presence.ttl_seconds",
+            "a whole number of seconds from 1 to 3600",
+            |value| crate::config::count_within(1..=3600u64)(value).map(Duration::from_secs),
+        )?;
+        let refresh = layers.required(
+            "presence.refresh_ms",
+            "a whole number of milliseconds, less than half of presence.ttl_seconds",
+            crate::config::positive_milliseconds,
+        )?;
+        if refresh * 2 > ttl {
+            return Err(layers.invalid(
+                "presence.refresh_ms",
+                "a whole number of milliseconds, less than half of presence.ttl_seconds",
+            ));
+        }
+        Ok(PresenceSettings { ttl, refresh })
+    }
+}

@@ -27,11 +27,13 @@ pub use clients::{
 };
 pub use eventually::{Eventual, PATIENCE, POLL_INTERVAL};
 pub use live::{
-    Socket, comment, connect, connect_small_window, live_url, next_events, open_sse,
-    publish_comment, read_sse_until, ready, ready_epoch,
+    Closed, Socket, comment, connect, connect_small_window, live_url, next_events,
+    next_events_with_viewers, open_sse, publish_comment, read_sse_until, ready, ready_epoch,
 };
 pub use process::OnairProcess;
-pub use servers::{NatsServer, TestDatabase, free_port, nats_url, postgres_admin_url, unique_name};
+pub use servers::{
+    NatsServer, TestDatabase, free_port, nats_url, postgres_admin_url, redis_url, unique_name,
+};
 pub use station::{
     Backend, TestStation, read_operator_key, rss_bytes, test_settings, test_settings_with,
     workspace_root,

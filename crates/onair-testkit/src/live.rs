@@ -54,14 +54,29 @@ pub async fn read_sse_until(
     }
 }
 
-/// The events of the next text message (each is a JSON array); `Err` once
-/// the server closed, with its close code.
-pub async fn next_events(
+/// Why a live socket gave no more events: the server closed it, with its
+/// close code if it sent one.
+pub type Closed = Option<tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode>;
+
+/// The events of the next text message that has any besides `viewers`
+/// events, which the station sends whenever the test's own connections
+/// change its viewer count; `Err` once the server closed, with its close
+/// code.
+pub async fn next_events(socket: &mut Socket) -> Result<Vec<serde_json::Value>, Closed> {
+    loop {
+        let mut events = next_events_with_viewers(socket).await?;
+        events.retain(|event| event["type"] != "viewers");
+        if !events.is_empty() {
+            return Ok(events);
+        }
+    }
+}
+
+/// The events of the next text message (each is a JSON array), `viewers`
+/// events included; `Err` once the server closed, with its close code.
+pub async fn next_events_with_viewers(
     socket: &mut Socket,
-) -> Result<
-    Vec<serde_json::Value>,
-    Option<tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode>,
-> {
+) -> Result<Vec<serde_json::Value>, Closed> {
     use futures::StreamExt as _;
     use tokio_tungstenite::tungstenite::Message;
     loop {

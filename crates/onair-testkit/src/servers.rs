@@ -21,6 +21,12 @@ pub fn nats_url() -> String {
     std::env::var("ONAIR_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
 }
 
+/// The Redis tests share: `ONAIR_TEST_REDIS_URL`, or the local one. Tests
+/// keep apart by their bus prefix, which names their keys.
+pub fn redis_url() -> String {
+    std::env::var("ONAIR_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
 /// A name no other run uses, e.g. `onair_t_3f2a…`: for databases, bus
 /// prefixes and streams, so that concurrent runs never see each other's data.
 pub fn unique_name(prefix: &str) -> String {

@@ -7,17 +7,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use onair_audience::{AudienceServiceImpl, AudienceSettings, AudienceStore};
 use onair_comment::{CommentServiceImpl, CommentServiceSettings, CommentStore};
 use onair_kit::bus::{Bus, InProcessBus, NatsBus};
 use onair_kit::clock::Clock;
 use onair_kit::config::{ConfigError, Environment, Flags, SectionSpec, ServiceRole, Settings};
 use onair_kit::input::CheckedStrings;
 use onair_kit::metrics::Registry;
+use onair_kit::presence::{
+    MemoryPresence, PresenceSettings, RedisPresence, SharedPresence, Watchers,
+};
 use onair_kit::server::{LocalServices, ReadinessCheck, ServerParts, ServiceChannels};
 use onair_kit::store::{Db, redact_password};
 use onair_media::{MediaGrpcServer, MediaServiceImpl, MediaServiceSettings, MediaStore};
 use onair_playout::segment_store::LocalDiskStorage;
 use onair_playout::{Playout, PlayoutSettings, PlayoutStore};
+use onair_proto::audience::v1::audience_service_server::AudienceServiceServer;
 use onair_proto::comment::v1::comment_service_server::CommentServiceServer;
 use onair_proto::playout::v1::playout_service_server::PlayoutServiceServer;
 use onair_proto::user::v1::user_service_server::UserServiceServer;
@@ -32,6 +37,7 @@ pub const AVAILABLE_ROLES: &[ServiceRole] = &[
     ServiceRole::Media,
     ServiceRole::Playout,
     ServiceRole::Comment,
+    ServiceRole::Audience,
     ServiceRole::Gateway,
 ];
 
@@ -42,6 +48,8 @@ pub const SECTIONS: &[SectionSpec] = &[
     SectionSpec::of::<MediaServiceSettings>(),
     SectionSpec::of::<CommentServiceSettings>(),
     SectionSpec::of::<PlayoutSettings>(),
+    SectionSpec::of::<AudienceSettings>(),
+    SectionSpec::of::<PresenceSettings>(),
     SectionSpec::of::<onair_gateway::GatewaySettings>(),
     SectionSpec::of::<onair_gateway::live::LiveSettings>(),
     SectionSpec::of::<onair_gateway::iptv::IptvSettings>(),
@@ -168,7 +176,7 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
     }
     if settings.roles.is_empty() {
         anyhow::bail!(
-            "none of the requested roles can run in this version; available roles: user, media, playout, comment, gateway"
+            "none of the requested roles can run in this version; available roles: user, media, playout, comment, audience, gateway"
         );
     }
 
@@ -193,6 +201,7 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
     let needs_database = settings.runs(ServiceRole::User)
         || settings.runs(ServiceRole::Media)
         || settings.runs(ServiceRole::Comment)
+        || settings.runs(ServiceRole::Audience)
         || settings.runs(ServiceRole::Playout);
     let db = if needs_database {
         let db = match &settings.database_url {
@@ -228,6 +237,16 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         let bus = checked_bus.clone();
         async move { bus.check().await.map_err(|error| error.to_string()) }
     }));
+
+    let presence = presence_board(&settings).await?;
+    if let Some(board) = &presence {
+        let checked = board.clone();
+        readiness.push(ReadinessCheck::new("presence", move || {
+            let board = checked.clone();
+            async move { board.check().await.map_err(|error| error.to_string()) }
+        }));
+    }
+    let presence_settings: PresenceSettings = settings.section()?;
 
     let local = LocalServices::new();
     let mut channels = ServiceChannels::new(&settings, &local).map_err(anyhow::Error::msg)?;
@@ -320,6 +339,44 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         ));
         service_names.push("onair.comment.v1.CommentService");
     }
+    if settings.runs(ServiceRole::Audience) {
+        let (Some(db), Some(board)) = (db.clone(), presence.clone()) else {
+            anyhow::bail!("the audience role needs a database and a presence board");
+        };
+        let store = AudienceStore::open(db).await?;
+        let audience_settings: AudienceSettings = settings.section()?;
+        let media = onair_proto::clients::MediaClient::new(channels.channel(ServiceRole::Media));
+        let counter = onair_audience::counter::Counter::start(
+            board.clone(),
+            store.clone(),
+            media.clone(),
+            bus.clone(),
+            clock.clone(),
+            audience_settings,
+        )
+        .await?;
+        background.push(counter.spawn());
+        let sessions = Watchers::start(
+            board,
+            clock.clone(),
+            presence_settings.ttl,
+            presence_settings.refresh,
+        );
+        let service = AudienceServiceImpl::new(
+            counter,
+            store,
+            media,
+            authenticator.clone(),
+            sessions,
+            &metrics,
+        );
+        routes = routes.add_service(CheckedStrings::new(
+            AudienceServiceServer::new(service)
+                .max_decoding_message_size(settings.max_message_bytes),
+            settings.max_message_bytes,
+        ));
+        service_names.push("onair.audience.v1.AudienceService");
+    }
     let mut playout_routes = None;
     if settings.runs(ServiceRole::Playout) {
         let Some(db) = db.clone() else {
@@ -357,6 +414,14 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
     let mut http_routes = axum::Router::new();
     let mut on_stop = Vec::new();
     if settings.runs(ServiceRole::Gateway) {
+        let watchers = presence.clone().map(|board| {
+            Watchers::start(
+                board,
+                clock.clone(),
+                presence_settings.ttl,
+                presence_settings.refresh,
+            )
+        });
         let (routes, live) = gateway_routes(
             &channels,
             &settings,
@@ -364,6 +429,7 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
             clock.clone(),
             authenticator.clone(),
             &metrics,
+            watchers,
         )?;
         http_routes = routes;
         on_stop.push(live.shutdown());
@@ -453,11 +519,12 @@ fn gateway_routes(
     clock: Clock,
     authenticator: onair_kit::auth::Authenticator,
     metrics: &Registry,
+    viewers: Option<Arc<Watchers>>,
 ) -> anyhow::Result<(axum::Router, onair_gateway::live::Live)> {
     let iptv = iptv_routes(channels, settings, clock, metrics)?;
     let pool = prost_reflect::DescriptorPool::decode(onair_proto::FILE_DESCRIPTOR_SET)
         .context("the embedded descriptor set does not decode")?;
-    let live = live_sockets(channels, settings, bus, pool.clone(), metrics)?;
+    let live = live_sockets(channels, settings, bus, pool.clone(), metrics, viewers)?;
     let channels = channels.clone();
     let resolve: onair_gateway::ChannelResolver =
         Arc::new(
@@ -492,6 +559,7 @@ fn live_sockets(
     bus: &Arc<dyn Bus>,
     pool: prost_reflect::DescriptorPool,
     metrics: &Registry,
+    viewers: Option<Arc<Watchers>>,
 ) -> anyhow::Result<onair_gateway::live::Live> {
     let media = channels.channel(ServiceRole::Media);
     let check_channel: onair_gateway::live::ChannelCheck = Arc::new(move |channel_id| {
@@ -508,7 +576,38 @@ fn live_sockets(
         check_channel,
         metrics,
         live_settings,
+        viewers,
     ))
+}
+
+/// Where viewers are counted, for a process that holds viewers (a gateway)
+/// or counts them (the audience service): Redis when `redis_url` is set, so
+/// that every process of the station shares it, else this process's
+/// memory. A gateway whose audience service runs elsewhere must share
+/// Redis with it, or its viewers would count nowhere.
+async fn presence_board(settings: &Settings) -> anyhow::Result<Option<SharedPresence>> {
+    let gateway = settings.runs(ServiceRole::Gateway);
+    let audience = settings.runs(ServiceRole::Audience);
+    if !gateway && !audience {
+        return Ok(None);
+    }
+    if let Some(url) = &settings.redis_url {
+        let board = RedisPresence::connect(url, &settings.bus_prefix)
+            .await
+            .with_context(|| format!("cannot reach Redis at {}", redact_password(url)))?;
+        return Ok(Some(Arc::new(board)));
+    }
+    if gateway && !audience && settings.peers.contains_key(&ServiceRole::Audience) {
+        anyhow::bail!(
+            "this gateway's audience service runs in another process: give both --redis-url so that they share viewer presence"
+        );
+    }
+    if audience && !gateway {
+        tracing::warn!(
+            "the audience service counts in this process's memory: viewers of gateways in other processes are not counted unless every process is given --redis-url"
+        );
+    }
+    Ok(Some(Arc::new(MemoryPresence::new())))
 }
 
 /// `/iptv/channels.m3u` and `/iptv/epg.xml`, read from the media service.

@@ -337,15 +337,22 @@ pub(super) struct HubWriter {
     pub(super) joining: Mutex<Vec<Arc<SharedWriter>>>,
 }
 
-/// A viewer's place in a channel's hub, counted while it is held.
+/// A viewer's place in a channel's hub, counted while it is held: in the
+/// hub (which stays open while it has viewers) and, where the station
+/// counts its audience, on the presence board.
 pub(super) struct Viewing {
     pub(super) hub: Arc<ChannelHub>,
+    /// The viewer's presence, held as long as the connection.
+    pub(super) presence: Option<onair_kit::presence::Watching>,
 }
 
 impl Viewing {
     pub(super) fn new(hub: Arc<ChannelHub>) -> Viewing {
         hub.viewers.fetch_add(1, Ordering::Relaxed);
-        Viewing { hub }
+        Viewing {
+            hub,
+            presence: None,
+        }
     }
 }
 

@@ -33,6 +33,11 @@
 //!   stream is declared again, and when it comes back each hub reopens its
 //!   feed and tells its connections `reset` in the stream itself, since events
 //!   published while it was down may be missing.
+//! - Where the station counts its audience, each connection holds its
+//!   viewer on the presence board ([`onair_kit::presence`]) while it is
+//!   open: a signed-in viewer (a bearer token in `Authorization`, or
+//!   `?access_token=` where a browser can't set headers) once however many
+//!   tabs, an anonymous connection once.
 //! - WebSocket pings keep connections alive and find dead ones; SSE gets comment
 //!   lines. On shutdown every connection gets a `closing` event with the offset to
 //!   resume from and a reconnect delay, then a clean close.
@@ -82,6 +87,7 @@ use http::{HeaderValue, StatusCode};
 use onair_kit::bus::{BusError, SharedBus};
 use onair_kit::events::{LIVE_STREAM, channel_pattern};
 use onair_kit::metrics::Registry;
+use onair_kit::presence::{ViewerKey, Watchers};
 use prost_reflect::DescriptorPool;
 use tokio::sync::watch;
 
@@ -104,13 +110,16 @@ pub struct Live {
 }
 
 impl Live {
-    /// Live sockets fed from `bus`, with event payloads decoded by `pool`.
+    /// Live sockets fed from `bus`, with event payloads decoded by `pool`;
+    /// with `presence`, each connection's viewer is counted while it is
+    /// open.
     pub fn new(
         bus: SharedBus,
         pool: DescriptorPool,
         check_channel: ChannelCheck,
         metrics: &Registry,
         settings: LiveSettings,
+        presence: Option<Arc<Watchers>>,
     ) -> Live {
         let (closing, _) = watch::channel(false);
         let (path, _) = watch::channel(LivePath::Unchecked);
@@ -124,6 +133,7 @@ impl Live {
                 closing,
                 path,
                 stats: Stats::new(metrics),
+                presence,
             }),
         };
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -161,8 +171,14 @@ impl Live {
     }
 
     /// Answers `GET /v1/channels/{channelId}/live` (already admitted: rate
-    /// limits and credentials are checked by the caller).
-    pub async fn serve(&self, channel_id: String, request: axum::extract::Request) -> Response {
+    /// limits and credentials are checked by the caller), counting
+    /// `viewer` on the channel while the connection is open.
+    pub async fn serve(
+        &self,
+        channel_id: String,
+        viewer: ViewerKey,
+        request: axum::extract::Request,
+    ) -> Response {
         let (mut parts, _body) = request.into_parts();
         let resume = match resume_position(&parts) {
             Ok(resume) => resume,
@@ -205,7 +221,7 @@ impl Live {
                 }
             }
         };
-        let (viewing, joined) = match self.join(&channel_id, resume).await {
+        let (mut viewing, joined) = match self.join(&channel_id, resume).await {
             Ok(joined) => joined,
             Err(error) => {
                 tracing::warn!(channel = %channel_id, error = %error, "cannot open the live feed");
@@ -216,6 +232,9 @@ impl Live {
                 );
             }
         };
+        if let Some(presence) = &self.inner.presence {
+            viewing.presence = Some(presence.watch(&channel_id, viewer).await);
+        }
         match upgrade {
             None => sse_connection::sse_response(&self.inner, viewing, joined),
             Some(upgrade) => {

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use futures::future::BoxFuture;
 use onair_kit::bus::SharedBus;
 use onair_kit::metrics::Registry;
+use onair_kit::presence::Watchers;
 use prost_reflect::DescriptorPool;
 use tokio::sync::watch;
 
@@ -35,6 +36,8 @@ pub(super) struct Inner {
     /// What the watcher last learnt of the live stream.
     pub(super) path: watch::Sender<LivePath>,
     pub(super) stats: Stats,
+    /// Where this process's viewers are counted, while their socket is open.
+    pub(super) presence: Option<Arc<Watchers>>,
 }
 
 /// The state of live delivery as the watcher sees it.
