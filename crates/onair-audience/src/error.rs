@@ -12,9 +12,13 @@ pub enum AudienceError {
     /// The request is malformed: a missing or malformed id, too many ids.
     #[error("{0}")]
     InvalidArgument(String),
-    /// A channel or slot that does not exist, or a slot nobody watched.
+    /// A channel, slot or poll that does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// Refused as things stand: a vote on a poll that is closed or not
+    /// open yet, a second vote where a vote can't be changed.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// Who is calling, or whether they may.
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -60,6 +64,7 @@ impl ServiceError for AudienceError {
         match self {
             AudienceError::InvalidArgument(_) => ErrorCode::InvalidArgument,
             AudienceError::NotFound(_) => ErrorCode::NotFound,
+            AudienceError::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             AudienceError::Auth(error) => error.error_code(),
             AudienceError::Store(error) => error.error_code(),
             AudienceError::Presence(_) | AudienceError::Unavailable(_) => ErrorCode::Unavailable,

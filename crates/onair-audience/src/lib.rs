@@ -1,5 +1,5 @@
 //! onair's audience service: how many watch each channel, now and over each
-//! slot.
+//! slot, and what they vote.
 //!
 //! Viewers are counted from the presence board ([`onair_kit::presence`]):
 //! the gateways mark their live sockets there, and this service marks the
@@ -10,11 +10,15 @@
 //! minute in the [`store`], where they stay after the slot ends. With
 //! several audience processes one of them holds the duty of announcing and
 //! recording; every one of them answers reads.
+//!
+//! [`polls`] are votes on a slot: one ballot per viewer, exact tallies from
+//! the ballots themselves, and `poll` events as they change.
 
 #![warn(missing_docs)]
 
 pub mod counter;
 pub mod error;
+pub mod polls;
 pub mod service;
 pub mod settings;
 pub mod store;

@@ -1,5 +1,5 @@
 //! The `AudienceService` gRPC service: viewer counts, heartbeats, viewer
-//! sessions and each slot's audience. Polls are not part of this version.
+//! sessions, each slot's audience, and polls.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use futures::Stream;
 use futures::StreamExt as _;
 use onair_kit::auth::{Authenticator, Caller};
+use onair_kit::bus::SharedBus;
 use onair_kit::clock::timestamp_from_millis;
+use onair_kit::events::{LiveEvent, LiveKind, live_subject};
 use onair_kit::metrics::Registry;
 use onair_kit::presence::{Mark, ViewerKey, Watchers, Watching};
 use onair_proto::audience::v1 as pb;
@@ -16,11 +18,13 @@ use onair_proto::audience::v1::audience_service_server::AudienceService;
 use onair_proto::clients::MediaClient;
 use onair_proto::media::v1 as media;
 use onair_proto::user::v1::Role;
+use prost::Message as _;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::counter::Counter;
 use crate::error::AudienceError;
+use crate::polls::{NewPoll, Polls};
 use crate::store::AudienceStore;
 
 /// The most channels one `BatchGetViewerCounts` names.
@@ -40,6 +44,8 @@ pub struct AudienceServiceImpl {
 
 struct Inner {
     counter: Counter,
+    polls: Polls,
+    bus: SharedBus,
     store: AudienceStore,
     media: MediaClient,
     authenticator: Authenticator,
@@ -54,8 +60,11 @@ struct Inner {
 impl AudienceServiceImpl {
     /// The service over `counter`; `sessions` holds the viewers of its
     /// `ViewerSession` streams on the board.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         counter: Counter,
+        polls: Polls,
+        bus: SharedBus,
         store: AudienceStore,
         media: MediaClient,
         authenticator: Authenticator,
@@ -65,6 +74,8 @@ impl AudienceServiceImpl {
         AudienceServiceImpl {
             inner: Arc::new(Inner {
                 counter,
+                polls,
+                bus,
                 store,
                 media,
                 authenticator,
@@ -107,6 +118,19 @@ impl AudienceServiceImpl {
             .ok_or_else(|| AudienceError::Internal(format!("no count for channel {channel_id}")))
     }
 
+    /// The slot, from the media service.
+    async fn slot(&self, slot_id: &str) -> Result<media::Slot, AudienceError> {
+        let mut client = self.inner.media.clone();
+        let slot = client
+            .get_slot(media::GetSlotRequest {
+                slot_id: slot_id.to_owned(),
+            })
+            .await
+            .map_err(|status| AudienceError::from_media(&status))?
+            .into_inner();
+        Ok(slot)
+    }
+
     /// Refuses a channel id that names no channel.
     async fn require_channel(&self, channel_id: &str) -> Result<(), AudienceError> {
         require_id("channel_id", channel_id)?;
@@ -133,12 +157,6 @@ fn require_id(field: &str, value: &str) -> Result<(), AudienceError> {
         )));
     }
     Ok(())
-}
-
-fn not_in_this_version(what: &str) -> Status {
-    Status::unimplemented(format!(
-        "{what} is not part of this version of onair yet; viewer counts are"
-    ))
 }
 
 #[tonic::async_trait]
@@ -251,14 +269,7 @@ impl AudienceService for AudienceServiceImpl {
         }
         // Nobody watched it (yet): the slot's audience is empty, if the
         // slot exists.
-        let mut client = self.inner.media.clone();
-        let slot = client
-            .get_slot(media::GetSlotRequest {
-                slot_id: slot_id.clone(),
-            })
-            .await
-            .map_err(|status| AudienceError::from_media(&status))?
-            .into_inner();
+        let slot = self.slot(&slot_id).await?;
         Ok(Response::new(pb::SlotViewers {
             slot_id,
             channel_id: slot.channel_id,
@@ -270,39 +281,129 @@ impl AudienceService for AudienceServiceImpl {
 
     async fn create_poll(
         &self,
-        _request: Request<pb::CreatePollRequest>,
+        request: Request<pb::CreatePollRequest>,
     ) -> Result<Response<pb::Poll>, Status> {
-        Err(not_in_this_version("polls"))
+        let caller = self
+            .inner
+            .authenticator
+            .authenticate(request.metadata())
+            .await
+            .map_err(AudienceError::from)?;
+        caller
+            .require(Role::Operator)
+            .map_err(AudienceError::from)?;
+        let request = request.into_inner();
+        require_id("slot_id", &request.slot_id)?;
+        let Some(poll) = request.poll else {
+            return Err(AudienceError::InvalidArgument(
+                "poll is required: its question, options and close time".to_owned(),
+            )
+            .into());
+        };
+        let checked = NewPoll::check(&poll, self.inner.polls.now_ms())?;
+        let slot = self.slot(&request.slot_id).await?;
+        let created = self
+            .inner
+            .polls
+            .create(&slot.id, &slot.channel_id, checked, &caller.user_id)
+            .await?;
+        Ok(Response::new(created))
     }
 
     async fn get_poll(
         &self,
-        _request: Request<pb::GetPollRequest>,
+        request: Request<pb::GetPollRequest>,
     ) -> Result<Response<pb::Poll>, Status> {
-        Err(not_in_this_version("polls"))
+        let voter = self
+            .optional_caller(&request)
+            .await?
+            .map(|caller| ViewerKey::of_user(&caller.user_id));
+        let poll_id = request.into_inner().poll_id;
+        require_id("poll_id", &poll_id)?;
+        Ok(Response::new(
+            self.inner.polls.get(&poll_id, voter.as_ref()).await?,
+        ))
     }
 
     async fn cast_ballot(
         &self,
-        _request: Request<pb::CastBallotRequest>,
+        request: Request<pb::CastBallotRequest>,
     ) -> Result<Response<pb::Poll>, Status> {
-        Err(not_in_this_version("polls"))
+        let caller = self
+            .inner
+            .authenticator
+            .authenticate(request.metadata())
+            .await
+            .map_err(AudienceError::from)?;
+        caller.require(Role::Viewer).map_err(AudienceError::from)?;
+        let request = request.into_inner();
+        require_id("poll_id", &request.poll_id)?;
+        require_id("option_id", &request.option_id)?;
+        let voter = ViewerKey::of_user(&caller.user_id);
+        let poll = self
+            .inner
+            .polls
+            .cast(&request.poll_id, &request.option_id, &voter)
+            .await?;
+        Ok(Response::new(poll))
     }
 
     type WatchPollStream = BoxStream<pb::Poll>;
 
     async fn watch_poll(
         &self,
-        _request: Request<pb::WatchPollRequest>,
+        request: Request<pb::WatchPollRequest>,
     ) -> Result<Response<Self::WatchPollStream>, Status> {
-        Err(not_in_this_version("polls"))
+        let poll_id = request.into_inner().poll_id;
+        require_id("poll_id", &poll_id)?;
+        let channel_id = self.inner.polls.get(&poll_id, None).await?.channel_id;
+        let subject = live_subject(&channel_id, LiveKind::Poll);
+        let changes = self.inner.bus.subscribe(&subject).await.map_err(|error| {
+            AudienceError::Unavailable(format!("cannot follow the poll: {error}"))
+        })?;
+        // Read again once subscribed, so no change falls between the two.
+        let first = self.inner.polls.get(&poll_id, None).await?;
+        let closed = first.state == pb::PollState::Closed as i32;
+        let changes = Box::pin(changes.filter_map(move |message| {
+            let poll = LiveEvent::decode(&message.subject, &message.payload)
+                .and_then(|event| pb::Poll::decode(event.message.value.as_slice()).ok())
+                .filter(|poll| poll.id == poll_id);
+            std::future::ready(poll)
+        }));
+        // Each change until the closed poll, its final tally, and no more.
+        let later =
+            futures::stream::unfold((changes, closed), |(mut changes, closed)| async move {
+                if closed {
+                    return None;
+                }
+                let poll = changes.next().await?;
+                let now_closed = poll.state == pb::PollState::Closed as i32;
+                Some((poll, (changes, now_closed)))
+            });
+        let polls = futures::stream::once(std::future::ready(first))
+            .chain(later)
+            .map(Ok);
+        Ok(Response::new(Box::pin(polls)))
     }
 
     async fn close_poll(
         &self,
-        _request: Request<pb::ClosePollRequest>,
+        request: Request<pb::ClosePollRequest>,
     ) -> Result<Response<pb::Poll>, Status> {
-        Err(not_in_this_version("polls"))
+        let caller = self
+            .inner
+            .authenticator
+            .authenticate(request.metadata())
+            .await
+            .map_err(AudienceError::from)?;
+        caller
+            .require(Role::Moderator)
+            .map_err(AudienceError::from)?;
+        let poll_id = request.into_inner().poll_id;
+        require_id("poll_id", &poll_id)?;
+        Ok(Response::new(
+            self.inner.polls.close(&poll_id, &caller.user_id).await?,
+        ))
     }
 }
 

@@ -7,10 +7,11 @@ use onair_kit::store::{Db, Migration, StoreError};
 use sqlx::{Any, Row};
 
 /// The audience service's schema, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "each slot's viewers: its peak and its minutes",
-    sql: "CREATE TABLE audience_slots (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "each slot's viewers: its peak and its minutes",
+        sql: "CREATE TABLE audience_slots (
             slot_id TEXT PRIMARY KEY,
             channel_id TEXT NOT NULL,
             peak BIGINT NOT NULL,
@@ -22,7 +23,13 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             viewers BIGINT NOT NULL,
             PRIMARY KEY (slot_id, minute_ms)
           );",
-}];
+    },
+    Migration {
+        version: 2,
+        description: "polls, their options and their ballots",
+        sql: crate::polls::MIGRATION_SQL,
+    },
+];
 
 /// What is known of a slot's audience.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,10 +57,16 @@ pub struct AudienceStore {
 pub const MINUTE_MS: i64 = 60_000;
 
 impl AudienceStore {
-    /// Opens the tables in `db`, creating them if needed.
+    /// Opens the tables in `db` (the slots' and the polls'), creating them
+    /// if needed.
     pub async fn open(db: Db) -> Result<AudienceStore, StoreError> {
         db.migrate("audience", MIGRATIONS).await?;
         Ok(AudienceStore { db })
+    }
+
+    /// The database, for the polls' tables.
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
     /// Records that `slot_id` (on `channel_id`) had `viewers` at `at_ms`:

@@ -362,8 +362,13 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
             presence_settings.ttl,
             presence_settings.refresh,
         );
+        let polls =
+            onair_audience::polls::Polls::new(store.db().clone(), bus.clone(), clock.clone());
+        background.push(polls.spawn());
         let service = AudienceServiceImpl::new(
             counter,
+            polls,
+            bus.clone(),
             store,
             media,
             authenticator.clone(),

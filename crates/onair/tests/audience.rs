@@ -13,7 +13,8 @@ use onair_proto::audience::v1::audience_service_client::AudienceServiceClient;
 use onair_testkit::on_both_backends;
 use onair_testkit::{
     Backend, PATIENCE, Socket, TestStation, assert_eventually, authorized, connect, create_channel,
-    create_program, create_viewer, live_url, next_events_with_viewers, schedule_slot, send,
+    create_program, create_viewer, live_url, next_events, next_events_with_viewers, schedule_slot,
+    send,
 };
 use reqwest::Method;
 use serde_json::Value;
@@ -21,9 +22,11 @@ use serde_json::Value;
 /// Settings that let a test see counts change soon after the clock moves:
 /// the count and the renewals run often (in real time); how long a mark
 /// lasts stays the default 15 s, on the station's clock.
-const QUICK: [(&str, &str); 2] = [
+const QUICK: [(&str, &str); 3] = [
     ("audience.count_interval_ms", "100"),
     ("presence.refresh_ms", "100"),
+    // The poll tests make fifty accounts from one address.
+    ("user.accounts_per_ip_per_minute", "0"),
 ];
 
 async fn station(backend: Backend) -> TestStation {
@@ -430,4 +433,294 @@ async fn next_count(counts: &mut tonic::Streaming<pb::ViewerCount>) -> pb::Viewe
         .expect("a count within the patience")
         .expect("the session stays open")
         .expect("a count")
+}
+
+on_both_backends!(
+    polls_take_one_ballot_per_viewer_and_close_with_an_exact_tally,
+    polls_refuse_votes_outside_their_window,
+);
+
+/// A poll on `slot` as the operator; returns the answer.
+async fn create_poll(station: &TestStation, slot: &str, poll: Value) -> (u16, Value) {
+    send(
+        station,
+        Method::POST,
+        &format!("/v1/slots/{slot}/polls"),
+        Some(&station.operator_key),
+        Some(poll),
+    )
+    .await
+}
+
+async fn vote(station: &TestStation, token: &str, poll: &str, option: &str) -> (u16, Value) {
+    send(
+        station,
+        Method::POST,
+        &format!("/v1/polls/{poll}/votes"),
+        Some(token),
+        Some(serde_json::json!({"optionId": option})),
+    )
+    .await
+}
+
+fn votes_of(poll: &Value) -> Vec<u64> {
+    poll["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|option| count_of(option, "votes"))
+        .collect()
+}
+
+fn in_minutes(station: &TestStation, minutes: i64) -> String {
+    onair_testkit::rfc3339(station.clock.now_ms() + minutes * 60_000)
+}
+
+async fn polls_take_one_ballot_per_viewer_and_close_with_an_exact_tally(backend: Backend) {
+    let station = station(backend).await;
+    let slot = on_air(&station).await;
+    let mut socket = connect(&live_url(&station, "news", None)).await;
+
+    let (status, poll) = create_poll(
+        &station,
+        &slot,
+        serde_json::json!({
+            "question": "Who wins tonight?",
+            "options": [{"text": "Red"}, {"text": "Blue"}],
+            "closeTime": in_minutes(&station, 10),
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{poll}");
+    assert_eq!(poll["state"], "POLL_STATE_OPEN", "{poll}");
+    assert_eq!(poll["channelId"], "news", "{poll}");
+    let poll_id = poll["id"].as_str().unwrap().to_owned();
+    let red = poll["options"][0]["id"].as_str().unwrap().to_owned();
+    let blue = poll["options"][1]["id"].as_str().unwrap().to_owned();
+
+    // Many viewers vote at once: 30 for red, 20 for blue.
+    let mut tokens = Vec::new();
+    for index in 0..50 {
+        let viewer = create_viewer(&station, &format!("Voter {index}")).await;
+        tokens.push(viewer["accessToken"].as_str().unwrap().to_owned());
+    }
+    let ballots = tokens.iter().enumerate().map(|(index, token)| {
+        let option = if index < 30 {
+            red.clone()
+        } else {
+            blue.clone()
+        };
+        let station = &station;
+        let poll_id = &poll_id;
+        async move { vote(station, token, poll_id, &option).await }
+    });
+    for (status, body) in futures::future::join_all(ballots).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    // One ballot each: a second vote is refused and changes nothing.
+    let (status, body) = vote(&station, &tokens[0], &poll_id, &blue).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        onair_testkit::error_message(&body).contains("voted"),
+        "{body}"
+    );
+    let (status, body) = send(
+        &station,
+        Method::GET,
+        &format!("/v1/polls/{poll_id}"),
+        Some(&tokens[0]),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(votes_of(&body), [30, 20], "{body}");
+    assert_eq!(count_of(&body, "totalVotes"), 50, "{body}");
+    assert_eq!(body["votedOptionId"], red.as_str(), "{body}");
+
+    // The tally reaches the live socket, coalesced.
+    loop {
+        let events = next_events(&mut socket)
+            .await
+            .expect("the socket stays open");
+        let tallied = events
+            .iter()
+            .any(|event| event["type"] == "poll" && count_of(&event["data"], "totalVotes") == 50);
+        if tallied {
+            break;
+        }
+    }
+
+    // A stock gRPC client follows the poll until it closes.
+    let mut client = AudienceServiceClient::new(station.channel().await);
+    let mut watched = client
+        .watch_poll(pb::WatchPollRequest {
+            poll_id: poll_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(PATIENCE, watched.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.total_votes, 50);
+
+    // A viewer may not close it; a moderator or the operator may.
+    let (status, body) = send(
+        &station,
+        Method::POST,
+        &format!("/v1/polls/{poll_id}:close"),
+        Some(&tokens[1]),
+        Some(serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, closed) = send(
+        &station,
+        Method::POST,
+        &format!("/v1/polls/{poll_id}:close"),
+        Some(&station.operator_key),
+        Some(serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(status, 200, "{closed}");
+    assert_eq!(closed["state"], "POLL_STATE_CLOSED", "{closed}");
+    assert_eq!(votes_of(&closed), [30, 20], "{closed}");
+    let last = loop {
+        let poll = tokio::time::timeout(PATIENCE, watched.message())
+            .await
+            .expect("the watch says something")
+            .unwrap();
+        match poll {
+            Some(poll) if poll.state == pb::PollState::Closed as i32 => break poll,
+            Some(_) => continue,
+            None => panic!("the watch ended before the poll closed"),
+        }
+    };
+    assert_eq!(last.total_votes, 50);
+    assert!(
+        tokio::time::timeout(PATIENCE, watched.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .is_none(),
+        "the watch ends once the poll closes"
+    );
+    let (status, body) = vote(&station, &tokens[49], &poll_id, &red).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        onair_testkit::error_message(&body).contains("closed"),
+        "{body}"
+    );
+    station.stop().await;
+}
+
+async fn polls_refuse_votes_outside_their_window(backend: Backend) {
+    let station = station(backend).await;
+    let slot = on_air(&station).await;
+    let viewer = create_viewer(&station, "Ann").await;
+    let token = viewer["accessToken"].as_str().unwrap().to_owned();
+
+    // Bad polls get clear 4xx answers.
+    let options = |count: usize| -> Vec<Value> {
+        (0..count)
+            .map(|index| serde_json::json!({"text": format!("Option {index}")}))
+            .collect()
+    };
+    for count in [1, 9] {
+        let (status, body) = create_poll(
+            &station,
+            &slot,
+            serde_json::json!({"question": "Which?", "options": options(count), "closeTime": in_minutes(&station, 5)}),
+        )
+        .await;
+        assert_eq!(status, 400, "{count} options: {body}");
+        assert!(
+            onair_testkit::error_message(&body).contains("2 to 8 options"),
+            "{body}"
+        );
+    }
+    let (status, body) = create_poll(
+        &station,
+        "no-such-slot",
+        serde_json::json!({"question": "Which?", "options": options(2), "closeTime": in_minutes(&station, 5)}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = send(
+        &station,
+        Method::POST,
+        &format!("/v1/slots/{slot}/polls"),
+        Some(&token),
+        Some(serde_json::json!({"question": "Which?", "options": options(2), "closeTime": in_minutes(&station, 5)})),
+    )
+    .await;
+    assert_eq!(status, 403, "a viewer may not open a poll: {body}");
+
+    // A poll that opens later takes no votes yet; one that lets votes
+    // change moves the tally; a vote after the close time is refused, and
+    // the poll closes by itself with its final tally.
+    let (status, later) = create_poll(
+        &station,
+        &slot,
+        serde_json::json!({
+            "question": "Next?", "options": options(2),
+            "openTime": in_minutes(&station, 5), "closeTime": in_minutes(&station, 10),
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{later}");
+    assert_eq!(later["state"], "POLL_STATE_SCHEDULED", "{later}");
+    let later_id = later["id"].as_str().unwrap();
+    let (status, body) = vote(&station, &token, later_id, "1").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        onair_testkit::error_message(&body).contains("opens at"),
+        "{body}"
+    );
+
+    let (status, now) = create_poll(
+        &station,
+        &slot,
+        serde_json::json!({
+            "question": "Now?", "options": options(3), "allowChange": true,
+            "closeTime": in_minutes(&station, 1),
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{now}");
+    let now_id = now["id"].as_str().unwrap();
+    let (status, body) = vote(&station, &token, now_id, "1").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = vote(&station, &token, now_id, "3").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(votes_of(&body), [0, 0, 1], "{body}");
+    let (status, body) = vote(&station, &token, now_id, "7").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = vote(&station, &token, "no-such-poll", "1").await;
+    assert_eq!(status, 404, "{body}");
+
+    station.clock.advance(Duration::from_secs(90));
+    let (status, body) = vote(&station, &token, now_id, "2").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        onair_testkit::error_message(&body).contains("closed"),
+        "{body}"
+    );
+    assert_eventually!(
+        {
+            let (_, body) = send(
+                &station,
+                Method::GET,
+                &format!("/v1/polls/{now_id}"),
+                None,
+                None,
+            )
+            .await;
+            body["state"] == "POLL_STATE_CLOSED" && votes_of(&body) == [0, 0, 1]
+        },
+        "the poll closes by itself with its final tally"
+    );
+    station.stop().await;
 }

@@ -1,0 +1,618 @@
+//! Polls (votes): a question on a slot with 2 to 8 options, open between
+//! two times; one ballot per viewer, which the poll may let them change.
+//!
+//! The ballots are the truth: one row per poll and voter, so a viewer can't
+//! vote twice however many processes take their votes, and a tally is a
+//! count of rows. A ballot is taken only while its poll is open, checked in
+//! the transaction that stores it; closing a poll (by hand or when its close
+//! time passes) marks it final in a transaction that waits for the ballots
+//! being taken, then stores the final tally. A voter is stored by their
+//! presence key, not their id, so the ballots don't say who voted what.
+//!
+//! Changes reach the live sockets as `poll` events: at once when a poll is
+//! created or closed, and for votes at most every [`ANNOUNCE_INTERVAL`] per
+//! poll, so a flood of votes costs the sockets a few events a second.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use onair_kit::bus::SharedBus;
+use onair_kit::clock::{Clock, millis_from_timestamp, timestamp_from_millis};
+use onair_kit::events::{LiveEvent, LiveKind, OpsEvent, record};
+use onair_kit::input::one_line;
+use onair_kit::presence::ViewerKey;
+use onair_kit::store::{Backend, Db, StoreError};
+use onair_proto::audience::v1 as pb;
+use sqlx::{Any, Row};
+
+use crate::error::AudienceError;
+
+/// The full name of the message of `poll` live events.
+pub const POLL_MESSAGE: &str = "onair.audience.v1.Poll";
+
+/// The most options a poll has; the fewest is 2.
+pub const MAX_OPTIONS: usize = 8;
+/// The longest question, in characters.
+pub const MAX_QUESTION_CHARS: usize = 200;
+/// The longest option, in characters.
+pub const MAX_OPTION_CHARS: usize = 80;
+/// The longest a poll may stay open.
+pub const MAX_OPEN: Duration = Duration::from_secs(24 * 60 * 60);
+/// How often votes are announced on the live sockets, at most, per poll.
+pub const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The poll tables, after the slot tables.
+pub const MIGRATION_SQL: &str = "CREATE TABLE audience_polls (
+        id TEXT PRIMARY KEY,
+        slot_id TEXT NOT NULL,
+        channel_id TEXT NOT NULL,
+        question TEXT NOT NULL,
+        open_time_ms BIGINT NOT NULL,
+        close_time_ms BIGINT NOT NULL,
+        allow_change BIGINT NOT NULL,
+        final BIGINT NOT NULL,
+        create_time_ms BIGINT NOT NULL
+      );
+      CREATE INDEX audience_polls_by_slot ON audience_polls (slot_id);
+      CREATE INDEX audience_polls_to_close ON audience_polls (final, close_time_ms);
+      CREATE TABLE audience_poll_options (
+        poll_id TEXT NOT NULL,
+        option_id TEXT NOT NULL,
+        position BIGINT NOT NULL,
+        text TEXT NOT NULL,
+        final_votes BIGINT,
+        PRIMARY KEY (poll_id, option_id)
+      );
+      CREATE TABLE audience_ballots (
+        poll_id TEXT NOT NULL,
+        voter TEXT NOT NULL,
+        option_id TEXT NOT NULL,
+        cast_time_ms BIGINT NOT NULL,
+        PRIMARY KEY (poll_id, voter)
+      );
+      CREATE INDEX audience_ballots_by_option ON audience_ballots (poll_id, option_id);";
+
+/// A poll as stored, with its tally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PollRecord {
+    id: String,
+    slot_id: String,
+    channel_id: String,
+    question: String,
+    open_time_ms: i64,
+    close_time_ms: i64,
+    allow_change: bool,
+    final_tally: bool,
+    /// Option ids and texts, in order, with their votes.
+    options: Vec<(String, String, i64)>,
+}
+
+impl PollRecord {
+    fn to_proto(&self, now_ms: i64, voted_option_id: Option<String>) -> pb::Poll {
+        let state = if self.final_tally || now_ms >= self.close_time_ms {
+            pb::PollState::Closed
+        } else if now_ms < self.open_time_ms {
+            pb::PollState::Scheduled
+        } else {
+            pb::PollState::Open
+        };
+        pb::Poll {
+            id: self.id.clone(),
+            slot_id: self.slot_id.clone(),
+            question: self.question.clone(),
+            options: self
+                .options
+                .iter()
+                .map(|(id, text, votes)| pb::PollOption {
+                    id: id.clone(),
+                    text: text.clone(),
+                    votes: *votes,
+                })
+                .collect(),
+            open_time: Some(timestamp_from_millis(self.open_time_ms)),
+            close_time: Some(timestamp_from_millis(self.close_time_ms)),
+            allow_change: self.allow_change,
+            channel_id: self.channel_id.clone(),
+            total_votes: self.options.iter().map(|(_, _, votes)| votes).sum(),
+            voted_option_id: voted_option_id.unwrap_or_default(),
+            state: state as i32,
+        }
+    }
+}
+
+/// A poll as an operator asks for it, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPoll {
+    /// The question.
+    pub question: String,
+    /// The options' texts, in order.
+    pub options: Vec<String>,
+    /// When it opens, in Unix milliseconds.
+    pub open_time_ms: i64,
+    /// When it closes, in Unix milliseconds.
+    pub close_time_ms: i64,
+    /// Whether a viewer may change their vote.
+    pub allow_change: bool,
+}
+
+impl NewPoll {
+    /// Checks what an operator sent: a one-line question, 2 to 8 distinct
+    /// one-line options, a close time after the open time (now when none is
+    /// given) and at most a day after it, and not already past.
+    pub fn check(poll: &pb::Poll, now_ms: i64) -> Result<NewPoll, AudienceError> {
+        let invalid = AudienceError::InvalidArgument;
+        let question = poll.question.trim();
+        check_text("question", question, MAX_QUESTION_CHARS)?;
+        let count = poll.options.len();
+        if !(2..=MAX_OPTIONS).contains(&count) {
+            return Err(invalid(format!(
+                "a poll has 2 to {MAX_OPTIONS} options, not {count}"
+            )));
+        }
+        let mut options: Vec<String> = Vec::with_capacity(count);
+        for (index, option) in poll.options.iter().enumerate() {
+            let text = option.text.trim();
+            check_text(&format!("options[{index}].text"), text, MAX_OPTION_CHARS)?;
+            if options.iter().any(|seen| seen == text) {
+                return Err(invalid(format!(
+                    "options[{index}].text {text:?} is given twice"
+                )));
+            }
+            options.push(text.to_owned());
+        }
+        let open_time_ms = match &poll.open_time {
+            Some(open_time) => millis_from_timestamp(Some(open_time)),
+            None => now_ms,
+        };
+        let Some(close_time) = &poll.close_time else {
+            return Err(invalid(
+                "closeTime is required: when the poll stops taking votes".to_owned(),
+            ));
+        };
+        let close_time_ms = millis_from_timestamp(Some(close_time));
+        if close_time_ms <= open_time_ms {
+            return Err(invalid("closeTime must be after openTime".to_owned()));
+        }
+        if close_time_ms <= now_ms {
+            return Err(invalid("closeTime has passed already".to_owned()));
+        }
+        let longest = i64::try_from(MAX_OPEN.as_millis()).unwrap_or(i64::MAX);
+        if close_time_ms - open_time_ms > longest {
+            return Err(invalid(format!(
+                "a poll is open for at most {} hours",
+                MAX_OPEN.as_secs() / 3600
+            )));
+        }
+        Ok(NewPoll {
+            question: question.to_owned(),
+            options,
+            open_time_ms,
+            close_time_ms,
+            allow_change: poll.allow_change,
+        })
+    }
+}
+
+fn check_text(field: &str, text: &str, max_chars: usize) -> Result<(), AudienceError> {
+    if text.is_empty() {
+        return Err(AudienceError::InvalidArgument(format!(
+            "{field} is required"
+        )));
+    }
+    one_line(field, text).map_err(|error| AudienceError::InvalidArgument(error.to_string()))?;
+    let length = text.chars().count();
+    if length > max_chars {
+        return Err(AudienceError::InvalidArgument(format!(
+            "{field} is {length} characters long; at most {max_chars} are allowed"
+        )));
+    }
+    Ok(())
+}
+
+/// The polls: their tables and their announcements. Cheap to clone.
+#[derive(Clone)]
+pub struct Polls {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    bus: SharedBus,
+    clock: Clock,
+    /// Polls voted on since they were last announced.
+    voted: Mutex<HashSet<String>>,
+}
+
+impl Polls {
+    /// The polls in `db` (whose tables the audience store made).
+    pub fn new(db: Db, bus: SharedBus, clock: Clock) -> Polls {
+        Polls {
+            inner: Arc::new(Inner {
+                db,
+                bus,
+                clock,
+                voted: Mutex::new(HashSet::new()),
+            }),
+        }
+    }
+
+    /// Announces the votes of the last interval, and closes the polls whose
+    /// close time passed, until the process stops.
+    pub fn spawn(&self) -> tokio::task::JoinHandle<()> {
+        let polls = self.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(ANNOUNCE_INTERVAL);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                polls.close_due().await;
+                let voted: Vec<String> = {
+                    let mut voted = polls.voted();
+                    voted.drain().collect()
+                };
+                for poll_id in voted {
+                    polls.announce(&poll_id).await;
+                }
+            }
+        })
+    }
+
+    fn voted(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.inner
+            .voted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The station's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    /// Stores a new poll on `slot_id` (of `channel_id`) and announces it.
+    pub async fn create(
+        &self,
+        slot_id: &str,
+        channel_id: &str,
+        poll: NewPoll,
+        actor_id: &str,
+    ) -> Result<pb::Poll, AudienceError> {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let now_ms = self.now_ms();
+        let mut transaction = self.inner.db.pool().begin().await?;
+        sqlx::query::<Any>(
+            "INSERT INTO audience_polls (id, slot_id, channel_id, question, open_time_ms,
+               close_time_ms, allow_change, final, create_time_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8)",
+        )
+        .bind(&id)
+        .bind(slot_id)
+        .bind(channel_id)
+        .bind(&poll.question)
+        .bind(poll.open_time_ms)
+        .bind(poll.close_time_ms)
+        .bind(i64::from(poll.allow_change))
+        .bind(now_ms)
+        .execute(&mut *transaction)
+        .await?;
+        for (position, text) in poll.options.iter().enumerate() {
+            let position = i64::try_from(position).unwrap_or(i64::MAX);
+            sqlx::query::<Any>(
+                "INSERT INTO audience_poll_options (poll_id, option_id, position, text)
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&id)
+            .bind((position + 1).to_string())
+            .bind(position)
+            .bind(text)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        let event = OpsEvent::new(
+            "poll.opened",
+            actor_id,
+            &id,
+            "",
+            now_ms,
+            serde_json::json!({"slotId": slot_id, "channelId": channel_id, "question": poll.question}),
+        );
+        record(&self.inner.bus, &event).await;
+        self.announce(&id).await;
+        self.get(&id, None).await
+    }
+
+    /// The poll with its tally; the option `voter` chose, if given.
+    pub async fn get(
+        &self,
+        poll_id: &str,
+        voter: Option<&ViewerKey>,
+    ) -> Result<pb::Poll, AudienceError> {
+        let record = self.read(poll_id).await?;
+        let voted = match voter {
+            Some(voter) => self.ballot_of(poll_id, voter).await?,
+            None => None,
+        };
+        Ok(record.to_proto(self.now_ms(), voted))
+    }
+
+    /// Takes `voter`'s ballot for `option_id`, if the poll is open and the
+    /// voter has not voted (or the poll lets them change their vote).
+    pub async fn cast(
+        &self,
+        poll_id: &str,
+        option_id: &str,
+        voter: &ViewerKey,
+    ) -> Result<pb::Poll, AudienceError> {
+        let now_ms = self.now_ms();
+        // One statement, so SQLite takes it as one write (no transaction to
+        // upgrade from reading to writing). On PostgreSQL the share lock on
+        // the poll makes a close wait for this ballot, and a ballot that
+        // comes after the close see the poll final.
+        let lock = match self.inner.db.backend() {
+            Backend::Postgres => " FOR SHARE OF poll",
+            Backend::Sqlite => "",
+        };
+        let conflict = if self.allows_change(poll_id).await? {
+            "DO UPDATE SET option_id = excluded.option_id, cast_time_ms = excluded.cast_time_ms"
+        } else {
+            "DO NOTHING"
+        };
+        let insert = format!(
+            "INSERT INTO audience_ballots (poll_id, voter, option_id, cast_time_ms)
+             SELECT $1, $2, $3, $4 WHERE EXISTS (
+               SELECT 1 FROM audience_polls poll
+               JOIN audience_poll_options option ON option.poll_id = poll.id
+               WHERE poll.id = $1 AND option.option_id = $3 AND poll.final = 0
+                 AND poll.open_time_ms <= $4 AND poll.close_time_ms > $4{lock})
+             ON CONFLICT (poll_id, voter) {conflict}"
+        );
+        let inserted = sqlx::query::<Any>(sqlx::AssertSqlSafe(insert))
+            .bind(poll_id)
+            .bind(voter.as_str())
+            .bind(option_id)
+            .bind(now_ms)
+            .execute(self.inner.db.pool())
+            .await?
+            .rows_affected();
+        if inserted == 0 {
+            return Err(self.why_refused(poll_id, option_id, now_ms).await);
+        }
+        self.voted().insert(poll_id.to_owned());
+        self.get(poll_id, Some(voter)).await
+    }
+
+    /// Whether the poll lets a vote be changed; a poll that does not exist
+    /// is an error.
+    async fn allows_change(&self, poll_id: &str) -> Result<bool, AudienceError> {
+        let row = sqlx::query::<Any>("SELECT allow_change FROM audience_polls WHERE id = $1")
+            .bind(poll_id)
+            .fetch_optional(self.inner.db.pool())
+            .await?;
+        match row {
+            Some(row) => Ok(row.get::<i64, _>(0) != 0),
+            None => Err(poll_not_found(poll_id)),
+        }
+    }
+
+    /// Why a ballot was not taken: the poll, the option or the window, else
+    /// the voter's earlier ballot.
+    async fn why_refused(&self, poll_id: &str, option_id: &str, now_ms: i64) -> AudienceError {
+        let record = match self.read(poll_id).await {
+            Ok(record) => record,
+            Err(error) => return error,
+        };
+        if !record.options.iter().any(|(id, _, _)| id == option_id) {
+            return AudienceError::InvalidArgument(format!("the poll has no option {option_id:?}"));
+        }
+        if record.final_tally || now_ms >= record.close_time_ms {
+            return AudienceError::FailedPrecondition(format!(
+                "the poll closed at {}; votes are no longer taken",
+                rfc3339(record.close_time_ms.min(now_ms))
+            ));
+        }
+        if now_ms < record.open_time_ms {
+            return AudienceError::FailedPrecondition(format!(
+                "the poll opens at {}; vote then",
+                rfc3339(record.open_time_ms)
+            ));
+        }
+        AudienceError::FailedPrecondition(
+            "you have voted in this poll already, and it does not let a vote be changed".to_owned(),
+        )
+    }
+
+    /// Closes the poll now, if it is not closed already, and stores its
+    /// final tally.
+    pub async fn close(&self, poll_id: &str, actor_id: &str) -> Result<pb::Poll, AudienceError> {
+        self.read(poll_id).await?;
+        self.finish(poll_id, actor_id, "closed early").await?;
+        self.get(poll_id, None).await
+    }
+
+    /// Makes the tally final, at most once: marks the poll final (waiting
+    /// for the ballots being taken), counts, stores the counts, announces.
+    async fn finish(
+        &self,
+        poll_id: &str,
+        actor_id: &str,
+        reason: &str,
+    ) -> Result<(), AudienceError> {
+        let now_ms = self.now_ms();
+        let mut transaction = self.inner.db.pool().begin().await?;
+        let marked = sqlx::query::<Any>(
+            "UPDATE audience_polls SET final = 1,
+               close_time_ms = CASE WHEN close_time_ms > $2 THEN $2 ELSE close_time_ms END
+             WHERE id = $1 AND final = 0",
+        )
+        .bind(poll_id)
+        .bind(now_ms)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        if marked == 0 {
+            // Closed already: its tally is final.
+            return Ok(());
+        }
+        sqlx::query::<Any>(
+            "UPDATE audience_poll_options SET final_votes = (
+               SELECT COUNT(*) FROM audience_ballots
+               WHERE audience_ballots.poll_id = audience_poll_options.poll_id
+                 AND audience_ballots.option_id = audience_poll_options.option_id)
+             WHERE poll_id = $1",
+        )
+        .bind(poll_id)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        let closed = self.read(poll_id).await?;
+        let tally: Vec<serde_json::Value> = closed
+            .options
+            .iter()
+            .map(|(id, text, votes)| serde_json::json!({"id": id, "text": text, "votes": votes}))
+            .collect();
+        let event = OpsEvent::new(
+            "poll.closed",
+            actor_id,
+            poll_id,
+            reason,
+            now_ms,
+            serde_json::json!({"slotId": closed.slot_id, "channelId": closed.channel_id, "options": tally}),
+        );
+        record(&self.inner.bus, &event).await;
+        self.announce(poll_id).await;
+        Ok(())
+    }
+
+    /// Closes every poll whose close time has passed.
+    async fn close_due(&self) {
+        let now_ms = self.now_ms();
+        let due = sqlx::query::<Any>(
+            "SELECT id FROM audience_polls WHERE final = 0 AND close_time_ms <= $1",
+        )
+        .bind(now_ms)
+        .fetch_all(self.inner.db.pool())
+        .await;
+        let due = match due {
+            Ok(rows) => rows,
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot look for polls to close");
+                return;
+            }
+        };
+        for row in due {
+            let poll_id: String = row.get(0);
+            if let Err(error) = self
+                .finish(&poll_id, "audience", "its close time passed")
+                .await
+            {
+                tracing::warn!(poll = %poll_id, error = %error, "cannot close the poll");
+            }
+        }
+    }
+
+    /// Publishes the poll as it stands for its channel's live sockets.
+    async fn announce(&self, poll_id: &str) {
+        let record = match self.read(poll_id).await {
+            Ok(record) => record,
+            Err(error) => {
+                tracing::warn!(poll = %poll_id, error = %error, "cannot read the poll to announce it");
+                return;
+            }
+        };
+        let poll = record.to_proto(self.now_ms(), None);
+        let event = LiveEvent::pack(&record.channel_id, LiveKind::Poll, POLL_MESSAGE, &poll);
+        if let Err(error) = event.publish(&self.inner.bus).await {
+            tracing::warn!(poll = %poll_id, error = %error, "cannot announce the poll");
+        }
+    }
+
+    /// The poll and its tally: the final one once closed, else a count of
+    /// the ballots.
+    async fn read(&self, poll_id: &str) -> Result<PollRecord, AudienceError> {
+        let pool = self.inner.db.pool();
+        let Some(row) = sqlx::query::<Any>(
+            "SELECT slot_id, channel_id, question, open_time_ms, close_time_ms, allow_change, final
+             FROM audience_polls WHERE id = $1",
+        )
+        .bind(poll_id)
+        .fetch_optional(pool)
+        .await?
+        else {
+            return Err(poll_not_found(poll_id));
+        };
+        let final_tally = row.get::<i64, _>(6) != 0;
+        let options = sqlx::query::<Any>(
+            "SELECT option_id, text, final_votes FROM audience_poll_options
+             WHERE poll_id = $1 ORDER BY position",
+        )
+        .bind(poll_id)
+        .fetch_all(pool)
+        .await?;
+        let counted = if final_tally {
+            Vec::new()
+        } else {
+            sqlx::query::<Any>(
+                "SELECT option_id, COUNT(*) FROM audience_ballots WHERE poll_id = $1 GROUP BY option_id",
+            )
+            .bind(poll_id)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|row| (row.get::<String, _>(0), row.get::<i64, _>(1)))
+            .collect::<Vec<_>>()
+        };
+        let options = options
+            .iter()
+            .map(|option| {
+                let id: String = option.get(0);
+                let votes = if final_tally {
+                    option.get::<Option<i64>, _>(2).unwrap_or(0)
+                } else {
+                    counted
+                        .iter()
+                        .find(|(counted_id, _)| *counted_id == id)
+                        .map_or(0, |(_, votes)| *votes)
+                };
+                (id, option.get::<String, _>(1), votes)
+            })
+            .collect();
+        Ok(PollRecord {
+            id: poll_id.to_owned(),
+            slot_id: row.get(0),
+            channel_id: row.get(1),
+            question: row.get(2),
+            open_time_ms: row.get(3),
+            close_time_ms: row.get(4),
+            allow_change: row.get::<i64, _>(5) != 0,
+            final_tally,
+            options,
+        })
+    }
+
+    async fn ballot_of(
+        &self,
+        poll_id: &str,
+        voter: &ViewerKey,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query::<Any>(
+            "SELECT option_id FROM audience_ballots WHERE poll_id = $1 AND voter = $2",
+        )
+        .bind(poll_id)
+        .bind(voter.as_str())
+        .fetch_optional(self.inner.db.pool())
+        .await?;
+        Ok(row.map(|row| row.get(0)))
+    }
+}
+
+fn poll_not_found(poll_id: &str) -> AudienceError {
+    AudienceError::NotFound(format!("no poll with id {poll_id:?}"))
+}
+
+fn rfc3339(millis: i64) -> String {
+    jiff::Timestamp::from_millisecond(millis)
+        .map(|instant| instant.to_string())
+        .unwrap_or_else(|_| format!("{millis} ms after 1970"))
+}
