@@ -83,6 +83,13 @@ impl OnairProcess {
         self.child.try_wait().unwrap().is_none()
     }
 
+    /// Kills the process at once (SIGKILL), as a crash or an evicted pod
+    /// would end, and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.id().to_string();
