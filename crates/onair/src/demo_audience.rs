@@ -1,13 +1,16 @@
-//! The demo's simulated audience: viewers who comment on whatever their
-//! channel is airing, through the same contracts as any app, so a newcomer's
-//! live socket and replay have something to show. Comments that the station
-//! refuses (a gap with nothing on air, slow mode) are simply not retried.
+//! The demo's simulated audience: viewers who each watch a channel (and
+//! now and then zap to another), heartbeat as a player does, and comment on
+//! whatever their channel is airing, through the same contracts as any app,
+//! so a newcomer's live socket, viewer counts and replay have something to
+//! show. Comments that the station refuses (a gap with nothing on air, slow
+//! mode) are simply not retried.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 use onair_kit::server::ServiceChannels;
-use onair_proto::clients::{CommentClient, UserClient};
+use onair_proto::audience::v1 as audience;
+use onair_proto::clients::{AudienceClient, CommentClient, UserClient};
 use onair_proto::comment::v1 as comment;
 use onair_proto::user::v1 as user;
 use rand::Rng as _;
@@ -37,6 +40,13 @@ const PHRASES: &[&str] = &[
 /// Comments the whole audience posts a second, on average.
 const COMMENTS_PER_SECOND: f64 = 2.0;
 
+/// How often each viewer heartbeats: within the station's default
+/// heartbeat interval.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(20);
+
+/// One comment in this many comes after the viewer zapped to another channel.
+const ZAP_ONE_IN: u32 = 25;
+
 /// Posts comments on the demo's channels until aborted.
 pub async fn run(channels: ServiceChannels, channel_ids: Vec<String>) -> anyhow::Result<()> {
     let mut users = UserClient::new(channels.channel(onair_kit::config::ServiceRole::User));
@@ -56,18 +66,45 @@ pub async fn run(channels: ServiceChannels, channel_ids: Vec<String>) -> anyhow:
     }
     let mut comments =
         CommentClient::new(channels.channel(onair_kit::config::ServiceRole::Comment));
+    let mut audience =
+        AudienceClient::new(channels.channel(onair_kit::config::ServiceRole::Audience));
+    let mut watching: Vec<String> = {
+        let mut random = rand::thread_rng();
+        (0..tokens.len())
+            .map(|_| channel_ids.choose(&mut random).cloned().unwrap_or_default())
+            .collect()
+    };
+    let mut last_heartbeats: Option<std::time::Instant> = None;
     let mut posted: u64 = 0;
     loop {
-        let (pause, viewer, channel_id, body) = {
+        if last_heartbeats.is_none_or(|at| at.elapsed() >= HEARTBEAT_EVERY) {
+            heartbeat_all(&mut audience, &tokens, &watching).await;
+            last_heartbeats = Some(std::time::Instant::now());
+        }
+        let (pause, viewer, zap_to, body) = {
             let mut random = rand::thread_rng();
             // Exponential gaps: posts arrive like independent viewers'.
             let gap = -random.gen_range(f64::EPSILON..1.0_f64).ln() / COMMENTS_PER_SECOND;
             let viewer = random.gen_range(0..tokens.len());
-            let channel_id = channel_ids.choose(&mut random).cloned().unwrap_or_default();
+            let zap_to = random
+                .gen_ratio(1, ZAP_ONE_IN)
+                .then(|| channel_ids.choose(&mut random).cloned())
+                .flatten();
             let phrase = PHRASES.choose(&mut random).copied().unwrap_or("hello");
-            (gap, viewer, channel_id, phrase)
+            (gap, viewer, zap_to, phrase)
         };
         tokio::time::sleep(Duration::from_secs_f64(pause.min(10.0))).await;
+        if let Some(channel_id) = zap_to {
+            // The old channel forgets the viewer once their heartbeat runs out.
+            watching[viewer] = channel_id;
+            heartbeat_all(
+                &mut audience,
+                &tokens[viewer..=viewer],
+                &watching[viewer..=viewer],
+            )
+            .await;
+        }
+        let channel_id = watching[viewer].clone();
         posted += 1;
         let mut request = tonic::Request::new(comment::PostCommentRequest {
             channel_id: channel_id.clone(),
@@ -98,6 +135,26 @@ pub async fn run(channels: ServiceChannels, channel_ids: Vec<String>) -> anyhow:
             Err(status) => {
                 tracing::debug!(channel_id, error = %status, "a demo comment was refused");
             }
+        }
+    }
+}
+
+/// Tells the audience service that each viewer watches their channel. A
+/// refusal (an expired token, refreshed at the viewer's next comment) is
+/// logged and tried again at the next round.
+async fn heartbeat_all(audience: &mut AudienceClient, tokens: &[Credentials], watching: &[String]) {
+    for (credentials, channel_id) in tokens.iter().zip(watching) {
+        let mut request = tonic::Request::new(audience::HeartbeatRequest {
+            channel_id: channel_id.clone(),
+        });
+        let Ok(authorization) = format!("Bearer {}", credentials.access).parse() else {
+            continue;
+        };
+        request
+            .metadata_mut()
+            .insert("authorization", authorization);
+        if let Err(status) = audience.heartbeat(request).await {
+            tracing::debug!(channel_id, error = %status, "a demo heartbeat was refused");
         }
     }
 }
