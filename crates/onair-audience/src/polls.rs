@@ -13,9 +13,9 @@
 //! created or closed, and for votes at most every [`ANNOUNCE_INTERVAL`] per
 //! poll, so a flood of votes costs the sockets a few events a second.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use onair_kit::bus::SharedBus;
 use onair_kit::clock::{Clock, millis_from_timestamp, timestamp_from_millis};
@@ -222,6 +222,10 @@ struct Inner {
     clock: Clock,
     /// Polls voted on since they were last announced.
     voted: Mutex<HashSet<String>>,
+    /// Each poll as last read, and when: a ballot's answer shows a tally at
+    /// most [`ANNOUNCE_INTERVAL`] old instead of counting the ballots again
+    /// for every voter.
+    recent: Mutex<HashMap<String, (Instant, PollRecord)>>,
 }
 
 impl Polls {
@@ -233,6 +237,7 @@ impl Polls {
                 bus,
                 clock,
                 voted: Mutex::new(HashSet::new()),
+                recent: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -330,6 +335,15 @@ impl Polls {
         voter: Option<&ViewerKey>,
     ) -> Result<pb::Poll, AudienceError> {
         let record = self.read(poll_id).await?;
+        self.answer(record, poll_id, voter).await
+    }
+
+    async fn answer(
+        &self,
+        record: PollRecord,
+        poll_id: &str,
+        voter: Option<&ViewerKey>,
+    ) -> Result<pb::Poll, AudienceError> {
         let voted = match voter {
             Some(voter) => self.ballot_of(poll_id, voter).await?,
             None => None,
@@ -354,7 +368,13 @@ impl Polls {
             Backend::Postgres => " FOR SHARE OF poll",
             Backend::Sqlite => "",
         };
-        let conflict = if self.allows_change(poll_id).await? {
+        let mut seen = self.read_recent(poll_id).await?;
+        let previous = if seen.allow_change {
+            self.ballot_of(poll_id, voter).await?
+        } else {
+            None
+        };
+        let conflict = if seen.allow_change {
             "DO UPDATE SET option_id = excluded.option_id, cast_time_ms = excluded.cast_time_ms"
         } else {
             "DO NOTHING"
@@ -380,20 +400,49 @@ impl Polls {
             return Err(self.why_refused(poll_id, option_id, now_ms).await);
         }
         self.voted().insert(poll_id.to_owned());
-        self.get(poll_id, Some(voter)).await
+        // The tally as last read (at most a quarter second old), with this
+        // ballot in it, so the voter sees their vote counted.
+        for (id, _, votes) in &mut seen.options {
+            if *id == option_id {
+                *votes += 1;
+            }
+            if previous.as_deref() == Some(id.as_str()) {
+                *votes = (*votes - 1).max(0);
+            }
+        }
+        let mut poll = seen.to_proto(now_ms, Some(option_id.to_owned()));
+        if previous.as_deref() == Some(option_id) {
+            // The same vote again: nothing changed.
+            poll = self
+                .read_recent(poll_id)
+                .await?
+                .to_proto(now_ms, Some(option_id.to_owned()));
+        }
+        Ok(poll)
     }
 
-    /// Whether the poll lets a vote be changed; a poll that does not exist
-    /// is an error.
-    async fn allows_change(&self, poll_id: &str) -> Result<bool, AudienceError> {
-        let row = sqlx::query::<Any>("SELECT allow_change FROM audience_polls WHERE id = $1")
-            .bind(poll_id)
-            .fetch_optional(self.inner.db.pool())
-            .await?;
-        match row {
-            Some(row) => Ok(row.get::<i64, _>(0) != 0),
-            None => Err(poll_not_found(poll_id)),
+    /// The poll as read within the last [`ANNOUNCE_INTERVAL`], else read now.
+    async fn read_recent(&self, poll_id: &str) -> Result<PollRecord, AudienceError> {
+        let recent = self
+            .inner
+            .recent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(poll_id)
+            .filter(|(read_at, _)| read_at.elapsed() < ANNOUNCE_INTERVAL)
+            .map(|(_, record)| record.clone());
+        if let Some(record) = recent {
+            return Ok(record);
         }
+        let record = self.read(poll_id).await?;
+        let mut recent = self
+            .inner
+            .recent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        recent.retain(|_, (read_at, _)| read_at.elapsed() < ANNOUNCE_INTERVAL);
+        recent.insert(poll_id.to_owned(), (Instant::now(), record.clone()));
+        Ok(record)
     }
 
     /// Why a ballot was not taken: the poll, the option or the window, else
