@@ -6,11 +6,11 @@
 //! | event                   | subject                      | payload                                     | from           | heard by                                         |
 //! |-------------------------|------------------------------|---------------------------------------------|----------------|--------------------------------------------------|
 //! | [`UserChanged`]         | `user.changed`               | `onair.events.v1.UserChanged`               | user           | every authenticator, the user and comment caches |
-//! | [`MediaChanged`]        | `media.changed`              | `onair.events.v1.MediaChanged`              | media          | the media and comment caches                     |
+//! | [`MediaChanged`]        | `media.changed`              | `onair.events.v1.MediaChanged`              | media          | the media, comment and audience caches           |
 //! | [`ChatSettingsChanged`] | `comment.settings.changed`   | `onair.events.v1.ChatSettingsChanged`       | comment        | comment                                          |
 //! | [`ScheduleEvent`]       | `schedule.<channel_id>`      | `onair.media.v1.ScheduleEvent`              | media          | `WatchSchedule` (the playout)                    |
 //! | [`ModerationQueueItem`] | `comment.queue.<channel_id>` | `onair.comment.v1.ModerationQueueItem`      | comment        | `WatchModerationQueue` (the console)             |
-//! | [`LiveEvent`]           | `live.<channel_id>.<kind>`   | `google.protobuf.Any` of a contract message | comment, media | the gateway's live sockets, `WatchComments`      |
+//! | [`LiveEvent`]           | `live.<channel_id>.<kind>`   | `google.protobuf.Any` of a contract message | comment, media, audience | the gateway's live sockets, `WatchComments`, `WatchPoll` |
 //! | [`OpsEvent`]            | `ops.<kind>`                 | JSON                                        | every service  | analysis, audit                                  |
 //!
 //! Every payload is the protobuf encoding of a message defined in `proto/`
