@@ -5,6 +5,9 @@
 //!   beats spread evenly); once every viewer has beaten, the counts are read
 //!   every second and compared with the truth. Prints the server CPU per
 //!   1,000 heartbeats, the worst count error and the errors.
+//! - Sessions: `--sessions` open `ViewerSession` streams (anonymous, spread
+//!   over the channels); prints the server's memory per session and how long
+//!   after one more viewer joins a channel its sessions are told.
 //! - Votes: one poll, a ballot from each of `--voters` viewers, closed loop;
 //!   prints votes a second and checks the final tally is exact.
 //!
@@ -48,6 +51,12 @@ struct Args {
     /// Seconds the counts are checked for, after every viewer has beaten.
     #[arg(long, default_value_t = 30)]
     check_seconds: u64,
+    /// Open `ViewerSession` streams.
+    #[arg(long, default_value_t = 10_000)]
+    sessions: usize,
+    /// HTTP/2 connections the sessions are spread over.
+    #[arg(long, default_value_t = 50)]
+    session_connections: usize,
     /// Viewers who vote in the poll (the first ones created).
     #[arg(long, default_value_t = 20_000)]
     voters: usize,
@@ -188,6 +197,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         worst_error * 100.0
     );
 
+    sessions(&args, &server, &channel_ids).await?;
     vote(
         &args,
         &channels,
@@ -197,6 +207,107 @@ async fn run(args: Args) -> anyhow::Result<()> {
         &server,
     )
     .await
+}
+
+/// Opens the sessions, then one more on the first channel, and times how
+/// long its sessions take to hear of it.
+async fn sessions(
+    args: &Args,
+    server: &onair_bench::ServerUnderTest,
+    channel_ids: &[String],
+) -> anyhow::Result<()> {
+    if args.sessions == 0 {
+        return Ok(());
+    }
+    let connections =
+        connect_channels(&format!("http://{}", server.grpc), args.session_connections).await?;
+    let rss_before = server.rss_bytes()?;
+    let opened = Instant::now();
+    let first_channel = channel_ids[0].clone();
+    // Sessions on the first channel report when they hear a count above
+    // the one they were first told.
+    let (heard, mut hearings) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
+    let mut kept = Vec::with_capacity(args.sessions + 1);
+    let mut senders = Vec::with_capacity(args.sessions + 1);
+    let mut on_first = 0usize;
+    let mut errors = 0u64;
+    let mut joined = Instant::now();
+    for index in 0..=args.sessions {
+        let one_more = index == args.sessions;
+        let channel_id = if one_more {
+            println!(
+                "sessions: {} open in {:.1} s, errors {errors}; server RSS {:.0} MiB more = {:.1} KiB per session",
+                index - errors as usize,
+                opened.elapsed().as_secs_f64(),
+                server.rss_bytes()?.saturating_sub(rss_before) as f64 / (1024.0 * 1024.0),
+                server.rss_bytes()?.saturating_sub(rss_before) as f64
+                    / 1024.0
+                    / (index - errors as usize).max(1) as f64
+            );
+            // The one more viewer, once the others are settled.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            joined = Instant::now();
+            first_channel.clone()
+        } else {
+            channel_ids[index % channel_ids.len()].clone()
+        };
+        let mut client = AudienceServiceClient::new(connections[index % connections.len()].clone());
+        let (up, requests) = tokio::sync::mpsc::channel(1);
+        up.send(audience::HeartbeatRequest {
+            channel_id: channel_id.clone(),
+        })
+        .await?;
+        let session = client
+            .viewer_session(tokio_stream::wrappers::ReceiverStream::new(requests))
+            .await;
+        let Ok(response) = session else {
+            errors += 1;
+            continue;
+        };
+        let mut counts = response.into_inner();
+        let Ok(Some(first)) = counts.message().await else {
+            errors += 1;
+            continue;
+        };
+        if channel_id == first_channel && !one_more {
+            on_first += 1;
+            let heard = heard.clone();
+            let told = first.count;
+            tokio::spawn(async move {
+                while let Ok(Some(count)) = counts.message().await {
+                    if count.count > told {
+                        let _ = heard.send((index, Instant::now()));
+                    }
+                }
+            });
+        } else {
+            kept.push(counts);
+        }
+        // The heartbeat side stays open as long as the run: the session too.
+        senders.push(up);
+    }
+    // What sessions heard before the one more viewer joined was the others
+    // opening; each session counts once, from its first hearing after.
+    let mut latest = Duration::ZERO;
+    let mut told = std::collections::HashSet::new();
+    let deadline = joined + Duration::from_secs(10);
+    while told.len() < on_first {
+        match tokio::time::timeout_at(deadline.into(), hearings.recv()).await {
+            Ok(Some((session, at))) if at >= joined => {
+                if told.insert(session) {
+                    latest = latest.max(at - joined);
+                }
+            }
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    let told = told.len();
+    println!(
+        "sessions: one more viewer on {first_channel}: {told} of its {on_first} sessions told, the last {:.0} ms after it joined",
+        latest.as_secs_f64() * 1000.0
+    );
+    Ok(())
 }
 
 /// One poll on a slot on air; a ballot from each of the first `--voters`
