@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures::FutureExt as _;
 use futures::StreamExt as _;
 use onair_kit::bus::{SharedBus, Subscription};
-use onair_kit::clock::{Clock, millis_from_timestamp};
+use onair_kit::clock::Clock;
 use onair_kit::events::{LiveEvent, LiveKind, MEDIA_CHANGED, changed_channels};
 use onair_kit::presence::SharedPresence;
 use onair_proto::audience::v1 as pb;
@@ -438,23 +438,14 @@ impl Counter {
         let mut learnt = Vec::with_capacity(answer.now_next.len());
         let mut state = lock(&self.inner.state);
         for now_next in answer.now_next {
-            let slot = now_next.now.and_then(|entry| entry.slot);
-            let next_start = now_next
-                .next
-                .and_then(|entry| entry.slot)
-                .map(|slot| millis_from_timestamp(slot.start_time.as_ref()));
-            let changes_at = match &slot {
-                Some(slot) => millis_from_timestamp(slot.end_time.as_ref()),
-                None => next_start.unwrap_or(i64::MAX),
-            };
+            let channel_id = now_next.channel_id.clone();
+            let (slot, changes_at) = now_next.on_air_until();
             let on_air = OnAir {
                 slot_id: slot.map(|slot| slot.id),
                 valid_until_ms: changes_at.min(now_ms.saturating_add(ON_AIR_RECHECK_MS)),
             };
-            state
-                .on_air
-                .insert(now_next.channel_id.clone(), on_air.clone());
-            learnt.push((now_next.channel_id, on_air));
+            state.on_air.insert(channel_id.clone(), on_air.clone());
+            learnt.push((channel_id, on_air));
         }
         Ok(learnt)
     }

@@ -94,6 +94,21 @@ impl AudienceServiceImpl {
         }
     }
 
+    /// The caller, who must have `role` or a higher one.
+    async fn caller_with<T>(
+        &self,
+        request: &Request<T>,
+        role: Role,
+    ) -> Result<Caller, AudienceError> {
+        let caller = self
+            .inner
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
+        caller.require(role)?;
+        Ok(caller)
+    }
+
     /// The caller if the request carries credentials, else nobody.
     async fn optional_caller<T>(
         &self,
@@ -146,17 +161,8 @@ impl AudienceServiceImpl {
 /// Checks an id that names something that exists: present, and not text
 /// that no id is.
 fn require_id(field: &str, value: &str) -> Result<(), AudienceError> {
-    if value.is_empty() {
-        return Err(AudienceError::InvalidArgument(format!(
-            "{field} is required"
-        )));
-    }
-    if value.len() > 128 || value.chars().any(|c| c.is_control() || c == '/') {
-        return Err(AudienceError::InvalidArgument(format!(
-            "{field} {value:?} is not an id"
-        )));
-    }
-    Ok(())
+    onair_kit::input::require_id(field, value)
+        .map_err(|error| AudienceError::InvalidArgument(error.to_string()))
 }
 
 #[tonic::async_trait]
@@ -197,13 +203,7 @@ impl AudienceService for AudienceServiceImpl {
     ) -> Result<Response<pb::ViewerCount>, Status> {
         // A heartbeat without an account could not be told from the
         // viewer's next one: each would count as another viewer.
-        let caller = self
-            .inner
-            .authenticator
-            .authenticate(request.metadata())
-            .await
-            .map_err(AudienceError::from)?;
-        caller.require(Role::Viewer).map_err(AudienceError::from)?;
+        let caller = self.caller_with(&request, Role::Viewer).await?;
         let channel_id = request.into_inner().channel_id;
         self.require_channel(&channel_id).await?;
         let counter = &self.inner.counter;
@@ -283,15 +283,7 @@ impl AudienceService for AudienceServiceImpl {
         &self,
         request: Request<pb::CreatePollRequest>,
     ) -> Result<Response<pb::Poll>, Status> {
-        let caller = self
-            .inner
-            .authenticator
-            .authenticate(request.metadata())
-            .await
-            .map_err(AudienceError::from)?;
-        caller
-            .require(Role::Operator)
-            .map_err(AudienceError::from)?;
+        let caller = self.caller_with(&request, Role::Operator).await?;
         let request = request.into_inner();
         require_id("slot_id", &request.slot_id)?;
         let Some(poll) = request.poll else {
@@ -329,13 +321,7 @@ impl AudienceService for AudienceServiceImpl {
         &self,
         request: Request<pb::CastBallotRequest>,
     ) -> Result<Response<pb::Poll>, Status> {
-        let caller = self
-            .inner
-            .authenticator
-            .authenticate(request.metadata())
-            .await
-            .map_err(AudienceError::from)?;
-        caller.require(Role::Viewer).map_err(AudienceError::from)?;
+        let caller = self.caller_with(&request, Role::Viewer).await?;
         let request = request.into_inner();
         require_id("poll_id", &request.poll_id)?;
         require_id("option_id", &request.option_id)?;
@@ -390,15 +376,7 @@ impl AudienceService for AudienceServiceImpl {
         &self,
         request: Request<pb::ClosePollRequest>,
     ) -> Result<Response<pb::Poll>, Status> {
-        let caller = self
-            .inner
-            .authenticator
-            .authenticate(request.metadata())
-            .await
-            .map_err(AudienceError::from)?;
-        caller
-            .require(Role::Moderator)
-            .map_err(AudienceError::from)?;
+        let caller = self.caller_with(&request, Role::Moderator).await?;
         let poll_id = request.into_inner().poll_id;
         require_id("poll_id", &poll_id)?;
         Ok(Response::new(

@@ -271,15 +271,7 @@ impl Lookups {
             .await
             .map_err(|status| CommentError::from_peer("media", &status))?
             .into_inner();
-        let slot = now_next.now.and_then(|entry| entry.slot);
-        let next_start = now_next
-            .next
-            .and_then(|entry| entry.slot)
-            .map(|slot| millis_of(slot.start_time.as_ref()));
-        let valid_until_ms = match &slot {
-            Some(slot) => millis_of(slot.end_time.as_ref()),
-            None => next_start.unwrap_or(i64::MAX),
-        };
+        let (slot, valid_until_ms) = now_next.on_air_until();
         let on_air = OnAir {
             slot,
             valid_until_ms,

@@ -629,17 +629,8 @@ fn format_instant(millis: i64) -> String {
 }
 
 fn require_id(field: &str, value: &str) -> Result<(), CommentError> {
-    if value.is_empty() {
-        return Err(CommentError::InvalidArgument(format!(
-            "{field} is required"
-        )));
-    }
-    if value.len() > 128 || value.chars().any(|c| c.is_control() || c == '/') {
-        return Err(CommentError::InvalidArgument(format!(
-            "{field} {value:?} is not an id"
-        )));
-    }
-    Ok(())
+    onair_kit::input::require_id(field, value)
+        .map_err(|error| CommentError::InvalidArgument(error.to_string()))
 }
 
 fn check_reason(reason: &str) -> Result<(), CommentError> {

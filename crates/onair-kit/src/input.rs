@@ -54,6 +54,47 @@ pub enum InputError {
     },
 }
 
+/// An id that names something that exists is missing, or is text no id
+/// is (too long, a control character, a slash).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// The field is empty.
+    #[error("{field} is required")]
+    Missing {
+        /// The field, as the caller names it.
+        field: String,
+    },
+    /// The field holds text that is no id.
+    #[error("{field} {value:?} is not an id")]
+    Malformed {
+        /// The field, as the caller names it.
+        field: String,
+        /// What it holds.
+        value: String,
+    },
+}
+
+/// The longest id a reference may carry, in bytes.
+pub const MAX_ID_BYTES: usize = 128;
+
+/// Checks an id that names something that must exist (a channel, a slot, a
+/// comment): present, and not text that no id is. Whether it exists is the
+/// service's to say.
+pub fn require_id(field: &str, value: &str) -> Result<(), IdError> {
+    if value.is_empty() {
+        return Err(IdError::Missing {
+            field: field.to_owned(),
+        });
+    }
+    if value.len() > MAX_ID_BYTES || value.chars().any(|c| c.is_control() || c == '/') {
+        return Err(IdError::Malformed {
+            field: field.to_owned(),
+            value: value.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 impl ServiceError for InputError {
     fn error_code(&self) -> ErrorCode {
         ErrorCode::InvalidArgument

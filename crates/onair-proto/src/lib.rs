@@ -6,6 +6,7 @@
 
 pub mod channel;
 pub mod codec;
+pub mod schedule;
 
 pub use channel::ServiceChannel;
 
