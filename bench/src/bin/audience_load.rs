@@ -5,9 +5,9 @@
 //!   beats spread evenly); once every viewer has beaten, the counts are read
 //!   every second and compared with the truth. Prints the server CPU per
 //!   1,000 heartbeats, the worst count error and the errors.
-//! - Sessions: `--sessions` open `ViewerSession` streams (anonymous, spread
-//!   over the channels); prints the server's memory per session and how long
-//!   after one more viewer joins a channel its sessions are told.
+//! - Sessions: `--sessions` open `ViewerSession` streams, spread over
+//!   channels of their own; prints the server's memory per session and how
+//!   long after one more viewer joins a channel its sessions are told.
 //! - Votes: one poll, a ballot from each of `--voters` viewers, closed loop;
 //!   prints votes a second and checks the final tally is exact.
 //!
@@ -197,7 +197,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         worst_error * 100.0
     );
 
-    sessions(&args, &server, &channel_ids).await?;
+    sessions(&args, &server, &operator, &tokens).await?;
     vote(
         &args,
         &channels,
@@ -214,10 +214,34 @@ async fn run(args: Args) -> anyhow::Result<()> {
 async fn sessions(
     args: &Args,
     server: &onair_bench::ServerUnderTest,
-    channel_ids: &[String],
+    operator: &str,
+    tokens: &[String],
 ) -> anyhow::Result<()> {
-    if args.sessions == 0 {
+    if args.sessions == 0 || tokens.len() <= args.sessions {
         return Ok(());
+    }
+    let sessions = args.sessions;
+    // Channels of their own, which the heartbeats' marks don't count on.
+    let channel_ids: Vec<String> = (0..args.channels.max(1))
+        .map(|index| format!("session{index}"))
+        .collect();
+    let mut media_client = MediaServiceClient::new(
+        connect_channels(&format!("http://{}", server.grpc), 1).await?[0].clone(),
+    );
+    for (index, channel_id) in channel_ids.iter().enumerate() {
+        media_client
+            .create_channel(authorized(
+                media::CreateChannelRequest {
+                    channel: Some(media::Channel {
+                        id: channel_id.clone(),
+                        number: i32::try_from(1000 + index)?,
+                        name: channel_id.clone(),
+                        ..Default::default()
+                    }),
+                },
+                operator,
+            ))
+            .await?;
     }
     let connections =
         connect_channels(&format!("http://{}", server.grpc), args.session_connections).await?;
@@ -227,13 +251,13 @@ async fn sessions(
     // Sessions on the first channel report when they hear a count above
     // the one they were first told.
     let (heard, mut hearings) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
-    let mut kept = Vec::with_capacity(args.sessions + 1);
-    let mut senders = Vec::with_capacity(args.sessions + 1);
+    let mut kept = Vec::with_capacity(sessions + 1);
+    let mut senders = Vec::with_capacity(sessions + 1);
     let mut on_first = 0usize;
     let mut errors = 0u64;
     let mut joined = Instant::now();
-    for index in 0..=args.sessions {
-        let one_more = index == args.sessions;
+    for index in 0..=sessions {
+        let one_more = index == sessions;
         let channel_id = if one_more {
             println!(
                 "sessions: {} open in {:.1} s, errors {errors}; server RSS {:.0} MiB more = {:.1} KiB per session",
@@ -251,6 +275,8 @@ async fn sessions(
         } else {
             channel_ids[index % channel_ids.len()].clone()
         };
+        // Viewer i is session i; the one more is the next viewer.
+        let token = &tokens[index];
         let mut client = AudienceServiceClient::new(connections[index % connections.len()].clone());
         let (up, requests) = tokio::sync::mpsc::channel(1);
         up.send(audience::HeartbeatRequest {
@@ -258,7 +284,10 @@ async fn sessions(
         })
         .await?;
         let session = client
-            .viewer_session(tokio_stream::wrappers::ReceiverStream::new(requests))
+            .viewer_session(authorized(
+                tokio_stream::wrappers::ReceiverStream::new(requests),
+                token,
+            ))
             .await;
         let Ok(response) = session else {
             errors += 1;

@@ -228,10 +228,11 @@ impl AudienceService for AudienceServiceImpl {
         &self,
         request: Request<Streaming<pb::HeartbeatRequest>>,
     ) -> Result<Response<Self::ViewerSessionStream>, Status> {
-        let viewer = match self.optional_caller(&request).await? {
-            Some(caller) => ViewerKey::of_user(&caller.user_id),
-            None => ViewerKey::anonymous(),
-        };
+        // A session needs an account, as a heartbeat does: anonymous
+        // streams, many to a connection, would let one client be many
+        // viewers. An anonymous account from `CreateUser` will do.
+        let caller = self.caller_with(&request, Role::Viewer).await?;
+        let viewer = ViewerKey::of_user(&caller.user_id);
         let heartbeats = request.into_inner();
         let (sender, receiver) = mpsc::channel(SESSION_QUEUE);
         tokio::spawn(run_session(self.clone(), viewer, heartbeats, sender));

@@ -375,11 +375,24 @@ async fn viewer_sessions_stream_counts_from_a_stock_grpc_client(backend: Backend
     let first = next_count(&mut counts).await;
     assert_eq!((first.channel_id.as_str(), first.count), ("news", 1));
 
-    // An anonymous session joins: the first session is told.
+    // A session needs an account, or one client could be many viewers.
+    let (_anonymous_up, anonymous_heartbeats) = tokio::sync::mpsc::channel(4);
+    let refused = client
+        .viewer_session(tokio_stream::wrappers::ReceiverStream::new(
+            anonymous_heartbeats,
+        ))
+        .await
+        .expect_err("an anonymous session is refused");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+
+    // Another viewer's session joins: the first session is told.
+    let guest = create_viewer(&station, "Guest").await;
+    let guest_token = guest["accessToken"].as_str().unwrap().to_owned();
     let (guest_up, guest_heartbeats) = tokio::sync::mpsc::channel(4);
     let mut guest_counts = client
-        .viewer_session(tokio_stream::wrappers::ReceiverStream::new(
-            guest_heartbeats,
+        .viewer_session(authorized(
+            tokio_stream::wrappers::ReceiverStream::new(guest_heartbeats),
+            &guest_token,
         ))
         .await
         .unwrap()
@@ -393,7 +406,7 @@ async fn viewer_sessions_stream_counts_from_a_stock_grpc_client(backend: Backend
     assert_eq!(next_count(&mut guest_counts).await.count, 2);
     assert_eq!(next_count(&mut counts).await.count, 2);
 
-    // The guest closes its session; once 15 s pass it is gone.
+    // The guest closes their session; once 15 s pass they are gone.
     drop(guest_up);
     drop(guest_counts);
     assert_eventually!(
@@ -407,7 +420,10 @@ async fn viewer_sessions_stream_counts_from_a_stock_grpc_client(backend: Backend
     // A session naming a channel that does not exist ends with the reason.
     let (bad_up, bad_heartbeats) = tokio::sync::mpsc::channel(4);
     let mut bad_counts = client
-        .viewer_session(tokio_stream::wrappers::ReceiverStream::new(bad_heartbeats))
+        .viewer_session(authorized(
+            tokio_stream::wrappers::ReceiverStream::new(bad_heartbeats),
+            &guest_token,
+        ))
         .await
         .unwrap()
         .into_inner();
