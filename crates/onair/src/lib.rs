@@ -588,8 +588,10 @@ fn live_sockets(
 /// Where viewers are counted, for a process that holds viewers (a gateway)
 /// or counts them (the audience service): Redis when `redis_url` is set, so
 /// that every process of the station shares it, else this process's
-/// memory. A gateway whose audience service runs elsewhere must share
-/// Redis with it, or its viewers would count nowhere.
+/// memory when the audience service runs here. A gateway whose audience
+/// service is a peer must share Redis with it, or its viewers would count
+/// nowhere; one with no audience service at all holds no presence (nothing
+/// would count or forget it).
 async fn presence_board(settings: &Settings) -> anyhow::Result<Option<SharedPresence>> {
     let gateway = settings.runs(ServiceRole::Gateway);
     let audience = settings.runs(ServiceRole::Audience);
@@ -602,12 +604,15 @@ async fn presence_board(settings: &Settings) -> anyhow::Result<Option<SharedPres
             .with_context(|| format!("cannot reach Redis at {}", redact_password(url)))?;
         return Ok(Some(Arc::new(board)));
     }
-    if gateway && !audience && settings.peers.contains_key(&ServiceRole::Audience) {
-        anyhow::bail!(
-            "this gateway's audience service runs in another process: give both --redis-url so that they share viewer presence"
-        );
+    if !audience {
+        if settings.peers.contains_key(&ServiceRole::Audience) {
+            anyhow::bail!(
+                "this gateway's audience service runs in another process: give both --redis-url so that they share viewer presence"
+            );
+        }
+        return Ok(None);
     }
-    if audience && !gateway {
+    if !gateway {
         tracing::warn!(
             "the audience service counts in this process's memory: viewers of gateways in other processes are not counted unless every process is given --redis-url"
         );
