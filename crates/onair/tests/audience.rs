@@ -413,8 +413,16 @@ async fn viewer_sessions_stream_counts_from_a_stock_grpc_client(backend: Backend
         metric_is(&station, "onair_audience_sessions", 1).await,
         "the station sees the guest's session end"
     );
+    // The clock jumps the whole ttl at once, past Ann's last renewal too,
+    // so a count may miss her until her session renews her: Ann is told
+    // counts until she is counted alone.
     station.clock.advance(Duration::from_secs(15));
-    let count = next_count(&mut counts).await;
+    let count = loop {
+        let count = next_count(&mut counts).await;
+        if count.count == 1 {
+            break count;
+        }
+    };
     assert_eq!((count.count, count.peak), (1, 2));
 
     // A session naming a channel that does not exist ends with the reason.
