@@ -296,17 +296,14 @@ impl Counter {
     async fn announce_and_record(&self, counts: &[pb::ViewerCount], now_ms: i64) {
         let minute_ms = now_ms - now_ms.rem_euclid(MINUTE_MS);
         for count in counts {
+            // A channel not announced yet stands at none.
             let changed = lock(&self.inner.state)
                 .announced
                 .get(&count.channel_id)
-                .is_none_or(|announced| {
+                .map_or(count.count != 0, |announced| {
                     announced.count != count.count || announced.slot_id != count.slot_id
                 });
-            let first_and_empty = count.count == 0
-                && !lock(&self.inner.state)
-                    .announced
-                    .contains_key(&count.channel_id);
-            if changed && !first_and_empty {
+            if changed {
                 let event =
                     LiveEvent::pack(&count.channel_id, LiveKind::Viewers, VIEWER_COUNT, count);
                 match event.publish(&self.inner.bus).await {
@@ -325,19 +322,16 @@ impl Counter {
                     }
                 }
             }
-            if count.slot_id.is_empty() {
-                continue;
-            }
-            let due = lock(&self.inner.state)
+            // The store keeps each minute's most, so only a new minute or
+            // a new most is worth a write.
+            let recorded = lock(&self.inner.state)
                 .recorded
                 .get(&count.slot_id)
-                .is_none_or(|(minute, recorded)| *minute != minute_ms || *recorded != count.count);
-            if !due
-                || (count.count == 0
-                    && !lock(&self.inner.state)
-                        .recorded
-                        .contains_key(&count.slot_id))
-            {
+                .copied();
+            let due = !count.slot_id.is_empty()
+                && count.count > 0
+                && recorded.is_none_or(|(minute, most)| minute != minute_ms || count.count > most);
+            if !due {
                 continue;
             }
             match self

@@ -17,13 +17,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use futures::{Stream, StreamExt as _};
 use onair_kit::bus::SharedBus;
-use onair_kit::clock::{Clock, millis_from_timestamp, timestamp_from_millis};
-use onair_kit::events::{LiveEvent, LiveKind, OpsEvent, record};
+use onair_kit::clock::{Clock, format_millis, millis_from_timestamp, timestamp_from_millis};
+use onair_kit::events::{LiveEvent, LiveKind, OpsEvent, live_subject, record};
 use onair_kit::input::one_line;
 use onair_kit::presence::ViewerKey;
 use onair_kit::store::{Backend, Db, StoreError};
 use onair_proto::audience::v1 as pb;
+use prost::Message as _;
 use sqlx::{Any, Row};
 
 use crate::error::AudienceError;
@@ -351,6 +353,40 @@ impl Polls {
         Ok(record.to_proto(self.now_ms(), voted))
     }
 
+    /// The poll now, then each time it changes, until it closes: its final
+    /// tally is the last item.
+    pub async fn watch(
+        &self,
+        poll_id: &str,
+    ) -> Result<impl Stream<Item = pb::Poll> + Send + 'static, AudienceError> {
+        // The channel never changes, so a recent read names it.
+        let channel_id = self.read_recent(poll_id).await?.channel_id;
+        let subject = live_subject(&channel_id, LiveKind::Poll);
+        let changes = self.inner.bus.subscribe(&subject).await.map_err(|error| {
+            AudienceError::Unavailable(format!("cannot follow the poll: {error}"))
+        })?;
+        // Read once subscribed, so no change falls between the two.
+        let first = self.get(poll_id, None).await?;
+        let closed = first.state == pb::PollState::Closed as i32;
+        let poll_id = poll_id.to_owned();
+        let changes = Box::pin(changes.filter_map(move |message| {
+            let poll = LiveEvent::decode(&message.subject, &message.payload)
+                .and_then(|event| pb::Poll::decode(event.message.value.as_slice()).ok())
+                .filter(|poll| poll.id == poll_id);
+            std::future::ready(poll)
+        }));
+        let later =
+            futures::stream::unfold((changes, closed), |(mut changes, closed)| async move {
+                if closed {
+                    return None;
+                }
+                let poll = changes.next().await?;
+                let now_closed = poll.state == pb::PollState::Closed as i32;
+                Some((poll, (changes, now_closed)))
+            });
+        Ok(futures::stream::once(std::future::ready(first)).chain(later))
+    }
+
     /// Takes `voter`'s ballot for `option_id`, if the poll is open and the
     /// voter has not voted (or the poll lets them change their vote).
     pub async fn cast(
@@ -363,7 +399,7 @@ impl Polls {
         // One statement, so SQLite takes it as one write (no transaction to
         // upgrade from reading to writing). On PostgreSQL the share lock on
         // the poll makes a close wait for this ballot, and a ballot that
-        // comes after the close see the poll final.
+        // comes after the close sees the poll final.
         let lock = match self.inner.db.backend() {
             Backend::Postgres => " FOR SHARE OF poll",
             Backend::Sqlite => "",
@@ -410,15 +446,7 @@ impl Polls {
                 *votes = (*votes - 1).max(0);
             }
         }
-        let mut poll = seen.to_proto(now_ms, Some(option_id.to_owned()));
-        if previous.as_deref() == Some(option_id) {
-            // The same vote again: nothing changed.
-            poll = self
-                .read_recent(poll_id)
-                .await?
-                .to_proto(now_ms, Some(option_id.to_owned()));
-        }
-        Ok(poll)
+        Ok(seen.to_proto(now_ms, Some(option_id.to_owned())))
     }
 
     /// The poll as read within the last [`ANNOUNCE_INTERVAL`], else read now.
@@ -458,13 +486,13 @@ impl Polls {
         if record.final_tally || now_ms >= record.close_time_ms {
             return AudienceError::FailedPrecondition(format!(
                 "the poll closed at {}; votes are no longer taken",
-                rfc3339(record.close_time_ms.min(now_ms))
+                format_millis(record.close_time_ms.min(now_ms))
             ));
         }
         if now_ms < record.open_time_ms {
             return AudienceError::FailedPrecondition(format!(
                 "the poll opens at {}; vote then",
-                rfc3339(record.open_time_ms)
+                format_millis(record.open_time_ms)
             ));
         }
         AudienceError::FailedPrecondition(
@@ -658,10 +686,4 @@ impl Polls {
 
 fn poll_not_found(poll_id: &str) -> AudienceError {
     AudienceError::NotFound(format!("no poll with id {poll_id:?}"))
-}
-
-fn rfc3339(millis: i64) -> String {
-    jiff::Timestamp::from_millisecond(millis)
-        .map(|instant| instant.to_string())
-        .unwrap_or_else(|_| format!("{millis} ms after 1970"))
 }

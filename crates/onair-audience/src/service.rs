@@ -8,9 +8,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use futures::Stream;
 use futures::StreamExt as _;
 use onair_kit::auth::{Authenticator, Caller};
-use onair_kit::bus::SharedBus;
 use onair_kit::clock::timestamp_from_millis;
-use onair_kit::events::{LiveEvent, LiveKind, live_subject};
 use onair_kit::metrics::Registry;
 use onair_kit::presence::{Mark, ViewerKey, Watchers, Watching};
 use onair_proto::audience::v1 as pb;
@@ -18,7 +16,6 @@ use onair_proto::audience::v1::audience_service_server::AudienceService;
 use onair_proto::clients::MediaClient;
 use onair_proto::media::v1 as media;
 use onair_proto::user::v1::Role;
-use prost::Message as _;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -45,7 +42,6 @@ pub struct AudienceServiceImpl {
 struct Inner {
     counter: Counter,
     polls: Polls,
-    bus: SharedBus,
     store: AudienceStore,
     media: MediaClient,
     authenticator: Authenticator,
@@ -60,11 +56,9 @@ struct Inner {
 impl AudienceServiceImpl {
     /// The service over `counter`; `sessions` holds the viewers of its
     /// `ViewerSession` streams on the board.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         counter: Counter,
         polls: Polls,
-        bus: SharedBus,
         store: AudienceStore,
         media: MediaClient,
         authenticator: Authenticator,
@@ -75,7 +69,6 @@ impl AudienceServiceImpl {
             inner: Arc::new(Inner {
                 counter,
                 polls,
-                bus,
                 store,
                 media,
                 authenticator,
@@ -343,34 +336,8 @@ impl AudienceService for AudienceServiceImpl {
     ) -> Result<Response<Self::WatchPollStream>, Status> {
         let poll_id = request.into_inner().poll_id;
         require_id("poll_id", &poll_id)?;
-        let channel_id = self.inner.polls.get(&poll_id, None).await?.channel_id;
-        let subject = live_subject(&channel_id, LiveKind::Poll);
-        let changes = self.inner.bus.subscribe(&subject).await.map_err(|error| {
-            AudienceError::Unavailable(format!("cannot follow the poll: {error}"))
-        })?;
-        // Read again once subscribed, so no change falls between the two.
-        let first = self.inner.polls.get(&poll_id, None).await?;
-        let closed = first.state == pb::PollState::Closed as i32;
-        let changes = Box::pin(changes.filter_map(move |message| {
-            let poll = LiveEvent::decode(&message.subject, &message.payload)
-                .and_then(|event| pb::Poll::decode(event.message.value.as_slice()).ok())
-                .filter(|poll| poll.id == poll_id);
-            std::future::ready(poll)
-        }));
-        // Each change until the closed poll, its final tally, and no more.
-        let later =
-            futures::stream::unfold((changes, closed), |(mut changes, closed)| async move {
-                if closed {
-                    return None;
-                }
-                let poll = changes.next().await?;
-                let now_closed = poll.state == pb::PollState::Closed as i32;
-                Some((poll, (changes, now_closed)))
-            });
-        let polls = futures::stream::once(std::future::ready(first))
-            .chain(later)
-            .map(Ok);
-        Ok(Response::new(Box::pin(polls)))
+        let polls = self.inner.polls.watch(&poll_id).await?;
+        Ok(Response::new(Box::pin(polls.map(Ok))))
     }
 
     async fn close_poll(

@@ -259,7 +259,10 @@ impl CommentServiceImpl {
         )?;
         if let Some(ban) = author.ban_at(now_ms) {
             let until = match &ban.expire_time {
-                Some(expire) => format!(" until {}", format_instant(millis_of(Some(expire)))),
+                Some(expire) => format!(
+                    " until {}",
+                    onair_kit::clock::format_millis(millis_of(Some(expire)))
+                ),
                 None => String::new(),
             };
             let reason = if ban.reason.is_empty() {
@@ -619,13 +622,6 @@ fn status_name(status: pb::CommentStatus) -> &'static str {
         pb::CommentStatus::Hidden => "hidden",
         pb::CommentStatus::Unspecified => "of unknown status",
     }
-}
-
-/// An instant as RFC 3339, for messages people read.
-fn format_instant(millis: i64) -> String {
-    jiff::Timestamp::from_millisecond(millis)
-        .map(|instant| instant.to_string())
-        .unwrap_or_else(|_| format!("{millis} ms after 1970"))
 }
 
 fn require_id(field: &str, value: &str) -> Result<(), CommentError> {

@@ -76,6 +76,14 @@ impl std::fmt::Debug for Clock {
     }
 }
 
+/// Unix milliseconds as RFC 3339 in UTC, for messages people read.
+pub fn format_millis(millis: i64) -> String {
+    match jiff::Timestamp::from_millisecond(millis) {
+        Ok(timestamp) => timestamp.to_string(),
+        Err(_) => format!("{millis} ms since the epoch"),
+    }
+}
+
 /// Unix milliseconds of a protobuf timestamp; an absent one is the epoch.
 pub fn millis_from_timestamp(timestamp: Option<&prost_types::Timestamp>) -> i64 {
     timestamp.map_or(0, |timestamp| {

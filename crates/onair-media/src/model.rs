@@ -123,13 +123,7 @@ impl SlotRecord {
     }
 }
 
-/// A unix-millisecond time as RFC 3339 in UTC, for messages.
-pub fn format_millis(millis: i64) -> String {
-    match jiff::Timestamp::from_millisecond(millis) {
-        Ok(timestamp) => timestamp.to_string(),
-        Err(_) => format!("{millis} ms since the epoch"),
-    }
-}
+pub use onair_kit::clock::format_millis;
 
 /// A fresh id: a UUIDv7 in lowercase hex, so ids sort by creation and are
 /// valid slugs.

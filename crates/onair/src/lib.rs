@@ -368,7 +368,6 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         let service = AudienceServiceImpl::new(
             counter,
             polls,
-            bus.clone(),
             store,
             media,
             authenticator.clone(),
