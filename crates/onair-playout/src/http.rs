@@ -7,9 +7,14 @@
 //! - `GET /vod/{slotId}/master.m3u8` and below: an aired slot on demand.
 //! - `PUT /ingest/{streamKey}/{file}`: live ingest (`DELETE` is accepted and
 //!   ignored).
+//! - `GET /images/assets/{assetId}/card.jpg` and `GET /images/station/card.jpg`:
+//!   an asset's [card](crate::card) and the station's, the pictures of share
+//!   pages.
 //!
 //! Playlists may be cached for half a segment (what CDNs in front of
-//! MediaPackage do); segments never change, so they may be cached for long.
+//! MediaPackage do); segments never change, so they may be cached for long;
+//! a card changes only when its asset is transcoded again, so crawlers may
+//! keep it for an hour.
 //! Every answer allows any origin: players run in web pages elsewhere.
 
 use axum::Router;
@@ -21,6 +26,7 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use onair_kit::error::ServiceError;
 
+use crate::card::{STATION_CARD_KEY, card_key};
 use crate::error::PlayoutError;
 use crate::ingest::{Arrival, IngestError, live_segment_key};
 use crate::playout::Playout;
@@ -30,9 +36,12 @@ const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 const SEGMENT_TYPE: &str = "video/mp2t";
 /// How long a segment may be cached: it never changes.
 const SEGMENT_CACHE: &str = "public, max-age=86400, immutable";
+const CARD_TYPE: &str = "image/jpeg";
+/// How long a card may be cached: it changes only on a new transcode.
+const CARD_CACHE: &str = "public, max-age=3600";
 
 impl Playout {
-    /// `/hls`, `/vod` and `/ingest`.
+    /// `/hls`, `/vod`, `/ingest` and `/images`.
     pub fn router(&self) -> Router {
         router(self.clone())
     }
@@ -72,6 +81,8 @@ pub fn router(playout: Playout) -> Router {
             "/vod/{slot}/{rendition}/l/{owner}/{file}",
             get(live_segment),
         )
+        .route("/images/assets/{asset}/card.jpg", get(asset_card))
+        .route("/images/station/card.jpg", get(station_card))
         .merge(ingest)
         .layer(axum::middleware::from_fn(refuse_unstorable_path))
         .with_state(playout)
@@ -268,6 +279,39 @@ async fn live_segment(
         .flatten()
         .map(|sequence| live_segment_key(&slot, sequence));
     serve_segment(&playout, key).await
+}
+
+async fn asset_card(State(playout): State<Playout>, Path(asset): Path<String>) -> Response {
+    if !plain_id(&asset) {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            tonic::Code::InvalidArgument,
+            &format!("asset id {asset:?} is invalid: use 1 to 64 letters, digits, - and _"),
+        );
+    }
+    match playout.storage().get(&card_key(&asset)).await {
+        Ok(Some(data)) => with_type(data, CARD_TYPE, HeaderValue::from_static(CARD_CACHE)),
+        Ok(None) => missing_card(&playout, &asset).await,
+        Err(error) => playout_error(PlayoutError::from(error)),
+    }
+}
+
+/// Why an asset has no card: there is no such asset, or it has not been
+/// transcoded (or its card could not be taken).
+async fn missing_card(playout: &Playout, asset: &str) -> Response {
+    match playout.store().asset(asset).await {
+        Ok(Some(_)) => not_found(format!("asset {asset:?} has no card yet")),
+        Ok(None) => playout_error(PlayoutError::asset_not_found(asset)),
+        Err(error) => playout_error(error),
+    }
+}
+
+async fn station_card(State(playout): State<Playout>) -> Response {
+    match playout.storage().get(STATION_CARD_KEY).await {
+        Ok(Some(data)) => with_type(data, CARD_TYPE, HeaderValue::from_static(CARD_CACHE)),
+        Ok(None) => not_found("the station has no card yet".to_owned()),
+        Err(error) => playout_error(PlayoutError::from(error)),
+    }
 }
 
 fn ingest_error(error: IngestError) -> Response {

@@ -15,7 +15,10 @@
 //! - [`ingest`]: an encoder pushes HLS with HTTP PUT under a stream key
 //!   issued for a live slot; [`live_segments`] keeps what each live slot
 //!   received.
-//! - [`http`]: `/hls`, `/vod` and `/ingest`; [`service`]: the gRPC service.
+//! - [`card`]: one frame of every asset, taken when it is transcoded, the
+//!   picture of its share pages.
+//! - [`http`]: `/hls`, `/vod`, `/ingest` and `/images`; [`service`]: the
+//!   gRPC service.
 //! - [`playout`]: the running whole that both of them serve;
 //!   [`settings`]: what it is told.
 //!
@@ -40,6 +43,7 @@
 #![warn(missing_docs)]
 
 pub mod asset_index;
+pub mod card;
 pub mod error;
 pub mod http;
 pub mod ingest;

@@ -3,6 +3,7 @@
 //! and shared by the gRPC service ([`service`](crate::service)) and the
 //! HTTP routes ([`http`](crate::http)).
 
+use std::path::Path;
 use std::sync::Arc;
 
 use onair_kit::auth::Authenticator;
@@ -11,6 +12,7 @@ use onair_kit::metrics::Registry;
 use onair_proto::ServiceChannel;
 
 use crate::asset_index::AssetIndex;
+use crate::card;
 use crate::error::PlayoutError;
 use crate::ingest::Ingest;
 use crate::linear::Linear;
@@ -19,6 +21,9 @@ use crate::segment_store::SegmentStorage;
 use crate::settings::PlayoutSettings;
 use crate::tables::{AssetRecord, PlayoutStore};
 use crate::transcode::{self, Transcoder};
+
+/// The station card's file in the work directory, before it is stored.
+const STATION_CARD_FILE: &str = "station-card.jpg";
 
 /// The running playout: shared by its gRPC service and its HTTP routes.
 #[derive(Clone)]
@@ -116,17 +121,18 @@ impl Playout {
         Ok(tasks)
     }
 
-    /// Makes the station's own slate once: a card generated with ffmpeg,
-    /// transcoded like any asset.
+    /// Makes the station's own slate once: a still picture generated with
+    /// ffmpeg, transcoded like any asset; its frame is the station's card.
     async fn ensure_default_slate(&self) -> Result<(), PlayoutError> {
         let settings = &self.inner.settings;
-        if self
-            .inner
-            .store
-            .asset(&settings.default_slate_id)
-            .await?
-            .is_some()
-        {
+        if let Some(slate) = self.inner.store.asset(&settings.default_slate_id).await? {
+            // A station whose slate was made before cards were, or whose
+            // card failed, takes it from the slate's source.
+            let stored = self.inner.storage.get(card::STATION_CARD_KEY).await;
+            if !matches!(stored, Ok(Some(_))) {
+                self.store_station_card(Path::new(&slate.source_path), slate.duration_ms)
+                    .await;
+            }
             return Ok(());
         }
         // One segment long, so that a gap of any length is whole slates: an
@@ -145,6 +151,8 @@ impl Playout {
         let probe = transcode::probe(&settings.ffprobe, &settings.slate_source)
             .await
             .map_err(PlayoutError::Unavailable)?;
+        self.store_station_card(&settings.slate_source, probe.duration_ms)
+            .await;
         let record = AssetRecord::queued(
             settings.default_slate_id.clone(),
             settings.slate_source.display().to_string(),
@@ -159,6 +167,41 @@ impl Playout {
         }
         self.inner.transcoder.enqueue(&record);
         Ok(())
+    }
+
+    /// Takes the station's card from the slate's source; the slate airs
+    /// without it, so a failure is only a warning.
+    async fn store_station_card(&self, source: &Path, duration_ms: i64) {
+        let settings = &self.inner.settings;
+        let file = settings.work_dir.join(STATION_CARD_FILE);
+        let taken = match tokio::fs::create_dir_all(&settings.work_dir).await {
+            Ok(()) => {
+                card::take_card(
+                    &settings.ffmpeg,
+                    source,
+                    duration_ms,
+                    &file,
+                    settings.transcode_timeout,
+                )
+                .await
+            }
+            Err(error) => Err(format!(
+                "cannot create {}: {error}",
+                settings.work_dir.display()
+            )),
+        };
+        let stored = match taken {
+            Ok(()) => self
+                .inner
+                .storage
+                .put_file(card::STATION_CARD_KEY, &file)
+                .await
+                .map_err(|error| format!("cannot store {}: {error}", card::STATION_CARD_KEY)),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = stored {
+            tracing::warn!(error = %error, "the station has no card");
+        }
     }
 
     pub(crate) fn settings(&self) -> &PlayoutSettings {

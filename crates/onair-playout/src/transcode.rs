@@ -14,6 +14,8 @@
 //!   (a crash, a full disk); a file that ffprobe cannot read is refused when
 //!   it is registered, with ffprobe's reason.
 //! - Progress is read from `-progress pipe:1` (`out_time_us`).
+//! - Once the segments are stored, one frame is taken as the asset's
+//!   [`card`](crate::card); an asset whose card fails still plays.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +30,7 @@ use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
 use crate::asset_index::AssetIndex;
+use crate::card;
 use crate::error::PlayoutError;
 use crate::segment_store::SegmentStorage;
 use crate::settings::{EncodeSettings, PlayoutSettings};
@@ -44,6 +47,8 @@ const AUDIO_RATE: i64 = 48_000;
 const AAC_FRAME: i64 = 1024;
 /// How much of ffmpeg's error output a failed job keeps as its error.
 const ERROR_TAIL_BYTES: usize = 2000;
+/// The card's file in a job's work directory.
+const CARD_FILE: &str = "card.jpg";
 
 /// What ffprobe says about a source file.
 #[derive(Debug, Clone, PartialEq)]
@@ -485,6 +490,9 @@ impl Transcoder {
             Ok(()) => self.store_output(asset, &work).await,
             Err(error) => Err(error),
         };
+        if outcome.is_ok() {
+            self.store_card(asset, &source, &probe, &work).await;
+        }
         let _ = tokio::fs::remove_dir_all(&work).await;
         outcome.map(|durations| (durations, probe))
     }
@@ -617,6 +625,35 @@ impl Transcoder {
             }
         }
         Ok(durations)
+    }
+
+    /// Takes the asset's card and stores it, after its segments (their
+    /// storing clears the asset's prefix). An asset without a card still
+    /// plays: a failure is only a warning.
+    async fn store_card(&self, asset: &AssetRecord, source: &Path, probe: &Probe, work: &Path) {
+        let settings = &self.inner.settings;
+        let file = work.join(CARD_FILE);
+        let key = card::card_key(&asset.id);
+        let taken = card::take_card(
+            &settings.ffmpeg,
+            source,
+            probe.duration_ms,
+            &file,
+            settings.transcode_timeout,
+        )
+        .await;
+        let stored = match taken {
+            Ok(()) => self
+                .inner
+                .storage
+                .put_file(&key, &file)
+                .await
+                .map_err(|error| format!("cannot store {key}: {error}")),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = stored {
+            tracing::warn!(asset = %asset.id, error = %error, "the asset has no card");
+        }
     }
 }
 

@@ -593,6 +593,8 @@ async fn the_live_playlist_follows_the_schedule_across_boundaries_and_a_gap() {
     let bytes = response.bytes().await.expect("segment body");
     assert_eq!(bytes[0], 0x47, "an MPEG-TS sync byte");
 
+    check_cards(&station, "clip-a").await;
+
     // The aired slot is on demand, complete, from its start.
     let (status, text) = station.get_text("/vod/s1/180p/index.m3u8").await;
     assert_eq!(status, 200, "{text}");
@@ -638,6 +640,90 @@ async fn the_live_playlist_follows_the_schedule_across_boundaries_and_a_gap() {
     assert!(metrics.contains("onair_playout_segments_aired_total{kind=\"program\"}"));
     assert!(metrics.contains("onair_playout_transcode_jobs 0"));
     station.stop().await;
+}
+
+/// Checks the pictures share pages show: an asset's card and the station's
+/// are JPEGs of exactly the card size, for GET and HEAD, and a card of no
+/// asset or of a malformed id is refused as the other video paths refuse.
+async fn check_cards(station: &VideoStation, asset_id: &str) {
+    let cards = [
+        format!("/images/assets/{asset_id}/card.jpg"),
+        "/images/station/card.jpg".to_owned(),
+    ];
+    for (index, path) in cards.iter().enumerate() {
+        let response = station
+            .client
+            .get(station.url(path))
+            .send()
+            .await
+            .expect("GET answers");
+        assert_eq!(response.status(), 200, "GET {path}");
+        let headers = response.headers().clone();
+        assert_eq!(headers["content-type"], "image/jpeg", "GET {path}");
+        assert_eq!(
+            headers["cache-control"], "public, max-age=3600",
+            "GET {path}"
+        );
+        let jpeg = response.bytes().await.expect("a body");
+        let file = station.dir.path().join(format!("card-{index}.jpg"));
+        std::fs::write(&file, &jpeg).expect("write the card");
+        let output = tokio::process::Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "v:0"])
+            .args(["-show_entries", "stream=codec_name,width,height"])
+            .args(["-of", "csv=p=0"])
+            .arg(&file)
+            .output()
+            .await
+            .expect("ffprobe runs");
+        assert!(output.status.success(), "ffprobe reads {path}");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            "mjpeg,1200,630",
+            "{path} is a JPEG of the card size"
+        );
+
+        let response = station
+            .client
+            .head(station.url(path))
+            .send()
+            .await
+            .expect("HEAD answers");
+        assert_eq!(response.status(), 200, "HEAD {path}");
+        assert_eq!(response.headers()["content-type"], "image/jpeg");
+    }
+
+    let response = station
+        .client
+        .get(station.url("/images/assets/no-such-asset/card.jpg"))
+        .send()
+        .await
+        .expect("GET answers");
+    assert_eq!(response.status(), 404);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["code"], 5, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no-such-asset"),
+        "{body}"
+    );
+
+    // Ids that are not ids, one of them a path once decoded.
+    for path in [
+        "/images/assets/not.an.id/card.jpg",
+        "/images/assets/..%2F..%2Fonair.db/card.jpg",
+    ] {
+        let response = station
+            .client
+            .get(station.url(path))
+            .send()
+            .await
+            .expect("GET answers");
+        assert_eq!(response.status(), 400, "GET {path}");
+        let body: serde_json::Value = response.json().await.expect("json");
+        assert_eq!(body["code"], 3, "{body}");
+    }
 }
 
 #[tokio::test]
