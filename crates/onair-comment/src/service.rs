@@ -809,6 +809,41 @@ impl CommentService for CommentServiceImpl {
         Ok(Response::new(Box::pin(events)))
     }
 
+    async fn get_comment(
+        &self,
+        request: Request<pb::GetCommentRequest>,
+    ) -> Result<Response<pb::Comment>, Status> {
+        let caller = self.optional_caller(&request).await?;
+        let request = request.into_inner();
+        require_id("comment_id", &request.comment_id)?;
+        let record = self
+            .inner
+            .store
+            .get(&request.comment_id)
+            .await
+            .map_err(CommentError::from)?;
+        let Some(record) = record else {
+            return Err(CommentError::comment_not_found(&request.comment_id).into());
+        };
+        let moderator = caller
+            .as_ref()
+            .is_some_and(|caller| caller.require(Role::Moderator).is_ok());
+        let author = caller
+            .as_ref()
+            .is_some_and(|caller| caller.user_id == record.user_id);
+        if moderator {
+            return Ok(Response::new(record.to_proto()));
+        }
+        if author {
+            return Ok(Response::new(record.to_author_proto()));
+        }
+        if record.status != pb::CommentStatus::Published {
+            // Viewers only see published comments; anything else is unknown to them.
+            return Err(CommentError::comment_not_found(&request.comment_id).into());
+        }
+        Ok(Response::new(record.to_proto()))
+    }
+
     async fn report_comment(
         &self,
         request: Request<pb::ReportCommentRequest>,

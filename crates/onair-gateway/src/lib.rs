@@ -29,6 +29,7 @@ pub mod live;
 pub mod openapi;
 pub mod rules;
 mod settings;
+pub mod share_page;
 pub mod template;
 mod websocket;
 

@@ -25,19 +25,21 @@ use onair_playout::{Playout, PlayoutSettings, PlayoutStore};
 use onair_proto::audience::v1::audience_service_server::AudienceServiceServer;
 use onair_proto::comment::v1::comment_service_server::CommentServiceServer;
 use onair_proto::playout::v1::playout_service_server::PlayoutServiceServer;
+use onair_proto::share::v1::share_service_server::ShareServiceServer;
 use onair_proto::user::v1::user_service_server::UserServiceServer;
+use onair_share::{ShareServiceImpl, ShareSettings, ShareStore};
 use onair_user::{UserServiceImpl, UserServiceSettings, UserStore};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
-/// The roles this version of onair can run. The other roles' contracts exist;
-/// their services come in later versions.
+/// The roles this version of onair can run: every service of the contracts.
 pub const AVAILABLE_ROLES: &[ServiceRole] = &[
     ServiceRole::User,
     ServiceRole::Media,
     ServiceRole::Playout,
     ServiceRole::Comment,
     ServiceRole::Audience,
+    ServiceRole::Share,
     ServiceRole::Gateway,
 ];
 
@@ -49,6 +51,7 @@ pub const SECTIONS: &[SectionSpec] = &[
     SectionSpec::of::<CommentServiceSettings>(),
     SectionSpec::of::<PlayoutSettings>(),
     SectionSpec::of::<AudienceSettings>(),
+    SectionSpec::of::<ShareSettings>(),
     SectionSpec::of::<PresenceSettings>(),
     SectionSpec::of::<onair_gateway::GatewaySettings>(),
     SectionSpec::of::<onair_gateway::live::LiveSettings>(),
@@ -143,6 +146,9 @@ pub struct Prepared {
     pub bus: Arc<dyn Bus>,
     parts: ServerParts,
     background: Vec<tokio::task::JoinHandle<()>>,
+    /// Run once serving has stopped, before the database closes: they write
+    /// what services keep in memory.
+    after_stop: Vec<futures::future::BoxFuture<'static, ()>>,
     db: Option<Db>,
 }
 
@@ -153,6 +159,7 @@ impl Prepared {
         for task in self.background {
             task.abort();
         }
+        futures::future::join_all(self.after_stop).await;
         if let Some(db) = self.db {
             db.close().await;
             tracing::debug!("closed the database");
@@ -176,7 +183,7 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
     }
     if settings.roles.is_empty() {
         anyhow::bail!(
-            "none of the requested roles can run in this version; available roles: user, media, playout, comment, audience, gateway"
+            "none of the requested roles can run in this version; available roles: user, media, playout, comment, audience, share, gateway"
         );
     }
 
@@ -202,6 +209,7 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         || settings.runs(ServiceRole::Media)
         || settings.runs(ServiceRole::Comment)
         || settings.runs(ServiceRole::Audience)
+        || settings.runs(ServiceRole::Share)
         || settings.runs(ServiceRole::Playout);
     let db = if needs_database {
         let db = match &settings.database_url {
@@ -278,6 +286,7 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
     let mut routes = Routes::new(health_service);
     let mut service_names = Vec::new();
     let mut background = Vec::new();
+    let mut after_stop: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
 
     if settings.runs(ServiceRole::User) {
         let Some(db) = db.clone() else {
@@ -381,6 +390,31 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         ));
         service_names.push("onair.audience.v1.AudienceService");
     }
+    if settings.runs(ServiceRole::Share) {
+        let Some(db) = db.clone() else {
+            anyhow::bail!("the share role needs a database");
+        };
+        let store = ShareStore::open(db).await?;
+        let share_settings: ShareSettings = settings.section()?;
+        let service = ShareServiceImpl::new(
+            store,
+            onair_proto::clients::MediaClient::new(channels.channel(ServiceRole::Media)),
+            onair_proto::clients::CommentClient::new(channels.channel(ServiceRole::Comment)),
+            authenticator.clone(),
+            bus.clone(),
+            clock.clone(),
+            share_settings,
+            &metrics,
+        );
+        background.push(service.spawn());
+        let flushed = service.clone();
+        after_stop.push(Box::pin(async move { flushed.flush_opens().await }));
+        routes = routes.add_service(CheckedStrings::new(
+            ShareServiceServer::new(service).max_decoding_message_size(settings.max_message_bytes),
+            settings.max_message_bytes,
+        ));
+        service_names.push("onair.share.v1.ShareService");
+    }
     let mut playout_routes = None;
     if settings.runs(ServiceRole::Playout) {
         let Some(db) = db.clone() else {
@@ -435,7 +469,9 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
             &metrics,
             watchers,
         )?;
-        http_routes = routes;
+        http_routes = routes.merge(onair_gateway::share_page::router(
+            channels.channel(ServiceRole::Share),
+        ));
         on_stop.push(live.shutdown());
         let checked_live = live.clone();
         readiness.push(ReadinessCheck::new("live", move || {
@@ -485,6 +521,7 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         bus,
         parts,
         background,
+        after_stop,
         db,
     })
 }
