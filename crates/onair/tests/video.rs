@@ -594,6 +594,7 @@ async fn the_live_playlist_follows_the_schedule_across_boundaries_and_a_gap() {
     assert_eq!(bytes[0], 0x47, "an MPEG-TS sync byte");
 
     check_cards(&station, "clip-a").await;
+    check_share_card(&station, "s1", "clip-a").await;
 
     // The aired slot is on demand, complete, from its start.
     let (status, text) = station.get_text("/vod/s1/180p/index.m3u8").await;
@@ -640,6 +641,43 @@ async fn the_live_playlist_follows_the_schedule_across_boundaries_and_a_gap() {
     assert!(metrics.contains("onair_playout_segments_aired_total{kind=\"program\"}"));
     assert!(metrics.contains("onair_playout_transcode_jobs 0"));
     station.stop().await;
+}
+
+/// A share link of `slot` (whose program is `asset_id`'s) shows the
+/// asset's card in its page, at a URL that serves it.
+async fn check_share_card(station: &VideoStation, slot: &str, asset_id: &str) {
+    let response = station
+        .client
+        .post(station.url("/v1/shares"))
+        .bearer_auth(&station.key)
+        .json(&serde_json::json!({"slotId": slot}))
+        .send()
+        .await
+        .expect("POST /v1/shares answers");
+    assert_eq!(response.status(), 201);
+    let share: serde_json::Value = response.json().await.expect("json");
+    let page = station
+        .client
+        .get(share["url"].as_str().expect("a share url"))
+        .send()
+        .await
+        .expect("the share page answers")
+        .text()
+        .await
+        .expect("html");
+    let card = station.url(&format!("/images/assets/{asset_id}/card.jpg"));
+    assert!(
+        page.contains(&format!("<meta property=\"og:image\" content=\"{card}\">")),
+        "{page}"
+    );
+    let response = station
+        .client
+        .get(&card)
+        .send()
+        .await
+        .expect("card answers");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "image/jpeg");
 }
 
 /// Checks the pictures share pages show: an asset's card and the station's
