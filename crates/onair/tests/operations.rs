@@ -20,6 +20,10 @@ async fn health_reports_each_service() {
         "",
         "onair.user.v1.UserService",
         "onair.media.v1.MediaService",
+        "onair.playout.v1.PlayoutService",
+        "onair.comment.v1.CommentService",
+        "onair.audience.v1.AudienceService",
+        "onair.share.v1.ShareService",
     ] {
         let response = health
             .check(HealthCheckRequest {
@@ -36,10 +40,10 @@ async fn health_reports_each_service() {
     }
     let status = health
         .check(HealthCheckRequest {
-            service: "onair.share.v1.ShareService".to_owned(),
+            service: "onair.weather.v1.WeatherService".to_owned(),
         })
         .await
-        .expect_err("not run by this process");
+        .expect_err("no such service");
     assert_eq!(status.code(), tonic::Code::NotFound);
     station.stop().await;
 }
