@@ -100,6 +100,8 @@ fn every_public_path_of_the_api_is_annotated() {
         "GET /v1/polls/{poll_id}",
         "POST /v1/polls/{poll_id}/votes",
         "POST /v1/shares",
+        "GET /v1/shares/{code}",
+        "GET /v1/comments/{comment_id}",
     ] {
         assert!(
             paths.iter().any(|path| path == expected),

@@ -15,6 +15,15 @@ pub enum ShareError {
     /// A share link, channel, slot or comment that does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// The caller made as many links as they may for now; they may make
+    /// more after the wait.
+    #[error("{message}")]
+    TooMany {
+        /// What the caller is told.
+        message: String,
+        /// How long until they may make another.
+        retry_after: std::time::Duration,
+    },
     /// Who is calling, or whether they may.
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -58,10 +67,18 @@ impl ServiceError for ShareError {
         match self {
             ShareError::InvalidArgument(_) => ErrorCode::InvalidArgument,
             ShareError::NotFound(_) => ErrorCode::NotFound,
+            ShareError::TooMany { .. } => ErrorCode::ResourceExhausted,
             ShareError::Auth(error) => error.error_code(),
             ShareError::Store(error) => error.error_code(),
             ShareError::Unavailable(_) => ErrorCode::Unavailable,
             ShareError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            ShareError::TooMany { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 }

@@ -145,6 +145,33 @@ impl ShareServiceImpl {
         Ok(caller)
     }
 
+    /// Refuses a new link from someone who made their hour's worth.
+    async fn check_limit(&self, user_id: &str, now_ms: i64) -> Result<(), ShareError> {
+        let limit = self.inner.settings.links_per_user_per_hour;
+        if limit == 0 {
+            return Ok(());
+        }
+        const HOUR_MS: i64 = 3_600_000;
+        let (made, oldest) = self
+            .inner
+            .store
+            .made_since(user_id, now_ms - HOUR_MS)
+            .await?;
+        if made < i64::from(limit) {
+            return Ok(());
+        }
+        let wait_ms = oldest
+            .map_or(HOUR_MS, |oldest| oldest + HOUR_MS - now_ms)
+            .max(1000);
+        Err(ShareError::TooMany {
+            message: format!(
+                "you made {made} share links in the last hour, the most one person may; share again in {} s",
+                (wait_ms + 999) / 1000
+            ),
+            retry_after: std::time::Duration::from_millis(u64::try_from(wait_ms).unwrap_or(1000)),
+        })
+    }
+
     /// The link with `code`.
     async fn link(&self, code: &str) -> Result<ShareRecord, ShareError> {
         check_code(code)?;
@@ -271,6 +298,8 @@ impl ShareService for ShareServiceImpl {
             self.resolve(request.target, request.vpos_ms).await?;
         let now_ms = self.inner.clock.now_ms();
         let mut stored = None;
+        // A link made before is given back whatever the limit.
+        let mut limit_checked = false;
         for _ in 0..CODE_DRAWS {
             let link = ShareRecord {
                 code: new_code(),
@@ -282,6 +311,15 @@ impl ShareService for ShareServiceImpl {
                 creator_id: caller.user_id.clone(),
                 create_time_ms: now_ms,
             };
+            if !limit_checked {
+                let same_place = self.inner.store.same_place(&link).await;
+                if let Some(existing) = same_place.map_err(ShareError::from)? {
+                    stored = Some((existing, false));
+                    break;
+                }
+                self.check_limit(&caller.user_id, now_ms).await?;
+                limit_checked = true;
+            }
             stored = self
                 .inner
                 .store

@@ -17,6 +17,9 @@ pub struct ShareSettings {
     /// again (a channel's page shows what is on air; a comment removed by a
     /// moderator leaves its page within this).
     pub page_ttl: Duration,
+    /// How many links one person may make in an hour (links they made
+    /// before and ask for again don't count); 0 for no limit.
+    pub links_per_user_per_hour: u32,
     /// How often the opens counted in memory are written to the database.
     pub opens_flush_interval: Duration,
 }
@@ -26,6 +29,7 @@ impl Default for ShareSettings {
         ShareSettings {
             public_url: "http://127.0.0.1:8080".to_owned(),
             page_ttl: Duration::from_secs(10),
+            links_per_user_per_hour: 100,
             opens_flush_interval: Duration::from_secs(1),
         }
     }
@@ -35,6 +39,7 @@ impl Section for ShareSettings {
     const KEYS: &'static [Key] = &[
         Key::optional("share.public_url"),
         Key::with_default("share.page_ttl_seconds", "10"),
+        Key::with_default("share.links_per_user_per_hour", "100"),
     ];
 
     fn read(settings: &Settings) -> Result<Self, ConfigError> {
@@ -50,9 +55,15 @@ impl Section for ShareSettings {
             "a whole number of seconds from 1 to 3600",
             count_within(1..=3600),
         )?;
+        let links_per_user_per_hour = layers.required(
+            "share.links_per_user_per_hour",
+            "a whole number from 0 (no limit) to 100000",
+            count_within(0..=100_000),
+        )?;
         Ok(ShareSettings {
             public_url,
             page_ttl: Duration::from_secs(page_ttl_seconds),
+            links_per_user_per_hour,
             ..ShareSettings::default()
         })
     }

@@ -24,7 +24,8 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
       );
       CREATE UNIQUE INDEX share_links_once
         ON share_links (creator_id, target_kind, target_id, vpos_ms);
-      CREATE INDEX share_links_by_target ON share_links (target_id);",
+      CREATE INDEX share_links_by_target ON share_links (target_id);
+      CREATE INDEX share_links_by_creator ON share_links (creator_id, create_time_ms);",
 }];
 
 /// What a link points at.
@@ -131,6 +132,14 @@ impl ShareStore {
         if inserted == 1 {
             return Ok(Some((link.clone(), true)));
         }
+        Ok(self
+            .same_place(link)
+            .await?
+            .map(|existing| (existing, false)))
+    }
+
+    /// The link its creator made before to the same place as `link`.
+    pub async fn same_place(&self, link: &ShareRecord) -> Result<Option<ShareRecord>, StoreError> {
         let row = sqlx::query::<Any>(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM share_links
              WHERE creator_id = $1 AND target_kind = $2 AND target_id = $3 AND vpos_ms = $4"
@@ -141,10 +150,25 @@ impl ShareStore {
         .bind(link.vpos_ms)
         .fetch_optional(self.db.pool())
         .await?;
-        match row {
-            Some(row) => Ok(Some((record_of(&row)?, false))),
-            None => Ok(None),
-        }
+        row.as_ref().map(record_of).transpose()
+    }
+
+    /// How many links `creator_id` made at or after `since_ms`, and when the
+    /// oldest of them was made.
+    pub async fn made_since(
+        &self,
+        creator_id: &str,
+        since_ms: i64,
+    ) -> Result<(i64, Option<i64>), StoreError> {
+        let row = sqlx::query::<Any>(
+            "SELECT COUNT(*), MIN(create_time_ms) FROM share_links
+             WHERE creator_id = $1 AND create_time_ms >= $2",
+        )
+        .bind(creator_id)
+        .bind(since_ms)
+        .fetch_one(self.db.pool())
+        .await?;
+        Ok((row.get(0), row.get(1)))
     }
 
     /// The link with `code`, if there is one.

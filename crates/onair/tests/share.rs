@@ -274,9 +274,7 @@ async fn share_links_round_trip_with_their_intents_pages_and_counts(backend: Bac
     let bus = InProcessBus::new(Some(dir.path().join("bus")));
     let mut events = bus.replay("ops", 1, Some("ops.share.>")).await.unwrap();
     let mut created = Vec::new();
-    while let Ok(Some(event)) =
-        tokio::time::timeout(Duration::from_secs(2), events.next()).await
-    {
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(2), events.next()).await {
         let event: Value = serde_json::from_slice(&event.payload).unwrap();
         assert_eq!(event["kind"], "share.created");
         created.push(event["details"]["targetKind"].as_str().unwrap().to_owned());
@@ -285,7 +283,12 @@ async fn share_links_round_trip_with_their_intents_pages_and_counts(backend: Bac
 }
 
 async fn bad_shares_get_clear_errors(backend: Backend) {
-    let station = TestStation::start(backend).await;
+    // Tokens outlast the hour the test moves the clock by.
+    let settings = [
+        ("share.links_per_user_per_hour", "3"),
+        ("user.access_token_ttl_seconds", "7200"),
+    ];
+    let station = TestStation::start_with(backend, &settings).await;
     let slot = on_air(&station).await;
     let viewer = create_viewer(&station, "viewer").await;
     let token = viewer["accessToken"].as_str().unwrap();
@@ -374,6 +377,28 @@ async fn bad_shares_get_clear_errors(backend: Backend) {
         error_message(&body).contains("targetIds is required"),
         "{body}"
     );
+
+    // One person makes at most the hour's links; one they made before is
+    // theirs again whatever the limit.
+    for target in [
+        json!({"channelId": "news"}),
+        json!({"slotId": slot}),
+        json!({"slotId": slot, "vposMs": 1000}),
+    ] {
+        let (status, body) = share(&station, token, target).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = share(&station, token, json!({"slotId": slot, "vposMs": 2000})).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        error_message(&body).contains("share again in 3600 s"),
+        "{body}"
+    );
+    let (status, body) = share(&station, token, json!({"channelId": "news"})).await;
+    assert_eq!(status, 201, "{body}");
+    station.clock.advance(Duration::from_secs(3601));
+    let (status, body) = share(&station, token, json!({"slotId": slot, "vposMs": 2000})).await;
+    assert_eq!(status, 201, "{body}");
     station.stop().await;
 }
 
