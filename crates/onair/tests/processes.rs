@@ -1,5 +1,6 @@
 //! The real binary in separate processes: `user` in one, the rest in another,
-//! reaching it over gRPC; configuration errors; help; signals.
+//! reaching it over gRPC; `share` apart behind another process's gateway;
+//! configuration errors; help; signals.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -161,6 +162,99 @@ async fn user_in_one_process_and_the_rest_in_another() {
 
     let exit = rest.terminate();
     assert!(exit.success(), "SIGTERM drains and exits 0, got {exit:?}");
+}
+
+/// The share service in a process of its own: links are made and pages
+/// served through the gateway of another process, and the share process
+/// reads the channel from the media service there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn share_in_its_own_process_behind_the_gateway_of_another() {
+    let front_dir = tempfile::tempdir().unwrap();
+    let share_dir = tempfile::tempdir().unwrap();
+    let share_grpc = format!("127.0.0.1:{}", free_port());
+    let peers = format!("share=http://{share_grpc}");
+    let front = spawn(&[
+        "serve",
+        "--roles",
+        "user,media,comment,gateway",
+        "--peers",
+        &peers,
+        "--grpc",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--data-dir",
+        front_dir.path().to_str().unwrap(),
+    ]);
+    let (front_http, front_grpc) = front.addresses().await;
+    let front_url = format!("http://{front_http}");
+    let share_peers =
+        format!("user=http://{front_grpc},media=http://{front_grpc},comment=http://{front_grpc}");
+    let share = spawn_with_env(
+        &[
+            "serve",
+            "--roles",
+            "share",
+            "--peers",
+            &share_peers,
+            "--grpc",
+            &share_grpc,
+            "--http",
+            "127.0.0.1:0",
+            "--data-dir",
+            share_dir.path().to_str().unwrap(),
+        ],
+        &[("ONAIR_SHARE_PUBLIC_URL", &front_url)],
+    );
+    let (share_http, _) = share.addresses().await;
+    assert_eventually!(
+        readyz(front_http).await.0 == 200 && readyz(share_http).await.0 == 200,
+        "both ready once they reach each other"
+    );
+
+    let operator = onair_testkit::read_operator_key(&front_dir.path().join("operator.key"));
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{front_url}/v1/channels"))
+        .bearer_auth(&operator)
+        .json(&serde_json::json!({"id": "news", "number": 1, "name": "News 24"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let viewer: serde_json::Value = client
+        .post(format!("{front_url}/v1/users"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let response = client
+        .post(format!("{front_url}/v1/shares"))
+        .bearer_auth(viewer["accessToken"].as_str().unwrap())
+        .json(&serde_json::json!({"channelId": "news"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let link: serde_json::Value = response.json().await.unwrap();
+    let url = link["url"].as_str().unwrap();
+    assert!(url.starts_with(&format!("{front_url}/s/")), "{link}");
+    let page = client.get(url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("<meta property=\"og:title\" content=\"News 24\">"),
+        "{html}"
+    );
+    assert!(
+        html.contains("News 24 is off air now."),
+        "nothing is scheduled: {html}"
+    );
+    drop(share);
+    drop(front);
 }
 
 #[test]
