@@ -97,6 +97,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ("ONAIR_GATEWAY_RATE_LIMIT_PER_IP", "0"),
             ("ONAIR_GATEWAY_RATE_LIMIT_PER_USER", "0"),
             ("ONAIR_USER_ACCOUNTS_PER_IP_PER_MINUTE", "0"),
+            ("ONAIR_COMMENT_PER_IP_PER_MINUTE", "0"),
         ],
     )?;
     let channels = connect_channels(&format!("http://{}", server.grpc), 4).await?;

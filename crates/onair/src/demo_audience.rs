@@ -2,7 +2,8 @@
 //! now and then zap to another), heartbeat as a player does, and comment on
 //! whatever their channel is airing, through the same contracts as any app,
 //! so a newcomer's live socket, viewer counts and replay have something to
-//! show. Comments that the station refuses (a gap with nothing on air, slow
+//! show. A viewer who zaps to a channel shares it, and a friend opens the
+//! link, so the share counts have something to show too. Comments that the station refuses (a gap with nothing on air, slow
 //! mode) are simply not retried.
 
 use std::time::Duration;
@@ -10,8 +11,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use onair_kit::server::ServiceChannels;
 use onair_proto::audience::v1 as audience;
-use onair_proto::clients::{AudienceClient, CommentClient, UserClient};
+use onair_proto::clients::{AudienceClient, CommentClient, ShareClient, UserClient};
 use onair_proto::comment::v1 as comment;
+use onair_proto::share::v1 as share;
 use onair_proto::user::v1 as user;
 use rand::Rng as _;
 use rand::seq::SliceRandom as _;
@@ -68,6 +70,7 @@ pub async fn run(channels: ServiceChannels, channel_ids: Vec<String>) -> anyhow:
         CommentClient::new(channels.channel(onair_kit::config::ServiceRole::Comment));
     let mut audience =
         AudienceClient::new(channels.channel(onair_kit::config::ServiceRole::Audience));
+    let mut shares = ShareClient::new(channels.channel(onair_kit::config::ServiceRole::Share));
     let mut watching: Vec<String> = {
         let mut random = rand::thread_rng();
         (0..tokens.len())
@@ -103,6 +106,7 @@ pub async fn run(channels: ServiceChannels, channel_ids: Vec<String>) -> anyhow:
                 &watching[viewer..=viewer],
             )
             .await;
+            share_channel(&mut shares, &tokens[viewer], &watching[viewer]).await;
         }
         let channel_id = watching[viewer].clone();
         posted += 1;
@@ -156,6 +160,33 @@ async fn heartbeat_all(audience: &mut AudienceClient, tokens: &[Credentials], wa
         if let Err(status) = audience.heartbeat(request).await {
             tracing::debug!(channel_id, error = %status, "a demo heartbeat was refused");
         }
+    }
+}
+
+/// Shares `channel_id` as the viewer (the same link each time they share
+/// it again), and opens the link as the friend they sent it to would.
+async fn share_channel(shares: &mut ShareClient, credentials: &Credentials, channel_id: &str) {
+    let mut request = tonic::Request::new(share::CreateShareRequest {
+        target: Some(share::create_share_request::Target::ChannelId(
+            channel_id.to_owned(),
+        )),
+        vpos_ms: 0,
+    });
+    let Ok(authorization) = format!("Bearer {}", credentials.access).parse() else {
+        return;
+    };
+    request
+        .metadata_mut()
+        .insert("authorization", authorization);
+    let code = match shares.create_share(request).await {
+        Ok(link) => link.into_inner().code,
+        Err(status) => {
+            tracing::debug!(channel_id, error = %status, "a demo share was refused");
+            return;
+        }
+    };
+    if let Err(status) = shares.open_share(share::OpenShareRequest { code }).await {
+        tracing::debug!(channel_id, error = %status, "a demo share link did not open");
     }
 }
 
