@@ -750,6 +750,23 @@ async fn a_nul_in_any_input_is_refused_with_400(backend: Backend) {
             })),
         )
         .naming("chatSettings.blockedTerms[1]"),
+        garbage(M::GET, "/v1/comments/%00", "", None),
+        // Share links and their pages.
+        garbage(
+            M::POST,
+            "/v1/shares",
+            &token,
+            Some(json!({"channelId": nul})),
+        ),
+        garbage(
+            M::POST,
+            "/v1/shares",
+            &token,
+            Some(json!({"commentId": nul})),
+        ),
+        garbage(M::GET, "/v1/shares/%00", "", None),
+        garbage(M::GET, "/v1/shares:counts?targetIds=%00", &operator, None),
+        garbage(M::GET, "/s/%00", "", None),
         // The live socket, players and encoders.
         garbage(M::GET, "/v1/channels/%00/live", "", None),
         garbage(M::GET, "/hls/%00/master.m3u8", "", None),
