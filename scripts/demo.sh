@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the demo station on this machine: installs ffmpeg (Debian's package)
-# if it is missing, then builds and runs `onair demo`. Extra arguments go to
-# `onair demo` (e.g. --http 0.0.0.0:8080).
+# if it is missing, builds the web app and onair, and runs `onair demo`.
+# Extra arguments go to `onair demo` (e.g. --http 0.0.0.0:8080).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,5 +14,8 @@ if ! command -v ffmpeg >/dev/null 2>&1; then
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null
 fi
+
+# The binary embeds the web app (npm packages from web/package-lock.json).
+scripts/build-web.sh
 
 exec cargo run --release -p onair -- demo "$@"

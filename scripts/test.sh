@@ -14,11 +14,14 @@ as_root() {
 
 # System packages: promtool (from Debian's prometheus) checks /metrics;
 # tv_validate_file (from xmltv-util) checks /iptv/epg.xml; ffmpeg transcodes,
-# encodes the live pushes and decodes the channels in the video tests.
+# encodes the live pushes and decodes the channels in the video tests;
+# chromium runs the web app in the browser tests.
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v tv_validate_file >/dev/null 2>&1 || missing+=(xmltv-util)
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
+# Chromium runs the web app's browser tests (driven by playwright-core).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   as_root apt-get update -qq
@@ -71,6 +74,9 @@ wait_for NATS 4222
 export ONAIR_TEST_DATABASE_URL="${ONAIR_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 export ONAIR_TEST_NATS_URL="${ONAIR_TEST_NATS_URL:-nats://127.0.0.1:4222}"
 export ONAIR_TEST_REDIS_URL="${ONAIR_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+
+# The binary embeds the web app: build it (npm packages from the lockfile).
+scripts/build-web.sh
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -469,9 +469,11 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
             &metrics,
             watchers,
         )?;
-        http_routes = routes.merge(onair_gateway::share_page::router(
-            channels.channel(ServiceRole::Share),
-        ));
+        http_routes = routes
+            .merge(onair_gateway::share_page::router(
+                channels.channel(ServiceRole::Share),
+            ))
+            .merge(onair_web::router());
         on_stop.push(live.shutdown());
         let checked_live = live.clone();
         readiness.push(ReadinessCheck::new("live", move || {

@@ -1,0 +1,358 @@
+// The viewer's TV: the guide (every channel with what is on now and next,
+// and how many watch), the player (HLS with hls.js), the live comments
+// (a list, and an overlay flying across the video), the post box with its
+// verdict, and share links. Everything goes through the public API.
+
+import Hls from 'hls.js';
+import { Account, ApiError, call } from './api.js';
+import { language, setLanguage, t } from './i18n.js';
+import { LiveSocket } from './live.js';
+import { Overlay } from './overlay.js';
+
+const GUIDE_REFRESH_MS = 10000;
+const MAX_LISTED_COMMENTS = 200;
+
+const account = new Account();
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  channels: [],
+  nowNext: new Map(),
+  counts: new Map(),
+  channelId: null,
+  live: null,
+  hls: null,
+  retry: null,
+};
+
+const overlay = new Overlay($('overlay'));
+
+function translate() {
+  document.documentElement.lang = language();
+  for (const node of document.querySelectorAll('[data-t]')) node.textContent = t(node.dataset.t);
+  $('body').placeholder = t('commentPlaceholder');
+  $('language').value = language();
+}
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function countOf(value) {
+  return Number(value || 0);
+}
+
+// The guide.
+
+async function loadGuide() {
+  try {
+    const [channels, now, counts] = await Promise.all([
+      call('GET', '/v1/channels?pageSize=1000'),
+      call('GET', '/v1/now'),
+      call('GET', '/v1/viewers:batchGet'),
+    ]);
+    state.channels = (channels && channels.channels) || [];
+    state.nowNext = new Map(((now && now.nowNext) || []).map((entry) => [entry.channelId, entry]));
+    state.counts = new Map(
+      ((counts && counts.counts) || []).map((entry) => [entry.channelId, countOf(entry.count)]),
+    );
+    renderGuide();
+    renderOnAir();
+  } catch (error) {
+    console.warn('the guide did not load', error);
+  }
+}
+
+function programTitle(entry) {
+  return entry && entry.program ? entry.program.title : '';
+}
+
+function renderGuide() {
+  const list = $('channels');
+  const focused = document.activeElement && document.activeElement.dataset.channelId;
+  list.replaceChildren(
+    ...state.channels.map((channel) => {
+      const item = element('li');
+      const button = element('button', 'channel');
+      button.type = 'button';
+      button.dataset.channelId = channel.id;
+      button.setAttribute('aria-current', String(channel.id === state.channelId));
+      const entry = state.nowNext.get(channel.id);
+      const title = element('span', 'title', `${channel.number || ''} ${channel.name}`.trim());
+      const now = element('span', 'line now', `${t('now')}: ${programTitle(entry && entry.now) || t('offAir')}`);
+      const next = element('span', 'line next', `${t('next')}: ${programTitle(entry && entry.next) || '—'}`);
+      const count = element('span', 'line viewers', t('viewers', state.counts.get(channel.id) || 0));
+      button.append(title, now, next, count);
+      button.addEventListener('click', () => tune(channel.id));
+      button.addEventListener('keydown', (event) => zapByKey(event, channel.id));
+      item.append(button);
+      return item;
+    }),
+  );
+  if (focused) {
+    const again = list.querySelector(`[data-channel-id="${CSS.escape(focused)}"]`);
+    if (again) again.focus();
+  }
+}
+
+function zapByKey(event, channelId) {
+  const index = state.channels.findIndex((channel) => channel.id === channelId);
+  let next = null;
+  if (event.key === 'ArrowDown') next = state.channels[(index + 1) % state.channels.length];
+  if (event.key === 'ArrowUp') next = state.channels[(index - 1 + state.channels.length) % state.channels.length];
+  if (!next) return;
+  event.preventDefault();
+  tune(next.id);
+  const button = $('channels').querySelector(`[data-channel-id="${CSS.escape(next.id)}"]`);
+  if (button) button.focus();
+}
+
+function renderOnAir() {
+  const entry = state.nowNext.get(state.channelId);
+  $('now-title').textContent = state.channelId ? programTitle(entry && entry.now) || t('offAir') : '';
+  $('count').textContent = state.channelId ? t('viewers', state.counts.get(state.channelId) || 0) : '';
+}
+
+// The player.
+
+function tune(channelId) {
+  if (channelId === state.channelId) return;
+  state.channelId = channelId;
+  history.replaceState(null, '', `?channel=${encodeURIComponent(channelId)}`);
+  for (const button of document.querySelectorAll('.channel')) {
+    button.setAttribute('aria-current', String(button.dataset.channelId === channelId));
+  }
+  $('share-links').hidden = true;
+  $('comments').replaceChildren();
+  overlay.clear();
+  renderOnAir();
+  play(`/hls/${encodeURIComponent(channelId)}/master.m3u8`);
+  watchLive(channelId);
+}
+
+function say(message) {
+  $('message').textContent = message;
+}
+
+function play(url) {
+  clearTimeout(state.retry);
+  const video = $('video');
+  say('');
+  if (!Hls.isSupported()) {
+    video.src = url;
+    video.play().catch(() => {});
+    return;
+  }
+  if (state.hls) state.hls.destroy();
+  const hls = new Hls({ lowLatencyMode: false, backBufferLength: 30 });
+  state.hls = hls;
+  hls.on(Hls.Events.MANIFEST_PARSED, () => {
+    say('');
+    renderLevels(hls);
+    video.play().catch(() => {});
+  });
+  hls.on(Hls.Events.LEVEL_SWITCHED, () => renderLevels(hls));
+  hls.on(Hls.Events.ERROR, (_event, data) => {
+    if (!data.fatal) return;
+    const missing = data.response && data.response.code === 404;
+    say(missing ? t('offAirMessage') : t('networkMessage'));
+    hls.destroy();
+    if (state.hls === hls) state.hls = null;
+    state.retry = setTimeout(() => play(url), missing ? 5000 : 2000);
+  });
+  hls.loadSource(url);
+  hls.attachMedia(video);
+}
+
+function renderLevels(hls) {
+  const select = $('quality');
+  const options = [element('option', '', t('auto'))];
+  options[0].value = '-1';
+  hls.levels.forEach((level, index) => {
+    const option = element('option', '', level.height ? `${level.height}p` : `${Math.round(level.bitrate / 1000)} kbit/s`);
+    option.value = String(index);
+    options.push(option);
+  });
+  select.replaceChildren(...options);
+  select.value = String(hls.autoLevelEnabled ? -1 : hls.currentLevel);
+  const playing = hls.levels[hls.currentLevel];
+  select.title = playing && playing.height ? `${playing.height}p` : '';
+}
+
+// Live comments and counts.
+
+function watchLive(channelId) {
+  if (state.live) state.live.close();
+  state.live = new LiveSocket(channelId, account.token, (event) => {
+    if (state.channelId !== channelId) return;
+    const data = event.data || {};
+    if (event.type === 'comment' && data.comment) addComment(data.comment);
+    if (event.type === 'moderation' && data.removedCommentId) removeComment(data.removedCommentId);
+    if (event.type === 'viewers') {
+      state.counts.set(channelId, countOf(data.count));
+      renderOnAir();
+    }
+    if (event.type === 'schedule') loadGuide();
+  });
+}
+
+function addComment(comment) {
+  const list = $('comments');
+  if (list.querySelector(`[data-comment-id="${CSS.escape(comment.id)}"]`)) return;
+  const item = element('li');
+  item.dataset.commentId = comment.id;
+  item.append(element('span', 'author', comment.displayName || ''), element('span', 'text', comment.body));
+  if (account.user && comment.userId !== account.user.id) {
+    const report = element('button', '', t('report'));
+    report.type = 'button';
+    report.addEventListener('click', async () => {
+      try {
+        await account.call('POST', `/v1/comments/${encodeURIComponent(comment.id)}:report`, { reason: 'reported by a viewer' });
+        report.textContent = t('reported');
+        report.disabled = true;
+      } catch (error) {
+        report.title = error.message;
+      }
+    });
+    item.append(report);
+  }
+  const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 4;
+  list.append(item);
+  while (list.children.length > MAX_LISTED_COMMENTS) list.firstElementChild.remove();
+  if (atBottom) list.scrollTop = list.scrollHeight;
+  overlay.show(comment);
+}
+
+function removeComment(commentId) {
+  const item = $('comments').querySelector(`[data-comment-id="${CSS.escape(commentId)}"]`);
+  if (item) item.remove();
+  overlay.remove(commentId);
+}
+
+// Posting.
+
+let countdown = null;
+
+async function post(event) {
+  event.preventDefault();
+  if (!state.channelId) {
+    $('verdict').textContent = t('chooseChannel');
+    return;
+  }
+  const input = $('body');
+  const body = input.value.trim();
+  if (!body) return;
+  clearInterval(countdown);
+  try {
+    const comment = await account.call('POST', `/v1/channels/${encodeURIComponent(state.channelId)}/comments`, { body });
+    input.value = '';
+    if (comment.status === 'COMMENT_STATUS_PUBLISHED') {
+      $('verdict').textContent = t('published');
+      addComment(comment);
+    } else {
+      $('verdict').textContent = t('held', comment.reason || '');
+    }
+  } catch (error) {
+    const reason = error instanceof ApiError ? error.message : String(error);
+    if (error.retryAfterSeconds) {
+      let left = Math.ceil(error.retryAfterSeconds);
+      const show = () => {
+        $('verdict').textContent = `${t('refused', reason)} — ${t('retryIn', left)}`;
+      };
+      show();
+      countdown = setInterval(() => {
+        left -= 1;
+        if (left <= 0) {
+          clearInterval(countdown);
+          $('verdict').textContent = '';
+        } else {
+          show();
+        }
+      }, 1000);
+    } else {
+      $('verdict').textContent = t('refused', reason);
+    }
+  }
+}
+
+// Sharing.
+
+async function share() {
+  if (!state.channelId) return;
+  const box = $('share-links');
+  try {
+    const link = await account.call('POST', '/v1/shares', { channelId: state.channelId });
+    const links = [
+      ['X', link.intents.x],
+      ['LINE', link.intents.line],
+      ['Facebook', link.intents.facebook],
+    ].map(([name, href]) => {
+      const anchor = element('a', 'intent', name);
+      anchor.href = href;
+      anchor.target = '_blank';
+      anchor.rel = 'noopener noreferrer';
+      return anchor;
+    });
+    const copy = element('button', '', t('copyLink'));
+    copy.type = 'button';
+    copy.addEventListener('click', async () => {
+      try {
+        await navigator.clipboard.writeText(link.url);
+        copy.textContent = t('copied');
+      } catch {
+        copy.title = link.url;
+      }
+    });
+    const url = element('code', 'share-url', link.url);
+    box.replaceChildren(...links, copy, url);
+    box.hidden = false;
+  } catch (error) {
+    box.replaceChildren(element('span', '', error.message));
+    box.hidden = false;
+  }
+}
+
+// Start.
+
+async function start() {
+  translate();
+  $('language').addEventListener('change', (event) => {
+    setLanguage(event.target.value);
+    translate();
+    renderGuide();
+    renderOnAir();
+  });
+  $('post').addEventListener('submit', post);
+  $('share').addEventListener('click', share);
+  $('show-overlay').addEventListener('change', (event) => overlay.setVisible(event.target.checked));
+  $('fullscreen').addEventListener('click', () => $('screen').requestFullscreen && $('screen').requestFullscreen());
+  if (!document.pictureInPictureEnabled) $('pip').hidden = true;
+  $('pip').addEventListener('click', () => $('video').requestPictureInPicture().catch(() => {}));
+  $('quality').addEventListener('change', (event) => {
+    if (state.hls) state.hls.currentLevel = Number(event.target.value);
+  });
+  $('name-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    try {
+      await account.rename($('name').value.trim());
+    } catch (error) {
+      $('name').title = error.message;
+    }
+  });
+  try {
+    await account.ensure();
+    $('name').value = (account.user && account.user.displayName) || '';
+  } catch (error) {
+    say(error.message);
+  }
+  await loadGuide();
+  setInterval(loadGuide, GUIDE_REFRESH_MS);
+  const asked = new URLSearchParams(location.search).get('channel');
+  const first = state.channels.find((channel) => channel.id === asked) || state.channels[0];
+  if (first) tune(first.id);
+}
+
+start();
