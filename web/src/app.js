@@ -247,7 +247,11 @@ async function post(event) {
   if (!body) return;
   clearInterval(countdown);
   try {
-    const comment = await account.call('POST', `/v1/channels/${encodeURIComponent(state.channelId)}/comments`, { body });
+    const commands = ['position', 'size', 'colour'].map((id) => $(id).value);
+    const comment = await account.call('POST', `/v1/channels/${encodeURIComponent(state.channelId)}/comments`, {
+      body,
+      commands,
+    });
     input.value = '';
     if (comment.status === 'COMMENT_STATUS_PUBLISHED') {
       $('verdict').textContent = t('published');

@@ -1,16 +1,33 @@
 // The comments that fly across the video, Niconico style: each in a lane
 // of its own height, right to left over a fixed time, never overlapping the
-// one before it in its lane. When every lane is busy the comment is not
-// flown (it is still in the list): more than a person can read is thinned.
+// one before it in its lane. A comment's display commands say where (`ue`
+// held at the top, `shita` at the bottom, for a few seconds), how large and
+// in which colour. When every lane is busy the comment is not shown (it is
+// still in the list): more than a person can read is thinned.
 
 const FLIGHT_MS = 5000;
+const HOLD_MS = 3000;
 const LANE_PX = 34;
+const POSITIONS = ['ue', 'shita'];
+const SIZES = ['big', 'small'];
+const COLOURS = ['red', 'pink', 'orange', 'yellow', 'green', 'cyan', 'blue', 'purple', 'black'];
+
+/** The look a comment's commands ask for. */
+export function lookOf(commands) {
+  const list = commands || [];
+  return {
+    position: list.find((command) => POSITIONS.includes(command)) || 'naka',
+    size: list.find((command) => SIZES.includes(command)) || 'medium',
+    colour: list.find((command) => COLOURS.includes(command)) || 'white',
+  };
+}
 
 export class Overlay {
   constructor(element) {
     this.element = element;
     /** When each lane's last comment has cleared the right edge. */
     this.lanes = [];
+    this.held = { ue: [], shita: [] };
     this.flying = new Map();
   }
 
@@ -22,18 +39,20 @@ export class Overlay {
     this.element.classList.toggle('hidden', !visible);
   }
 
-  /** Flies `comment`'s body, if a lane is free. */
+  /** Shows `comment`'s body as its commands ask, if a lane is free. */
   show(comment) {
     if (this.element.classList.contains('hidden')) return false;
+    const look = lookOf(comment.commands);
+    const node = document.createElement('div');
+    node.className = `flying ${look.position} ${look.size} c-${look.colour}`;
+    node.textContent = comment.body;
+    node.dataset.commentId = comment.id;
+    if (look.position !== 'naka') return this.hold(comment, node, look.position);
     const now = performance.now();
     const count = this.laneCount();
     if (this.lanes.length !== count) this.lanes = new Array(count).fill(0);
     const lane = this.lanes.findIndex((free) => free <= now);
     if (lane < 0) return false;
-    const node = document.createElement('div');
-    node.className = 'flying';
-    node.textContent = comment.body;
-    node.dataset.commentId = comment.id;
     node.style.top = `${lane * LANE_PX + 4}px`;
     this.element.append(node);
     const width = this.element.clientWidth;
@@ -53,6 +72,26 @@ export class Overlay {
     return true;
   }
 
+  /** Holds a `ue` or `shita` comment still, centred, in the top or bottom lanes. */
+  hold(comment, node, position) {
+    const now = performance.now();
+    const lanes = this.held[position];
+    const count = Math.max(1, Math.floor(this.laneCount() / 2));
+    while (lanes.length < count) lanes.push(0);
+    lanes.length = count;
+    const lane = lanes.findIndex((free) => free <= now);
+    if (lane < 0) return false;
+    lanes[lane] = now + HOLD_MS;
+    node.style[position === 'ue' ? 'top' : 'bottom'] = `${lane * LANE_PX + 4}px`;
+    this.element.append(node);
+    this.flying.set(comment.id, node);
+    setTimeout(() => {
+      node.remove();
+      this.flying.delete(comment.id);
+    }, HOLD_MS);
+    return true;
+  }
+
   remove(commentId) {
     const node = this.flying.get(commentId);
     if (node) node.remove();
@@ -63,5 +102,6 @@ export class Overlay {
     for (const node of this.flying.values()) node.remove();
     this.flying.clear();
     this.lanes = [];
+    this.held = { ue: [], shita: [] };
   }
 }

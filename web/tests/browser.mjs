@@ -149,17 +149,24 @@ await check('the channel switches from the keyboard', async () => {
 
 const second = await open(`/?channel=${encodeURIComponent(channelId)}`);
 
-await check('a comment posted in one page shows in another, as text, in its list and overlay', async () => {
+await check('a comment posted in one page shows in another, as text, in its list and overlay, with its display commands', async () => {
   await second.waitForSelector(`.channel[aria-current="true"][data-channel-id="${channelId}"]`, WAIT);
   await playsOn(second, 1);
+  await viewer.selectOption('#position', 'ue');
+  await viewer.selectOption('#colour', 'red');
   const body = await postUntilTaken(viewer, `${HOSTILE} hello from the test`, 'Posted');
+  await viewer.selectOption('#position', 'naka');
+  await viewer.selectOption('#colour', 'white');
   const listed = second.locator('#comments .text', { hasText: body });
   await listed.waitFor(WAIT);
-  const flown = await second.evaluate(
-    (text) => [...document.querySelectorAll('#overlay .flying')].some((node) => node.textContent === text),
+  const shown = await second.evaluate(
+    (text) => [...document.querySelectorAll('#overlay .flying')].find((node) => node.textContent === text)?.className,
     body,
   );
-  if (!flown) throw new Error('the comment did not fly across the video');
+  if (!shown) throw new Error('the comment was not shown over the video');
+  if (!shown.includes('ue') || !shown.includes('c-red')) {
+    throw new Error(`the overlay ignored the display commands (ue red): ${shown}`);
+  }
   const images = await second.evaluate(() => document.querySelectorAll('#comments img, #overlay img').length);
   if (images) throw new Error('a comment body became markup');
   if (screenshots) await second.screenshot({ path: join(screenshots, 'player-with-comments.png') });

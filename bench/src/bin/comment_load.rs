@@ -266,6 +266,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 let request = comment::PostCommentRequest {
                     channel_id: "bench".to_owned(),
                     body: body(sequence),
+                    commands: Vec::new(),
                 };
                 tally.count(client.post_comment(authorized(request, &token)).await)
             }

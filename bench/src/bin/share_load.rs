@@ -118,6 +118,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         comment::PostCommentRequest {
                             channel_id: "bench".to_owned(),
                             body: format!("comment number {index} & <more>"),
+                            commands: Vec::new(),
                         },
                         &viewer.token,
                     ))

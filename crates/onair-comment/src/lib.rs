@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod commands;
 pub mod error;
 pub mod lookup;
 pub mod moderation;

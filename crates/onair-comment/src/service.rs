@@ -250,6 +250,7 @@ impl CommentServiceImpl {
     ) -> Result<CommentRecord, CommentError> {
         require_id("channel_id", &request.channel_id)?;
         let body = CommentBody::parse(&request.body, self.inner.settings.max_body_chars)?;
+        let commands = crate::commands::canonical(&request.commands)?;
         let channel_id = request.channel_id.as_str();
         let now_ms = self.now_ms();
         let (author, rules, on_air) = tokio::try_join!(
@@ -340,6 +341,7 @@ impl CommentServiceImpl {
             report_count: 0,
             in_queue: matches!(verdict, Verdict::Hold(_) | Verdict::Shadow(_)),
             update_time_ms: now_ms,
+            commands,
         };
         self.inner.writer.write(record.clone()).await?;
         match &verdict {

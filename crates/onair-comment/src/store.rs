@@ -18,10 +18,11 @@ use sqlx::{Any, Row};
 use tokio::sync::{mpsc, oneshot};
 
 /// The comment service's schema, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "comments, reports and chat settings",
-    sql: "CREATE TABLE comments (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "comments, reports and chat settings",
+        sql: "CREATE TABLE comments (
             id TEXT PRIMARY KEY,
             channel_id TEXT NOT NULL,
             slot_id TEXT NOT NULL,
@@ -52,12 +53,19 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             settings TEXT NOT NULL,
             update_time_ms BIGINT NOT NULL
           );",
-}];
+    },
+    Migration {
+        version: 2,
+        description: "comments' display commands",
+        sql: "ALTER TABLE comments ADD COLUMN commands TEXT NOT NULL DEFAULT ''",
+    },
+];
 
 const COLUMNS: &str = "id, channel_id, slot_id, user_id, display_name, body, vpos_ms, \
-                       create_time_ms, status, reason, report_count, in_queue, update_time_ms";
+                       create_time_ms, status, reason, report_count, in_queue, update_time_ms, \
+                       commands";
 /// Bound parameters per comment row in an INSERT.
-const COLUMN_COUNT: usize = 13;
+const COLUMN_COUNT: usize = 14;
 /// Rows per INSERT statement: far below both engines' limit on bound
 /// parameters, large enough that a big batch takes few statements.
 const ROWS_PER_INSERT: usize = 200;
@@ -91,6 +99,9 @@ pub struct CommentRecord {
     pub in_queue: bool,
     /// When it last changed, in Unix milliseconds.
     pub update_time_ms: i64,
+    /// Its display commands, canonical and space-separated
+    /// ([`crate::commands::canonical`]).
+    pub commands: String,
 }
 
 impl CommentRecord {
@@ -107,6 +118,7 @@ impl CommentRecord {
             status: self.status as i32,
             reason: self.reason.clone(),
             display_name: self.display_name.clone(),
+            commands: crate::commands::listed(&self.commands),
         }
     }
 
@@ -137,6 +149,7 @@ impl CommentRecord {
             report_count,
             in_queue,
             update_time_ms,
+            commands,
         ) = row;
         CommentRecord {
             id,
@@ -152,6 +165,7 @@ impl CommentRecord {
             report_count,
             in_queue: in_queue != 0,
             update_time_ms,
+            commands,
         }
     }
 
@@ -170,6 +184,7 @@ impl CommentRecord {
             row.try_get("report_count")?,
             row.try_get("in_queue")?,
             row.try_get("update_time_ms")?,
+            row.try_get("commands")?,
         )))
     }
 }
@@ -228,7 +243,8 @@ impl CommentStore {
                     .bind(record.reason.as_str())
                     .bind(record.report_count)
                     .bind(i64::from(record.in_queue))
-                    .bind(record.update_time_ms);
+                    .bind(record.update_time_ms)
+                    .bind(record.commands.as_str());
             }
             query.execute(&mut *transaction).await?;
         }
@@ -482,6 +498,7 @@ type PageRow = (
     i64,
     i64,
     i64,
+    String,
 );
 
 /// The filter and order of a replay page; `$1` slot, `$2`/`$3` the vpos
@@ -598,7 +615,9 @@ mod tests {
     #[test]
     fn insert_statements_number_every_parameter() {
         let sql = insert_statement(2);
-        assert!(sql.ends_with("($14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)"));
+        assert!(
+            sql.ends_with("($15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)")
+        );
         assert_eq!(sql.matches('$').count(), 2 * COLUMN_COUNT);
     }
 }

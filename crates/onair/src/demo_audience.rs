@@ -46,6 +46,19 @@ const COMMENTS_PER_SECOND: f64 = 2.0;
 /// heartbeat interval.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(20);
 
+/// One comment in this many carries display commands.
+const DRESSED_ONE_IN: u32 = 6;
+
+/// The display commands the viewers use.
+const STYLES: &[&[&str]] = &[
+    &["red"],
+    &["ue", "yellow"],
+    &["shita", "cyan"],
+    &["big", "pink"],
+    &["small", "green"],
+    &["ue", "big", "orange"],
+];
+
 /// One comment in this many comes after the viewer zapped to another channel.
 const ZAP_ONE_IN: u32 = 25;
 
@@ -84,7 +97,7 @@ pub async fn run(channels: ServiceChannels, channel_ids: Vec<String>) -> anyhow:
             heartbeat_all(&mut audience, &tokens, &watching).await;
             last_heartbeats = Some(std::time::Instant::now());
         }
-        let (pause, viewer, zap_to, body) = {
+        let (pause, viewer, zap_to, body, commands) = {
             let mut random = rand::thread_rng();
             // Exponential gaps: posts arrive like independent viewers'.
             let gap = -random.gen_range(f64::EPSILON..1.0_f64).ln() / COMMENTS_PER_SECOND;
@@ -94,7 +107,13 @@ pub async fn run(channels: ServiceChannels, channel_ids: Vec<String>) -> anyhow:
                 .then(|| channel_ids.choose(&mut random).cloned())
                 .flatten();
             let phrase = PHRASES.choose(&mut random).copied().unwrap_or("hello");
-            (gap, viewer, zap_to, phrase)
+            // Now and then a viewer dresses a comment up, as on Niconico.
+            let commands: &[&str] = if random.gen_ratio(1, DRESSED_ONE_IN) {
+                STYLES.choose(&mut random).copied().unwrap_or(&[])
+            } else {
+                &[]
+            };
+            (gap, viewer, zap_to, phrase, commands)
         };
         tokio::time::sleep(Duration::from_secs_f64(pause.min(10.0))).await;
         if let Some(channel_id) = zap_to {
@@ -113,6 +132,10 @@ pub async fn run(channels: ServiceChannels, channel_ids: Vec<String>) -> anyhow:
         let mut request = tonic::Request::new(comment::PostCommentRequest {
             channel_id: channel_id.clone(),
             body: format!("{body} ({posted})"),
+            commands: commands
+                .iter()
+                .map(|command| (*command).to_owned())
+                .collect(),
         });
         let Ok(authorization) = format!("Bearer {}", tokens[viewer].access).parse() else {
             continue;

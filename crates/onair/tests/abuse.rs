@@ -389,6 +389,7 @@ async fn comment_floods_from_one_address_are_limited(backend: Backend) {
     let request = comment_pb::PostCommentRequest {
         channel_id: "news".to_owned(),
         body: "over grpc".to_owned(),
+        commands: Vec::new(),
     };
     let status = comments_here
         .post_comment(claiming(request.clone(), Some(&tokens[1]), "203.0.113.8"))
@@ -471,6 +472,7 @@ async fn comment_pace_refusals_say_when_to_retry(backend: Backend) {
             comment_pb::PostCommentRequest {
                 channel_id: "news".to_owned(),
                 body: "third".to_owned(),
+                commands: Vec::new(),
             },
             &ann,
         ))
@@ -900,6 +902,7 @@ async fn a_nul_in_any_input_is_refused_with_400(backend: Backend) {
                 comment_pb::PostCommentRequest {
                     channel_id: "news".to_owned(),
                     body: nul.to_owned(),
+                    commands: Vec::new(),
                 },
                 &token,
             ))

@@ -214,7 +214,75 @@ on_both_backends!(
     shadowed_comments_are_seen_by_their_author_only,
     reported_and_hidden_comments_leave_live_and_replay,
     replay_pages_in_media_order,
+    display_commands_are_checked_stored_and_replayed,
 );
+
+async fn display_commands_are_checked_stored_and_replayed(backend: Backend) {
+    let room = newsroom(backend).await;
+    let (_ann, ann_token) = room.viewer("Ann").await;
+    room.at(1_000);
+    let mut socket = connect(&live_url(&room.station, "news", None)).await;
+    ready(&mut socket).await;
+    let post = |body: &str, commands: Value| {
+        send(
+            &room.station,
+            Method::POST,
+            "/v1/channels/news/comments",
+            Some(&ann_token),
+            Some(json!({"body": body, "commands": commands})),
+        )
+    };
+    // Any order in; one order out, without the defaults.
+    let (status, posted) = post("look up here", json!(["red", "white", "big", "ue"])).await;
+    assert_eq!(status, 400, "two colours: {posted}");
+    assert!(
+        onair_testkit::error_message(&posted).contains("both a colour"),
+        "{posted}"
+    );
+    let (status, posted) = post("look up here", json!(["red", "big", "ue"])).await;
+    assert_eq!(status, 201, "{posted}");
+    assert_eq!(posted["commands"], json!(["ue", "big", "red"]));
+    let (status, plain) = post("just words", json!(["naka", "medium"])).await;
+    assert_eq!(status, 201, "{plain}");
+    assert_eq!(
+        plain["commands"],
+        json!([]),
+        "defaults are left out: {plain}"
+    );
+
+    // Viewers get them live, and in replay.
+    let live = loop {
+        let events = next_events(&mut socket)
+            .await
+            .expect("the socket stays open");
+        if let Some(event) = events.into_iter().find(|event| event["type"] == "comment") {
+            break event;
+        }
+    };
+    assert_eq!(
+        live["data"]["comment"]["commands"],
+        json!(["ue", "big", "red"])
+    );
+    let page = room.replay(&room.slots[0], "", None).await;
+    let replayed: Vec<&Value> = page["comments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|comment| &comment["commands"])
+        .collect();
+    assert_eq!(replayed, [&json!(["ue", "big", "red"]), &json!([])]);
+
+    // An unknown command is refused with what there is.
+    let (status, refused) = post("sparkles", json!(["sparkle"])).await;
+    assert_eq!(status, 400, "{refused}");
+    let message = onair_testkit::error_message(&refused);
+    assert!(
+        message.contains("unknown display command \"sparkle\""),
+        "{message}"
+    );
+    assert!(message.contains("ue, shita"), "{message}");
+    room.station.stop().await;
+}
 
 async fn comments_follow_the_program_on_air(backend: Backend) {
     let room = newsroom(backend).await;
