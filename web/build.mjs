@@ -5,6 +5,7 @@
 // The onair binary embeds dist/ (crates/onair-web).
 
 import { createHash } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -63,4 +64,7 @@ for (const page of pages) {
 }
 files.push(...[...new Set(written.values())].map((file) => `assets/${file}`));
 await writeFile(join(dist, 'manifest.json'), JSON.stringify({ files }, null, 2) + '\n');
-console.log(`built ${files.length} files into ${dist}`);
+const scripts = [...new Set(written.values())].filter((file) => file.endsWith('.js'));
+let gzipped = 0;
+for (const file of scripts) gzipped += gzipSync(await readFile(join(dist, 'assets', file))).length;
+console.log(`built ${files.length} files into ${dist}; the scripts are ${(gzipped / 1024).toFixed(1)} KiB gzipped`);

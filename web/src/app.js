@@ -13,6 +13,28 @@ const GUIDE_REFRESH_MS = 10000;
 const MAX_LISTED_COMMENTS = 200;
 
 const account = new Account();
+
+// What this viewer chose not to see, kept on this device only.
+const MUTE_KEY = 'onair.muted';
+const muted = (() => {
+  try {
+    const saved = JSON.parse(localStorage.getItem(MUTE_KEY) || '{}');
+    return { words: saved.words || [], users: saved.users || [] };
+  } catch {
+    return { words: [], users: [] };
+  }
+})();
+
+function saveMuted() {
+  localStorage.setItem(MUTE_KEY, JSON.stringify(muted));
+  $('muted-count').textContent = String(muted.users.length);
+}
+
+function isMuted(comment) {
+  if (muted.users.includes(comment.userId)) return true;
+  const body = (comment.body || '').toLowerCase();
+  return muted.words.some((word) => word && body.includes(word));
+}
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -127,6 +149,7 @@ function tune(channelId) {
   }
   $('share-links').hidden = true;
   $('comments').replaceChildren();
+  unlisted = [];
   overlay.clear();
   renderOnAir();
   play(`/hls/${encodeURIComponent(channelId)}/master.m3u8`);
@@ -199,11 +222,33 @@ function watchLive(channelId) {
   });
 }
 
+/** Comments waiting for the next frame, listed together. */
+let unlisted = [];
+
 function addComment(comment) {
+  if (isMuted(comment)) return;
+  if (unlisted.some((waiting) => waiting.id === comment.id)) return;
+  if ($('comments').querySelector(`[data-comment-id="${CSS.escape(comment.id)}"]`)) return;
+  unlisted.push(comment);
+  if (unlisted.length === 1) requestAnimationFrame(listComments);
+  overlay.show(comment);
+}
+
+function listComments() {
   const list = $('comments');
-  if (list.querySelector(`[data-comment-id="${CSS.escape(comment.id)}"]`)) return;
+  const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 4;
+  const items = document.createDocumentFragment();
+  for (const comment of unlisted) items.append(commentItem(comment));
+  unlisted = [];
+  list.append(items);
+  while (list.children.length > MAX_LISTED_COMMENTS) list.firstElementChild.remove();
+  if (atBottom) list.scrollTop = list.scrollHeight;
+}
+
+function commentItem(comment) {
   const item = element('li');
   item.dataset.commentId = comment.id;
+  item.dataset.userId = comment.userId || '';
   item.append(element('span', 'author', comment.displayName || ''), element('span', 'text', comment.body));
   if (account.user && comment.userId !== account.user.id) {
     const report = element('button', '', t('report'));
@@ -217,13 +262,18 @@ function addComment(comment) {
         report.title = error.message;
       }
     });
-    item.append(report);
+    const mute = element('button', '', t('mute'));
+    mute.type = 'button';
+    mute.addEventListener('click', () => {
+      if (!muted.users.includes(comment.userId)) muted.users.push(comment.userId);
+      saveMuted();
+      for (const node of [...$('comments').children]) {
+        if (node.dataset.userId === comment.userId) node.remove();
+      }
+    });
+    item.append(report, mute);
   }
-  const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 4;
-  list.append(item);
-  while (list.children.length > MAX_LISTED_COMMENTS) list.firstElementChild.remove();
-  if (atBottom) list.scrollTop = list.scrollHeight;
-  overlay.show(comment);
+  return item;
 }
 
 function removeComment(commentId) {
@@ -330,6 +380,17 @@ async function start() {
     renderOnAir();
   });
   $('post').addEventListener('submit', post);
+  $('muted-words').value = muted.words.join(', ');
+  $('muted-count').textContent = String(muted.users.length);
+  $('mute-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    muted.words = $('muted-words').value.split(',').map((word) => word.trim().toLowerCase()).filter(Boolean);
+    saveMuted();
+  });
+  $('unmute').addEventListener('click', () => {
+    muted.users = [];
+    saveMuted();
+  });
   $('share').addEventListener('click', share);
   $('show-overlay').addEventListener('change', (event) => overlay.setVisible(event.target.checked));
   $('fullscreen').addEventListener('click', () => $('screen').requestFullscreen && $('screen').requestFullscreen());

@@ -41,6 +41,11 @@ const WORDS = {
     big: 'Big',
     small: 'Small',
     colour: 'Colour',
+    muting: 'Muting',
+    mutedWords: 'Hide comments with these words (comma-separated)',
+    mutedUsers: 'Muted viewers',
+    unmute: 'Unmute everyone',
+    mute: 'Mute',
   },
   ja: {
     guide: '番組表',
@@ -81,6 +86,11 @@ const WORDS = {
     big: '大',
     small: '小',
     colour: '色',
+    muting: 'ミュート',
+    mutedWords: 'この言葉を含むコメントを隠す（カンマ区切り）',
+    mutedUsers: 'ミュートした視聴者',
+    unmute: 'すべて解除',
+    mute: 'ミュート',
   },
 };
 

@@ -29,6 +29,8 @@ export class Overlay {
     this.lanes = [];
     this.held = { ue: [], shita: [] };
     this.flying = new Map();
+    this.pending = [];
+    this.frame = 0;
   }
 
   laneCount() {
@@ -39,44 +41,68 @@ export class Overlay {
     this.element.classList.toggle('hidden', !visible);
   }
 
-  /** Shows `comment`'s body as its commands ask, if a lane is free. */
+  /**
+   * Shows `comment`'s body as its commands ask, if a lane is free when the
+   * next frame is drawn. Comments arriving together are laid out together:
+   * one layout per frame, however many there are.
+   */
   show(comment) {
-    if (this.element.classList.contains('hidden')) return false;
-    const look = lookOf(comment.commands);
-    const node = document.createElement('div');
-    node.className = `flying ${look.position} ${look.size} c-${look.colour}`;
-    node.textContent = comment.body;
-    node.dataset.commentId = comment.id;
-    if (look.position !== 'naka') return this.hold(comment, node, look.position);
+    if (this.element.classList.contains('hidden')) return;
+    this.pending.push(comment);
+    if (!this.frame) this.frame = requestAnimationFrame(() => this.flush());
+  }
+
+  flush() {
+    this.frame = 0;
+    const comments = this.pending;
+    this.pending = [];
     const now = performance.now();
     const count = this.laneCount();
     if (this.lanes.length !== count) this.lanes = new Array(count).fill(0);
-    const lane = this.lanes.findIndex((free) => free <= now);
-    if (lane < 0) return false;
-    node.style.top = `${lane * LANE_PX + 4}px`;
-    this.element.append(node);
+    const flown = [];
+    for (const comment of comments) {
+      const look = lookOf(comment.commands);
+      const node = document.createElement('div');
+      node.className = `flying ${look.position} ${look.size} c-${look.colour}`;
+      node.textContent = comment.body;
+      node.dataset.commentId = comment.id;
+      if (look.position !== 'naka') {
+        this.hold(comment, node, look.position, now, count);
+        continue;
+      }
+      const lane = this.lanes.findIndex((free) => free <= now);
+      if (lane < 0) continue;
+      // Taken until its width is known, below.
+      this.lanes[lane] = Infinity;
+      node.style.top = `${lane * LANE_PX + 4}px`;
+      this.element.append(node);
+      flown.push({ comment, node, lane });
+    }
+    if (!flown.length) return;
+    // One layout for every comment of this frame.
     const width = this.element.clientWidth;
-    const travel = width + node.offsetWidth;
-    // The lane is free again once this comment's tail has entered the screen
-    // far enough that the next one, moving at the same speed, can't touch it.
-    this.lanes[lane] = now + (node.offsetWidth / travel) * FLIGHT_MS + 200;
-    const flight = node.animate(
-      [{ transform: 'translateX(0)' }, { transform: `translateX(${-travel}px)` }],
-      { duration: FLIGHT_MS, easing: 'linear' },
-    );
-    this.flying.set(comment.id, node);
-    flight.onfinish = () => {
-      node.remove();
-      this.flying.delete(comment.id);
-    };
-    return true;
+    const widths = flown.map(({ node }) => node.offsetWidth);
+    flown.forEach(({ comment, node, lane }, index) => {
+      const travel = width + widths[index];
+      // The lane is free again once this comment's tail has entered the
+      // screen far enough that the next one, at the same speed, can't touch it.
+      this.lanes[lane] = now + (widths[index] / travel) * FLIGHT_MS + 200;
+      const flight = node.animate(
+        [{ transform: 'translateX(0)' }, { transform: `translateX(${-travel}px)` }],
+        { duration: FLIGHT_MS, easing: 'linear' },
+      );
+      this.flying.set(comment.id, node);
+      flight.onfinish = () => {
+        node.remove();
+        this.flying.delete(comment.id);
+      };
+    });
   }
 
   /** Holds a `ue` or `shita` comment still, centred, in the top or bottom lanes. */
-  hold(comment, node, position) {
-    const now = performance.now();
+  hold(comment, node, position, now, laneCount) {
     const lanes = this.held[position];
-    const count = Math.max(1, Math.floor(this.laneCount() / 2));
+    const count = Math.max(1, Math.floor(laneCount / 2));
     while (lanes.length < count) lanes.push(0);
     lanes.length = count;
     const lane = lanes.findIndex((free) => free <= now);
@@ -103,5 +129,6 @@ export class Overlay {
     this.flying.clear();
     this.lanes = [];
     this.held = { ue: [], shita: [] };
+    this.pending = [];
   }
 }

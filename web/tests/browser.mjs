@@ -6,6 +6,7 @@
 // crates/onair/tests/browser.rs starts the demo and runs this.
 
 import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
@@ -30,9 +31,11 @@ const browser = await chromium.launch({
 });
 const failures = [];
 const dialogs = [];
+/** What the targets are measured by, printed at the end. */
+const metrics = {};
 
-async function open(path) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 720 }, locale: 'en-US' });
+async function open(path, options = {}) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 720 }, locale: 'en-US', ...options });
   const page = await context.newPage();
   page.on('dialog', (dialog) => {
     dialogs.push(dialog.message());
@@ -93,9 +96,25 @@ async function postUntilTaken(page, body, verdict) {
 }
 
 const viewer = await open('/');
+await viewer.evaluate(() => {
+  window.playingAt = [];
+  document.getElementById('video').addEventListener('playing', () => window.playingAt.push(Date.now()));
+});
 
 await check('the guide lists the demo channels with their programs and viewer counts', async () => {
-  await viewer.waitForSelector('.channel', WAIT);
+  // From the start of the navigation, by the page's own clock.
+  const guide = await viewer.waitForFunction(
+    () => document.querySelector('.channel') && performance.now(),
+    null,
+    { ...WAIT, polling: 'raf' },
+  );
+  metrics.guideVisibleMs = Math.round(await guide.jsonValue());
+  const playing = await viewer.waitForFunction(
+    () => document.getElementById('video').currentTime > 0 && performance.now(),
+    null,
+    { ...WAIT, polling: 'raf' },
+  );
+  metrics.videoPlayingMs = Math.round(await playing.jsonValue());
   await viewer.waitForFunction(() => document.querySelectorAll('.channel').length >= 3, null, WAIT);
   const text = await viewer.textContent('#channels');
   for (const name of ['onair News', 'onair Anime', 'onair Sports']) {
@@ -127,6 +146,7 @@ if (screenshots) await viewer.screenshot({ path: join(screenshots, 'guide-and-pl
 await check('the channel switches from the keyboard', async () => {
   const first = await viewer.getAttribute('.channel[aria-current="true"]', 'data-channel-id');
   await viewer.focus(`.channel[data-channel-id="${first}"]`);
+  const pressed = await viewer.evaluate(() => Date.now());
   await viewer.keyboard.press('ArrowDown');
   await viewer.waitForFunction(
     (was) => {
@@ -142,6 +162,8 @@ await check('the channel switches from the keyboard', async () => {
     switched,
     WAIT,
   );
+  await viewer.waitForFunction((since) => window.playingAt.some((at) => at > since), pressed, WAIT);
+  metrics.switchToPlayingMs = (await viewer.evaluate((since) => window.playingAt.find((at) => at > since), pressed)) - pressed;
   await playsOn(viewer, 2);
   await viewer.click(`.channel[data-channel-id="${channelId}"]`);
   await playsOn(viewer, 1);
@@ -172,6 +194,63 @@ await check('a comment posted in one page shows in another, as text, in its list
   if (screenshots) await second.screenshot({ path: join(screenshots, 'player-with-comments.png') });
 });
 
+await check('muted words and viewers stay off this device\'s screen', async () => {
+  await second.click('.mute summary');
+  await second.fill('#muted-words', 'Brussels sprouts');
+  await second.click('#mute-form button[type=submit]');
+  const hidden = await postUntilTaken(viewer, 'I love brussels sprouts', 'Posted');
+  const shown = await postUntilTaken(viewer, 'and carrots', 'Posted');
+  await second.locator('#comments .text', { hasText: shown }).waitFor(WAIT);
+  const leaked = await second.evaluate(
+    (text) => [...document.querySelectorAll('#comments .text, #overlay .flying')].some((node) => node.textContent === text),
+    hidden,
+  );
+  if (leaked) throw new Error('a muted word was shown');
+  const stored = await second.evaluate(() => localStorage.getItem('onair.muted'));
+  if (!stored.includes('brussels sprouts')) throw new Error(`the muted words are not kept: ${stored}`);
+});
+
+await check('the overlay keeps up with 100 comments a second', async () => {
+  await second.evaluate(() => {
+    window.longTasks = [];
+    new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) window.longTasks.push(entry.duration);
+    }).observe({ type: 'longtask' });
+  });
+  // The same stretch of playing without the flood, to tell the page's own
+  // long tasks (decoding, hls.js) from the overlay's.
+  await second.waitForTimeout(6000);
+  const quiet = await second.evaluate(() => window.longTasks.splice(0));
+  // The operator's comments skip the pace rules; a gap refuses them all.
+  let taken = 0;
+  const posts = [];
+  const started = Date.now();
+  for (let tick = 0; tick < 50; tick += 1) {
+    for (let index = 0; index < 10; index += 1) {
+      posts.push(
+        api('POST', `/v1/channels/${encodeURIComponent(channelId)}/comments`, { body: `flood ${tick}.${index}` }, operatorKey)
+          .then(() => { taken += 1; })
+          .catch(() => {}),
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, started + (tick + 1) * 100 - Date.now())));
+  }
+  await Promise.all(posts);
+  await second.waitForTimeout(1000);
+  const longTasks = await second.evaluate(() => window.longTasks);
+  metrics.overload = {
+    commentsPosted: taken,
+    seconds: (Date.now() - started) / 1000,
+    longTasksOver50Ms: longTasks.filter((duration) => duration > 50).length,
+    longestTaskMs: Math.round(Math.max(0, ...longTasks)),
+    withoutTheFlood: {
+      longTasksOver50Ms: quiet.filter((duration) => duration > 50).length,
+      longestTaskMs: Math.round(Math.max(0, ...quiet)),
+    },
+  };
+  if (!taken) throw new Error('no comment of the flood was taken (the channel was off air throughout)');
+});
+
 await check('share links open each network with the link to the channel', async () => {
   await viewer.click('#share');
   await viewer.waitForSelector('#share-links a.intent', WAIT);
@@ -199,11 +278,31 @@ await check('a held comment is approved in the console, then shows for viewers',
   await console.close();
 });
 
+const axeSource = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
+for (const path of ['/', '/console']) {
+  await check(`axe finds no serious or critical accessibility violation on ${path}`, async () => {
+    // axe is injected as a script of the test's, which the app's policy
+    // would refuse: this page alone lets it in.
+    const page = await open(path, { bypassCSP: true });
+    if (path === '/') await page.waitForSelector('.channel', WAIT);
+    await page.addScriptTag({ path: axeSource });
+    const violations = await page.evaluate(async () => {
+      const result = await window.axe.run(document, { runOnly: ['wcag2a', 'wcag2aa', 'best-practice'] });
+      return result.violations
+        .filter((violation) => violation.impact === 'serious' || violation.impact === 'critical')
+        .map((violation) => `${violation.id} (${violation.impact}): ${violation.nodes.map((node) => node.target.join(' ')).join(', ')}`);
+    });
+    await page.close();
+    if (violations.length) throw new Error(violations.join('; '));
+  });
+}
+
 await check('no markup in the station\'s data ran as script', async () => {
   if (dialogs.length) throw new Error(`dialogs opened: ${dialogs.join(', ')}`);
 });
 
 await browser.close();
+console.log(`metrics: ${JSON.stringify(metrics)}`);
 if (failures.length) {
   console.error(`\n${failures.length} browser check(s) failed:\n- ${failures.join('\n- ')}`);
   process.exit(1);
