@@ -9,7 +9,12 @@
 //!   channels of their own; prints the server's memory per session and how
 //!   long after one more viewer joins a channel its sessions are told.
 //! - Votes: one poll, a ballot from each of `--voters` viewers, closed loop;
-//!   prints votes a second and checks the final tally is exact.
+//!   prints votes a second and checks the final tally is exact. Each voter
+//!   has read the poll first (outside the timed part), as a player that
+//!   shows it does, so their token is verified before they vote.
+//!
+//! `--only votes` (or `heartbeats`, `sessions`) runs one phase, creating
+//! only the viewers it needs.
 //!
 //! The server runs pinned to one core (`--server-cpu`); run this generator
 //! pinned to the other:
@@ -17,12 +22,13 @@
 //!     cargo build --release -p onair -p onair-bench
 //!     taskset -c 1 target/release/audience_load --server-cpu 0
 //!     taskset -c 1 target/release/audience_load --server-cpu 0 -- --redis-url redis://127.0.0.1:6379
+//!     taskset -c 1 target/release/audience_load --server-cpu 0 --only votes
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use onair_bench::{
     ONE_ADDRESS_LOAD, ServerChoice, authorized, closed_loop, connect_channels, scratch_dir,
     summary, until_interrupted,
@@ -34,6 +40,14 @@ use onair_proto::media::v1::media_service_client::MediaServiceClient;
 use onair_proto::user::v1 as user;
 use onair_proto::user::v1::user_service_client::UserServiceClient;
 use tonic::transport::Channel;
+
+/// One phase of the run.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Phase {
+    Heartbeats,
+    Sessions,
+    Votes,
+}
 
 #[derive(Parser)]
 struct Args {
@@ -60,9 +74,13 @@ struct Args {
     /// Viewers who vote in the poll (the first ones created).
     #[arg(long, default_value_t = 20_000)]
     voters: usize,
-    /// Ballots in flight at once.
-    #[arg(long, default_value_t = 32)]
+    /// Ballots in flight at once: many viewers vote in the same moments
+    /// after a poll opens.
+    #[arg(long, default_value_t = 256)]
     vote_concurrency: usize,
+    /// Runs only this phase (every phase when not given).
+    #[arg(long, value_enum)]
+    only: Option<Phase>,
     /// HTTP/2 connections the load is spread over.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -104,8 +122,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .await?;
     }
 
+    let runs = |phase: Phase| args.only.is_none_or(|only| only == phase);
+    // Only as many viewers as the phases run need.
+    let mut needed = 0;
+    if runs(Phase::Heartbeats) {
+        needed = needed.max(args.viewers);
+    }
+    if runs(Phase::Sessions) && args.sessions > 0 {
+        needed = needed.max(args.sessions + 1);
+    }
+    if runs(Phase::Votes) {
+        needed = needed.max(args.voters);
+    }
     let started = Instant::now();
-    let tokens = Arc::new(create_tokens(&channels, args.viewers).await?);
+    let tokens = Arc::new(create_tokens(&channels, needed).await?);
     println!(
         "server pid {} on {}: {} viewers created in {:.1} s, over {} channels",
         server.pid(),
@@ -115,6 +145,35 @@ async fn run(args: Args) -> anyhow::Result<()> {
         channel_ids.len()
     );
 
+    if runs(Phase::Heartbeats) {
+        heartbeats(&args, &server, &channels, &channel_ids, &tokens).await?;
+    }
+    if runs(Phase::Sessions) {
+        sessions(&args, &server, &operator, &tokens).await?;
+    }
+    if runs(Phase::Votes) {
+        vote(
+            &args,
+            &channels,
+            &operator,
+            &channel_ids[0],
+            &tokens,
+            &server,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Every viewer heartbeats on its channel every `--interval` seconds; once
+/// all have beaten, the counts are checked against the truth every second.
+async fn heartbeats(
+    args: &Args,
+    server: &onair_bench::ServerUnderTest,
+    channels: &[Channel],
+    channel_ids: &[String],
+    tokens: &Arc<Vec<String>>,
+) -> anyhow::Result<()> {
     // Heartbeats, open loop: viewer i beats at (i / viewers) of each interval.
     let beats = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -125,7 +184,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for sender in 0..senders {
         let tokens = tokens.clone();
-        let channel_ids = channel_ids.clone();
+        let channel_ids = channel_ids.to_vec();
         let beats = beats.clone();
         let errors = errors.clone();
         let mut client = AudienceServiceClient::new(channels[sender % channels.len()].clone());
@@ -169,7 +228,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let counts = audience_client
             .batch_get_viewer_counts(audience::BatchGetViewerCountsRequest {
-                channel_ids: channel_ids.clone(),
+                channel_ids: channel_ids.to_vec(),
             })
             .await?
             .into_inner()
@@ -196,17 +255,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         cpu.as_secs_f64() * 1000.0 * 1000.0 / beats.max(1) as f64,
         worst_error * 100.0
     );
-
-    sessions(&args, &server, &operator, &tokens).await?;
-    vote(
-        &args,
-        &channels,
-        &operator,
-        &channel_ids[0],
-        &tokens,
-        &server,
-    )
-    .await
+    Ok(())
 }
 
 /// Opens the sessions, then one more on the first channel, and times how
@@ -409,6 +458,37 @@ async fn vote(
         .await?
         .into_inner();
     let voters = args.voters.min(tokens.len());
+    // A viewer votes from a player that shows the poll: it has read the
+    // poll with its token, which the server verified then.
+    let warm_started = Instant::now();
+    let readers = 64usize;
+    let mut readings = Vec::new();
+    for reader in 0..readers {
+        let mut client = AudienceServiceClient::new(channels[reader % channels.len()].clone());
+        let tokens = tokens.clone();
+        let poll_id = poll.id.clone();
+        readings.push(tokio::spawn(async move {
+            for voter in (reader..voters).step_by(readers) {
+                client
+                    .get_poll(authorized(
+                        audience::GetPollRequest {
+                            poll_id: poll_id.clone(),
+                        },
+                        &tokens[voter],
+                    ))
+                    .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for reading in readings {
+        reading.await??;
+    }
+    println!(
+        "votes: {voters} voters read the poll in {:.1} s (not timed), then vote {} at a time",
+        warm_started.elapsed().as_secs_f64(),
+        args.vote_concurrency
+    );
     let next_voter = Arc::new(AtomicU64::new(0));
     let clients: Arc<Vec<AudienceServiceClient<Channel>>> = Arc::new(
         channels

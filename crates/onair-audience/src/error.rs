@@ -28,6 +28,9 @@ pub enum AudienceError {
     /// The presence board.
     #[error(transparent)]
     Presence(#[from] PresenceError),
+    /// Too much is waiting: more ballots than the writer's queue holds.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The media service does not answer.
     #[error("{0}")]
     Unavailable(String),
@@ -68,6 +71,7 @@ impl ServiceError for AudienceError {
             AudienceError::Auth(error) => error.error_code(),
             AudienceError::Store(error) => error.error_code(),
             AudienceError::Presence(_) | AudienceError::Unavailable(_) => ErrorCode::Unavailable,
+            AudienceError::ResourceExhausted(_) => ErrorCode::ResourceExhausted,
             AudienceError::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -4,10 +4,16 @@
 //! The ballots are the truth: one row per poll and voter, so a viewer can't
 //! vote twice however many processes take their votes, and a tally is a
 //! count of rows. A ballot is taken only while its poll is open, checked in
-//! the transaction that stores it; closing a poll (by hand or when its close
+//! the statement that stores it; closing a poll (by hand or when its close
 //! time passes) marks it final in a transaction that waits for the ballots
 //! being taken, then stores the final tally. A voter is stored by their
 //! presence key, not their id, so the ballots don't say who voted what.
+//!
+//! Ballots are written by one [`BallotWriter`] task per process that takes
+//! what is waiting into one transaction (group commit), one conditional
+//! statement per ballot, whose row count is that ballot's verdict: under
+//! load one commit serves hundreds of ballots, and a refused ballot refuses
+//! only its own caller. A ballot is answered once its transaction commits.
 //!
 //! Changes reach the live sockets as `poll` events: at once when a poll is
 //! created or closed, and for votes at most every [`ANNOUNCE_INTERVAL`] per
@@ -27,6 +33,7 @@ use onair_kit::store::{Backend, Db, StoreError};
 use onair_proto::audience::v1 as pb;
 use prost::Message as _;
 use sqlx::{Any, Row};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::AudienceError;
 
@@ -43,6 +50,11 @@ pub const MAX_OPTION_CHARS: usize = 80;
 pub const MAX_OPEN: Duration = Duration::from_secs(24 * 60 * 60);
 /// How often votes are announced on the live sockets, at most, per poll.
 pub const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(250);
+/// Ballots written in one transaction at most, by default.
+pub const BALLOT_BATCH: usize = 512;
+/// Ballots that may wait for the writer, by default; one more is refused as
+/// overload rather than left to wait.
+pub const BALLOT_QUEUE: usize = 16_384;
 
 /// The poll tables, after the slot tables.
 pub const MIGRATION_SQL: &str = "CREATE TABLE audience_polls (
@@ -222,22 +234,33 @@ struct Inner {
     db: Db,
     bus: SharedBus,
     clock: Clock,
+    /// Writes the ballots, many to a transaction.
+    ballots: BallotWriter,
     /// Polls voted on since they were last announced.
     voted: Mutex<HashSet<String>>,
-    /// Each poll as last read, and when: a ballot's answer shows a tally at
-    /// most [`ANNOUNCE_INTERVAL`] old instead of counting the ballots again
-    /// for every voter.
-    recent: Mutex<HashMap<String, (Instant, PollRecord)>>,
+    /// Each poll as last read: a ballot's answer shows a tally at most
+    /// [`ANNOUNCE_INTERVAL`] old (or as old as the read under way) instead
+    /// of counting the ballots again for every voter.
+    recent: Mutex<HashMap<String, RecentPoll>>,
 }
 
 impl Polls {
-    /// The polls in `db` (whose tables the audience store made).
+    /// The polls in `db` (whose tables the audience store made), with the
+    /// default bounds of the ballot writer. Starts the writer task, so it is
+    /// called within a tokio runtime.
     pub fn new(db: Db, bus: SharedBus, clock: Clock) -> Polls {
+        Polls::with_bounds(db, bus, clock, BallotBounds::default())
+    }
+
+    /// The polls in `db`, with the ballot writer's bounds given.
+    pub fn with_bounds(db: Db, bus: SharedBus, clock: Clock, bounds: BallotBounds) -> Polls {
+        let ballots = BallotWriter::start(db.clone(), bounds);
         Polls {
             inner: Arc::new(Inner {
                 db,
                 bus,
                 clock,
+                ballots,
                 voted: Mutex::new(HashSet::new()),
                 recent: Mutex::new(HashMap::new()),
             }),
@@ -396,46 +419,29 @@ impl Polls {
         voter: &ViewerKey,
     ) -> Result<pb::Poll, AudienceError> {
         let now_ms = self.now_ms();
-        // One statement, so SQLite takes it as one write (no transaction to
-        // upgrade from reading to writing). On PostgreSQL the share lock on
-        // the poll makes a close wait for this ballot, and a ballot that
-        // comes after the close sees the poll final.
-        let lock = match self.inner.db.backend() {
-            Backend::Postgres => " FOR SHARE OF poll",
-            Backend::Sqlite => "",
-        };
         let mut seen = self.read_recent(poll_id).await?;
         let previous = if seen.allow_change {
             self.ballot_of(poll_id, voter).await?
         } else {
             None
         };
-        let conflict = if seen.allow_change {
-            "DO UPDATE SET option_id = excluded.option_id, cast_time_ms = excluded.cast_time_ms"
-        } else {
-            "DO NOTHING"
+        let ballot = Ballot {
+            poll_id: poll_id.to_owned(),
+            voter: voter.as_str().to_owned(),
+            option_id: option_id.to_owned(),
+            cast_time_ms: now_ms,
+            allow_change: seen.allow_change,
         };
-        let insert = format!(
-            "INSERT INTO audience_ballots (poll_id, voter, option_id, cast_time_ms)
-             SELECT $1, $2, $3, $4 WHERE EXISTS (
-               SELECT 1 FROM audience_polls poll
-               JOIN audience_poll_options option ON option.poll_id = poll.id
-               WHERE poll.id = $1 AND option.option_id = $3 AND poll.final = 0
-                 AND poll.open_time_ms <= $4 AND poll.close_time_ms > $4{lock})
-             ON CONFLICT (poll_id, voter) {conflict}"
-        );
-        let inserted = sqlx::query::<Any>(sqlx::AssertSqlSafe(insert))
-            .bind(poll_id)
-            .bind(voter.as_str())
-            .bind(option_id)
-            .bind(now_ms)
-            .execute(self.inner.db.pool())
-            .await?
-            .rows_affected();
-        if inserted == 0 {
+        let taken = self.inner.ballots.take(ballot).await?;
+        if !taken {
             return Err(self.why_refused(poll_id, option_id, now_ms).await);
         }
-        self.voted().insert(poll_id.to_owned());
+        {
+            let mut voted = self.voted();
+            if !voted.contains(poll_id) {
+                voted.insert(poll_id.to_owned());
+            }
+        }
         // The tally as last read (at most a quarter second old), with this
         // ballot in it, so the voter sees their vote counted.
         for (id, _, votes) in &mut seen.options {
@@ -449,28 +455,60 @@ impl Polls {
         Ok(seen.to_proto(now_ms, Some(option_id.to_owned())))
     }
 
-    /// The poll as read within the last [`ANNOUNCE_INTERVAL`], else read now.
+    /// The poll as read within the last [`ANNOUNCE_INTERVAL`], else read
+    /// now. One caller reads a poll again at a time; the others meanwhile
+    /// take the read before, so a crowd of voters costs one count of the
+    /// ballots, not one each.
     async fn read_recent(&self, poll_id: &str) -> Result<PollRecord, AudienceError> {
-        let recent = self
-            .inner
+        {
+            let mut recent = self.recent();
+            if let Some(entry) = recent.get_mut(poll_id) {
+                let fresh = entry.read_at.elapsed() < ANNOUNCE_INTERVAL;
+                // A read that takes longer than this (or whose caller went
+                // away) is left to another caller.
+                let being_read = entry
+                    .reread_since
+                    .is_some_and(|since| since.elapsed() < ANNOUNCE_INTERVAL);
+                if fresh || being_read {
+                    return Ok(entry.record.clone());
+                }
+                entry.reread_since = Some(Instant::now());
+            }
+        }
+        let record = self.read(poll_id).await;
+        match record {
+            Ok(record) => {
+                self.remember(&record);
+                Ok(record)
+            }
+            Err(error) => {
+                if let Some(entry) = self.recent().get_mut(poll_id) {
+                    entry.reread_since = None;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, HashMap<String, RecentPoll>> {
+        self.inner
             .recent
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(poll_id)
-            .filter(|(read_at, _)| read_at.elapsed() < ANNOUNCE_INTERVAL)
-            .map(|(_, record)| record.clone());
-        if let Some(record) = recent {
-            return Ok(record);
-        }
-        let record = self.read(poll_id).await?;
-        let mut recent = self
-            .inner
-            .recent
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        recent.retain(|_, (read_at, _)| read_at.elapsed() < ANNOUNCE_INTERVAL);
-        recent.insert(poll_id.to_owned(), (Instant::now(), record.clone()));
-        Ok(record)
+    }
+
+    /// Keeps `record` as the poll's latest read, for [`Polls::read_recent`].
+    fn remember(&self, record: &PollRecord) {
+        let mut recent = self.recent();
+        recent.retain(|_, entry| entry.read_at.elapsed() < RECENT_KEPT);
+        recent.insert(
+            record.id.clone(),
+            RecentPoll {
+                read_at: Instant::now(),
+                record: record.clone(),
+                reread_since: None,
+            },
+        );
     }
 
     /// Why a ballot was not taken: the poll, the option or the window, else
@@ -598,6 +636,7 @@ impl Polls {
                 return;
             }
         };
+        self.remember(&record);
         let poll = record.to_proto(self.now_ms(), None);
         let event = LiveEvent::pack(&record.channel_id, LiveKind::Poll, POLL_MESSAGE, &poll);
         if let Err(error) = event.publish(&self.inner.bus).await {
@@ -686,4 +725,397 @@ impl Polls {
 
 fn poll_not_found(poll_id: &str) -> AudienceError {
     AudienceError::NotFound(format!("no poll with id {poll_id:?}"))
+}
+
+/// A poll as last read, for the answers to its ballots.
+struct RecentPoll {
+    read_at: Instant,
+    record: PollRecord,
+    /// When a caller started to read the poll again, while it does.
+    reread_since: Option<Instant>,
+}
+
+/// How long a poll's last read is kept after it is too old to answer with
+/// (while its next read is under way, say) before it is forgotten.
+const RECENT_KEPT: Duration = Duration::from_secs(60);
+
+/// The bounds of the ballot writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BallotBounds {
+    /// Ballots written in one transaction at most: the writer takes what is
+    /// waiting, up to this, so one commit serves many voters when many vote
+    /// together.
+    pub batch: usize,
+    /// Ballots that may wait for the writer; a ballot beyond this is refused
+    /// at once (`RESOURCE_EXHAUSTED`), so an overloaded station says so
+    /// rather than leaving voters waiting.
+    pub queue: usize,
+}
+
+impl Default for BallotBounds {
+    fn default() -> Self {
+        BallotBounds {
+            batch: BALLOT_BATCH,
+            queue: BALLOT_QUEUE,
+        }
+    }
+}
+
+/// One ballot to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Ballot {
+    poll_id: String,
+    /// The voter's presence key.
+    voter: String,
+    option_id: String,
+    cast_time_ms: i64,
+    /// Whether the poll lets a vote be changed: an earlier ballot of the
+    /// voter is replaced rather than kept.
+    allow_change: bool,
+}
+
+/// A ballot waiting to be written, and who to tell its verdict.
+struct PendingBallot {
+    ballot: Ballot,
+    /// Taken (`true`) or refused as things stood (`false`), once committed.
+    verdict: oneshot::Sender<Result<bool, StoreError>>,
+}
+
+/// Writes ballots in batches; see the module's documentation. Cheap to
+/// clone; the task ends when every handle is dropped.
+#[derive(Clone)]
+struct BallotWriter {
+    queue: mpsc::Sender<PendingBallot>,
+}
+
+impl BallotWriter {
+    /// Starts the writer task.
+    fn start(db: Db, bounds: BallotBounds) -> BallotWriter {
+        let (sender, receiver) = mpsc::channel(bounds.queue.max(1));
+        tokio::spawn(write_ballot_batches(db, receiver, bounds.batch.max(1)));
+        BallotWriter { queue: sender }
+    }
+
+    /// Writes `ballot`; returns once its transaction has committed, with
+    /// whether it was taken.
+    async fn take(&self, ballot: Ballot) -> Result<bool, AudienceError> {
+        let (verdict, answer) = oneshot::channel();
+        let queued = self.queue.try_send(PendingBallot { ballot, verdict });
+        match queued {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(AudienceError::ResourceExhausted(format!(
+                    "{} ballots are waiting to be written already; vote again in a moment",
+                    self.queue.max_capacity()
+                )));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(AudienceError::Unavailable(
+                    "the ballot writer has stopped".to_owned(),
+                ));
+            }
+        }
+        match answer.await {
+            Ok(Ok(taken)) => Ok(taken),
+            Ok(Err(error)) => Err(AudienceError::Store(error)),
+            Err(_) => Err(AudienceError::Unavailable(
+                "the ballot writer stopped before writing the ballot".to_owned(),
+            )),
+        }
+    }
+}
+
+/// The statements that take ballots, for one engine. Each takes a JSON
+/// array of ballots and inserts each one only if its poll is open and has
+/// its option, checked in the same statement, and returns the ballots it
+/// took: what it does not return was refused. On PostgreSQL the share lock
+/// on the poll makes a close wait for the transaction that takes the
+/// ballots, and a ballot that comes after the close sees the poll final;
+/// on SQLite the one writer at a time does the same.
+struct BallotStatements {
+    /// A second ballot of the voter is refused (no row changes).
+    first_only: String,
+    /// A second ballot of the voter replaces the first.
+    changeable: String,
+}
+
+impl BallotStatements {
+    fn for_backend(backend: Backend) -> BallotStatements {
+        // The ballots as rows, from the array of `BallotRow` objects in $1.
+        let (ballots, lock) = match backend {
+            Backend::Postgres => (
+                "jsonb_to_recordset($1::jsonb)
+                   AS ballot(poll_id TEXT, voter TEXT, option_id TEXT, cast_time_ms BIGINT)",
+                " FOR SHARE OF poll",
+            ),
+            Backend::Sqlite => (
+                "(SELECT value ->> 'poll_id' AS poll_id, value ->> 'voter' AS voter,
+                    value ->> 'option_id' AS option_id, value ->> 'cast_time_ms' AS cast_time_ms
+                  FROM json_each($1)) AS ballot",
+                "",
+            ),
+        };
+        let statement = |conflict: &str| {
+            format!(
+                "INSERT INTO audience_ballots (poll_id, voter, option_id, cast_time_ms)
+                 SELECT ballot.poll_id, ballot.voter, ballot.option_id, ballot.cast_time_ms
+                 FROM {ballots}
+                 WHERE EXISTS (
+                   SELECT 1 FROM audience_polls poll
+                   JOIN audience_poll_options option ON option.poll_id = poll.id
+                   WHERE poll.id = ballot.poll_id AND option.option_id = ballot.option_id
+                     AND poll.final = 0 AND poll.open_time_ms <= ballot.cast_time_ms
+                     AND poll.close_time_ms > ballot.cast_time_ms{lock})
+                 ON CONFLICT (poll_id, voter) {conflict}
+                 RETURNING poll_id, voter"
+            )
+        };
+        BallotStatements {
+            first_only: statement("DO NOTHING"),
+            changeable: statement(
+                "DO UPDATE SET option_id = excluded.option_id, cast_time_ms = excluded.cast_time_ms",
+            ),
+        }
+    }
+
+    fn for_polls(&self, allow_change: bool) -> &str {
+        if allow_change {
+            &self.changeable
+        } else {
+            &self.first_only
+        }
+    }
+}
+
+/// The ballots as the statements read them: a JSON array of objects.
+fn ballots_json(ballots: &[&Ballot]) -> Result<String, StoreError> {
+    let encoding =
+        |error: serde_json::Error| StoreError::Query(format!("ballots do not encode: {error}"));
+    let mut json: Vec<u8> = Vec::with_capacity(ballots.len() * 128);
+    json.push(b'[');
+    for (position, ballot) in ballots.iter().enumerate() {
+        if position > 0 {
+            json.push(b',');
+        }
+        json.extend_from_slice(b"{\"poll_id\":");
+        serde_json::to_writer(&mut json, &ballot.poll_id).map_err(encoding)?;
+        json.extend_from_slice(b",\"voter\":");
+        serde_json::to_writer(&mut json, &ballot.voter).map_err(encoding)?;
+        json.extend_from_slice(b",\"option_id\":");
+        serde_json::to_writer(&mut json, &ballot.option_id).map_err(encoding)?;
+        json.extend_from_slice(b",\"cast_time_ms\":");
+        serde_json::to_writer(&mut json, &ballot.cast_time_ms).map_err(encoding)?;
+        json.push(b'}');
+    }
+    json.push(b']');
+    String::from_utf8(json)
+        .map_err(|error| StoreError::Query(format!("ballots are not UTF-8: {error}")))
+}
+
+async fn write_ballot_batches(db: Db, mut receiver: mpsc::Receiver<PendingBallot>, batch: usize) {
+    let statements = BallotStatements::for_backend(db.backend());
+    let mut pending: Vec<PendingBallot> = Vec::with_capacity(batch);
+    while receiver.recv_many(&mut pending, batch).await > 0 {
+        // Every writer takes ballots in one order, so the transactions of
+        // two processes lock ballot rows in the same order and can't
+        // deadlock; the sort is stable, so a voter's own ballots keep the
+        // order they came in and the first one counts.
+        pending.sort_by(|left, right| {
+            let left_key = (&left.ballot.poll_id, &left.ballot.voter);
+            left_key.cmp(&(&right.ballot.poll_id, &right.ballot.voter))
+        });
+        let ballots: Vec<&Ballot> = pending.iter().map(|waiting| &waiting.ballot).collect();
+        let verdicts = write_ballots(&db, &statements, &ballots).await;
+        for (waiting, verdict) in pending.drain(..).zip(verdicts) {
+            // The voter may have gone; the ballot stands all the same.
+            let _ = waiting.verdict.send(verdict);
+        }
+    }
+}
+
+/// Why a transaction of ballots was not committed.
+enum BatchFailure {
+    /// No transaction could be begun: nothing was written.
+    Begin(StoreError),
+    /// A ballot's statement failed; the transaction was rolled back.
+    Ballot(StoreError),
+    /// The commit failed.
+    Commit(StoreError),
+}
+
+/// Each ballot's verdict, in order. The ballots go in one transaction; if
+/// one of them fails, the transaction is rolled back and each is written
+/// in one of its own, so only the failing one fails.
+async fn write_ballots(
+    db: &Db,
+    statements: &BallotStatements,
+    ballots: &[&Ballot],
+) -> Vec<Result<bool, StoreError>> {
+    let failure = match write_together(db, statements, ballots).await {
+        Ok(taken) => return taken.into_iter().map(Ok).collect(),
+        Err(BatchFailure::Ballot(error)) if ballots.len() > 1 => error,
+        Err(
+            BatchFailure::Ballot(error) | BatchFailure::Begin(error) | BatchFailure::Commit(error),
+        ) => {
+            tracing::error!(error = %error, ballots = ballots.len(), "cannot store ballots");
+            return ballots.iter().map(|_| Err(same_error(&error))).collect();
+        }
+    };
+    tracing::warn!(
+        error = %failure,
+        ballots = ballots.len(),
+        "a ballot failed in its batch; writing the batch's ballots one by one"
+    );
+    let mut verdicts = Vec::with_capacity(ballots.len());
+    for (index, ballot) in ballots.iter().enumerate() {
+        match write_together(db, statements, std::slice::from_ref(ballot)).await {
+            Ok(taken) => verdicts.push(Ok(taken.first().copied().unwrap_or(false))),
+            Err(BatchFailure::Ballot(error)) => verdicts.push(Err(error)),
+            Err(BatchFailure::Begin(error) | BatchFailure::Commit(error)) => {
+                // The database itself fails: the rest would fail the same
+                // way, each after its own wait.
+                tracing::error!(error = %error, ballots = ballots.len() - index, "cannot store ballots");
+                for _ in index..ballots.len() {
+                    verdicts.push(Err(same_error(&error)));
+                }
+                break;
+            }
+        }
+    }
+    verdicts
+}
+
+/// Writes the ballots in one transaction; whether each was taken. Each
+/// statement holds one ballot per voter, so what it returns names each
+/// verdict; a voter's next ballot in the batch goes in a later statement,
+/// which sees the first.
+async fn write_together(
+    db: &Db,
+    statements: &BallotStatements,
+    ballots: &[&Ballot],
+) -> Result<Vec<bool>, BatchFailure> {
+    let mut transaction = db
+        .pool()
+        .begin()
+        .await
+        .map_err(|error| BatchFailure::Begin(error.into()))?;
+    let mut taken = vec![false; ballots.len()];
+    let mut left: Vec<usize> = (0..ballots.len()).collect();
+    while !left.is_empty() {
+        let mut voters: HashSet<(&str, &str)> = HashSet::with_capacity(left.len());
+        let mut round = Vec::with_capacity(left.len());
+        let mut later = Vec::new();
+        for index in left {
+            let ballot = ballots[index];
+            if voters.insert((ballot.poll_id.as_str(), ballot.voter.as_str())) {
+                round.push(index);
+            } else {
+                later.push(index);
+            }
+        }
+        for allow_change in [false, true] {
+            let part: Vec<usize> = round
+                .iter()
+                .copied()
+                .filter(|index| ballots[*index].allow_change == allow_change)
+                .collect();
+            if part.is_empty() {
+                continue;
+            }
+            let in_part: Vec<&Ballot> = part.iter().map(|index| ballots[*index]).collect();
+            let rows = match ballots_json(&in_part) {
+                Ok(rows) => rows,
+                Err(error) => {
+                    let _ = transaction.rollback().await;
+                    return Err(BatchFailure::Ballot(error));
+                }
+            };
+            let written =
+                sqlx::query::<Any>(sqlx::AssertSqlSafe(statements.for_polls(allow_change)))
+                    .bind(rows)
+                    .fetch_all(&mut *transaction)
+                    .await;
+            let returned = match written {
+                Ok(returned) => returned,
+                Err(error) => {
+                    // PostgreSQL refuses anything more in a failed transaction.
+                    let _ = transaction.rollback().await;
+                    return Err(BatchFailure::Ballot(error.into()));
+                }
+            };
+            let by_voter: HashMap<(&str, &str), usize> = part
+                .iter()
+                .map(|index| {
+                    let ballot = ballots[*index];
+                    ((ballot.poll_id.as_str(), ballot.voter.as_str()), *index)
+                })
+                .collect();
+            for row in &returned {
+                let poll_id: &str = row
+                    .try_get(0)
+                    .map_err(|error| BatchFailure::Ballot(error.into()))?;
+                let voter: &str = row
+                    .try_get(1)
+                    .map_err(|error| BatchFailure::Ballot(error.into()))?;
+                if let Some(index) = by_voter.get(&(poll_id, voter)) {
+                    taken[*index] = true;
+                }
+            }
+        }
+        left = later;
+    }
+    transaction
+        .commit()
+        .await
+        .map_err(|error| BatchFailure::Commit(error.into()))?;
+    Ok(taken)
+}
+
+/// The error of a whole batch, for each of its ballots.
+fn same_error(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Unavailable(reason) => StoreError::Unavailable(reason.clone()),
+        StoreError::Unstorable(reason) => StoreError::Unstorable(reason.clone()),
+        StoreError::Query(reason) => StoreError::Query(reason.clone()),
+        other => StoreError::Query(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ballot(voter: &str) -> Ballot {
+        Ballot {
+            poll_id: "poll".to_owned(),
+            voter: voter.to_owned(),
+            option_id: "1".to_owned(),
+            cast_time_ms: 0,
+            allow_change: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_a_ballot_at_once() {
+        // A writer that takes nothing: its queue of one fills.
+        let (sender, mut receiver) = mpsc::channel(1);
+        let writer = BallotWriter { queue: sender };
+        let waiting = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.take(ballot("ann")).await }
+        });
+        while writer.queue.capacity() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let refused = writer.take(ballot("bob")).await;
+        assert!(
+            matches!(&refused, Err(AudienceError::ResourceExhausted(_))),
+            "{refused:?}"
+        );
+        // The one queued is answered when the writer gets to it.
+        let queued = receiver.recv().await.expect("ann's ballot is queued");
+        assert_eq!(queued.ballot.voter, "ann");
+        queued.verdict.send(Ok(true)).expect("ann waits");
+        assert!(waiting.await.expect("ann's call ends").expect("a verdict"));
+    }
 }

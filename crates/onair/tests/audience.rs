@@ -462,6 +462,7 @@ async fn next_count(counts: &mut tonic::Streaming<pb::ViewerCount>) -> pb::Viewe
 on_both_backends!(
     polls_take_one_ballot_per_viewer_and_close_with_an_exact_tally,
     polls_refuse_votes_outside_their_window,
+    ballots_cast_together_each_get_their_own_verdict,
 );
 
 /// A poll on `slot` as the operator; returns the answer.
@@ -746,5 +747,122 @@ async fn polls_refuse_votes_outside_their_window(backend: Backend) {
         },
         "the poll closes by itself with its final tally"
     );
+    station.stop().await;
+}
+
+async fn ballots_cast_together_each_get_their_own_verdict(backend: Backend) {
+    let station = station(backend).await;
+    let slot = on_air(&station).await;
+    let (status, poll) = create_poll(
+        &station,
+        &slot,
+        serde_json::json!({
+            "question": "Tea or coffee?",
+            "options": [{"text": "Tea"}, {"text": "Coffee"}],
+            "closeTime": in_minutes(&station, 10),
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{poll}");
+    let poll_id = poll["id"].as_str().unwrap().to_owned();
+    let mut tokens = Vec::new();
+    for index in 0..40 {
+        let viewer = create_viewer(&station, &format!("Voter {index}")).await;
+        tokens.push(viewer["accessToken"].as_str().unwrap().to_owned());
+    }
+
+    // All at once, so that good and refused ballots share transactions:
+    // voters 0-9 vote twice (tea and coffee), which the poll does not
+    // allow; voters 10-29 vote once, tea or coffee by turns; voters 30-39
+    // choose an option the poll does not have.
+    let mut ballots = Vec::new();
+    for (voter, token) in tokens.iter().enumerate() {
+        let choices: &[&str] = match voter {
+            0..10 => &["1", "2"],
+            10..30 if voter % 2 == 0 => &["1"],
+            10..30 => &["2"],
+            _ => &["9"],
+        };
+        for option in choices {
+            ballots.push((voter, token.as_str(), *option));
+        }
+    }
+    let answers = futures::future::join_all(ballots.iter().map(|(_, token, option)| {
+        let station = &station;
+        let poll_id = &poll_id;
+        async move { vote(station, token, poll_id, option).await }
+    }))
+    .await;
+
+    let mut counted = [0u64; 2];
+    let mut taken_of = vec![0usize; tokens.len()];
+    for ((voter, _, option), (status, body)) in ballots.iter().zip(&answers) {
+        match *voter {
+            0..10 => {
+                // One of the two ballots counts, whichever came first; the
+                // other is refused because the voter has voted.
+                if status == &200 {
+                    taken_of[*voter] += 1;
+                    assert_eq!(body["votedOptionId"], *option, "{body}");
+                } else {
+                    assert_eq!(*status, 400, "{body}");
+                    assert!(
+                        onair_testkit::error_message(body).contains("voted"),
+                        "voter {voter}: {body}"
+                    );
+                    continue;
+                }
+            }
+            10..30 => {
+                assert_eq!(*status, 200, "voter {voter}: {body}");
+                assert_eq!(body["votedOptionId"], *option, "{body}");
+                taken_of[*voter] += 1;
+            }
+            _ => {
+                assert_eq!(*status, 400, "voter {voter}: {body}");
+                assert!(
+                    onair_testkit::error_message(body).contains("no option"),
+                    "voter {voter}: {body}"
+                );
+                continue;
+            }
+        }
+        let index: usize = option.parse::<usize>().unwrap() - 1;
+        counted[index] += 1;
+    }
+    for (voter, taken) in taken_of.iter().enumerate().take(30) {
+        assert_eq!(*taken, 1, "voter {voter} has exactly one ballot taken");
+    }
+    assert_eq!(counted.iter().sum::<u64>(), 30);
+
+    // The tally is the ballots that were acknowledged, no more and no less.
+    let (status, body) = send(
+        &station,
+        Method::GET,
+        &format!("/v1/polls/{poll_id}"),
+        Some(&tokens[35]),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(votes_of(&body), counted, "{body}");
+    assert!(
+        body["votedOptionId"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty(),
+        "a refused ballot leaves no vote: {body}"
+    );
+    let (status, closed) = send(
+        &station,
+        Method::POST,
+        &format!("/v1/polls/{poll_id}:close"),
+        Some(&station.operator_key),
+        Some(serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(status, 200, "{closed}");
+    assert_eq!(votes_of(&closed), counted, "{closed}");
+    assert_eq!(count_of(&closed, "totalVotes"), 30, "{closed}");
     station.stop().await;
 }
