@@ -218,6 +218,11 @@ function watchLive(channelId) {
       state.counts.set(channelId, countOf(data.count));
       renderOnAir();
     }
+    if (event.type === 'program') {
+      state.nowNext.set(channelId, data);
+      renderGuide();
+      renderOnAir();
+    }
     if (event.type === 'schedule') loadGuide();
   });
 }

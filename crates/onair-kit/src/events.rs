@@ -174,6 +174,8 @@ pub const COMMENT_EVENT: &str = "onair.comment.v1.CommentEvent";
 
 /// The full name of the message of schedule live events.
 pub const SCHEDULE_EVENT: &str = "onair.media.v1.ScheduleEvent";
+/// The full name of the message a `program` event carries.
+pub const PROGRAM_EVENT: &str = "onair.media.v1.NowNext";
 
 /// What kind of live event it is; its `type` on the live socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -189,16 +191,20 @@ pub enum LiveKind {
     Moderation,
     /// A change to the channel's schedule ([`ScheduleEvent`]).
     Schedule,
+    /// The slot on air changed, at its boundary or by a schedule edit: what
+    /// is on now and next (`NowNext`).
+    Program,
 }
 
 impl LiveKind {
     /// Every kind, in a stable order.
-    pub const ALL: [LiveKind; 5] = [
+    pub const ALL: [LiveKind; 6] = [
         LiveKind::Comment,
         LiveKind::Viewers,
         LiveKind::Poll,
         LiveKind::Moderation,
         LiveKind::Schedule,
+        LiveKind::Program,
     ];
 
     /// The name on the wire and in the subject.
@@ -209,6 +215,7 @@ impl LiveKind {
             LiveKind::Poll => "poll",
             LiveKind::Moderation => "moderation",
             LiveKind::Schedule => "schedule",
+            LiveKind::Program => "program",
         }
     }
 
@@ -308,6 +315,16 @@ impl LiveEvent {
     /// A change to a channel's schedule.
     pub fn schedule(event: &ScheduleEvent) -> LiveEvent {
         LiveEvent::pack(&event.channel_id, LiveKind::Schedule, SCHEDULE_EVENT, event)
+    }
+
+    /// What a channel has on air now and next, when that changed.
+    pub fn program(now_next: &onair_proto::media::v1::NowNext) -> LiveEvent {
+        LiveEvent::pack(
+            &now_next.channel_id,
+            LiveKind::Program,
+            PROGRAM_EVENT,
+            now_next,
+        )
     }
 
     /// The subject it is published on.

@@ -17,7 +17,52 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-on_both_backends!(schedule_changes_reach_websocket_and_sse_viewers);
+on_both_backends!(
+    schedule_changes_reach_websocket_and_sse_viewers,
+    the_program_on_air_is_announced_at_each_boundary,
+);
+
+/// Reads the socket until a `program` event comes, skipping the others.
+async fn next_program_event(socket: &mut onair_testkit::Socket) -> Value {
+    loop {
+        let events = next_events(socket).await.expect("the socket stays open");
+        if let Some(event) = events.into_iter().find(|event| event["type"] == "program") {
+            return event;
+        }
+    }
+}
+
+async fn the_program_on_air_is_announced_at_each_boundary(backend: Backend) {
+    let station = TestStation::start_with_its_bus(backend, "program").await;
+    create_channel(&station, "news").await;
+    let program = onair_testkit::create_program(&station, "Evening News", "60s").await;
+    let start = (station.clock.now_ms() / 1000 + 30) * 1000;
+    let slot =
+        onair_testkit::schedule_slot(&station, "news", &program, start, start + 60_000).await;
+    let mut socket = connect(&live_url(&station, "news", None)).await;
+    ready(&mut socket).await;
+
+    // At the slot's start, on the station's clock: the program is on.
+    station.clock.advance(Duration::from_secs(31));
+    let event = next_program_event(&mut socket).await;
+    assert_eq!(event["data"]["channelId"], "news", "{event}");
+    assert_eq!(event["data"]["now"]["slot"]["id"], slot.as_str(), "{event}");
+    assert_eq!(
+        event["data"]["now"]["program"]["title"], "Evening News",
+        "{event}"
+    );
+
+    // At its end: nothing is on air, and nothing comes next.
+    station.clock.advance(Duration::from_secs(60));
+    let event = next_program_event(&mut socket).await;
+    assert_eq!(event["data"]["channelId"], "news", "{event}");
+    assert!(
+        event["data"].get("now").is_none_or(Value::is_null),
+        "{event}"
+    );
+    socket.close(None).await.unwrap();
+    station.stop().await;
+}
 
 async fn schedule_changes_reach_websocket_and_sse_viewers(backend: Backend) {
     // PostgreSQL stations use NATS, so the events cross a real bus.

@@ -102,7 +102,8 @@ impl MediaServiceImpl {
                 service.desk.cache.invalidate(&changed);
             }
         });
-        Ok(vec![invalidations])
+        let programs = tokio::spawn(now_next::announce_programs(self.desk.clone()));
+        Ok(vec![invalidations, programs])
     }
 
     /// A timetable, encoded, for the station's server (see [`crate::grpc`]).

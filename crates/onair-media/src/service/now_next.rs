@@ -1,6 +1,7 @@
 //! Now/next: what each channel has on air at this instant and what comes
 //! after it, the read a guide makes most, cached until the first of those
-//! slots ends or starts.
+//! slots ends or starts. [`announce_programs`] tells each channel's live
+//! sockets when its slot on air changes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -39,7 +40,7 @@ pub(super) async fn batch_get(
     Ok(Response::new(now_next_for(desk, &channel_ids).await?))
 }
 
-async fn now_next_for(
+pub(super) async fn now_next_for(
     desk: &Desk,
     channel_ids: &[String],
 ) -> Result<pb::BatchGetNowNextResponse, MediaError> {
@@ -135,4 +136,51 @@ async fn read_now_next(
         missing_channel_ids,
     };
     Ok((response, valid_until_ms))
+}
+
+/// How often the announcer looks whether a channel's slot on air changed;
+/// the look is a read of the now/next cache, which holds until the next
+/// boundary.
+const ANNOUNCE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Publishes a `program` live event for each channel whose slot on air
+/// changes (at a slot's start or end on the station's clock, or by an edit of
+/// the schedule), until the process stops. Every media process announces;
+/// with several, a channel's viewers hear each change once per process.
+pub(super) async fn announce_programs(desk: Arc<Desk>) {
+    let mut on_air: HashMap<String, String> = HashMap::new();
+    let mut ticks = tokio::time::interval(ANNOUNCE_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut started = false;
+    loop {
+        ticks.tick().await;
+        let all = match now_next_for(&desk, &[]).await {
+            Ok(all) => all,
+            Err(error) => {
+                tracing::debug!(error = %error, "cannot read now/next to announce programs");
+                continue;
+            }
+        };
+        for entry in all.now_next {
+            let slot_id = entry
+                .now
+                .as_ref()
+                .and_then(|now| now.slot.as_ref())
+                .map_or_else(String::new, |slot| slot.id.clone());
+            let before = on_air.insert(entry.channel_id.clone(), slot_id.clone());
+            let changed = match before {
+                Some(before) => before != slot_id,
+                // A channel seen for the first time after the start: new.
+                None => started && !slot_id.is_empty(),
+            };
+            if changed
+                && let Err(error) = onair_kit::events::LiveEvent::program(&entry)
+                    .publish(&desk.bus)
+                    .await
+            {
+                tracing::warn!(error = %error, channel = entry.channel_id, "cannot announce the program on air");
+            }
+        }
+        started = true;
+    }
 }
