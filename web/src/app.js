@@ -8,8 +8,11 @@ import { Account, ApiError, call } from './api.js';
 import { language, setLanguage, t } from './i18n.js';
 import { LiveSocket } from './live.js';
 import { Overlay } from './overlay.js';
+import { Replay } from './replay.js';
+import { dayOnAir, drawTimetable } from './timetable.js';
 
 const GUIDE_REFRESH_MS = 10000;
+const TIMETABLE_REFRESH_MS = 60000;
 const MAX_LISTED_COMMENTS = 200;
 
 const account = new Account();
@@ -43,6 +46,7 @@ const state = {
   counts: new Map(),
   channelId: null,
   live: null,
+  replay: null,
   hls: null,
   retry: null,
 };
@@ -133,6 +137,8 @@ function zapByKey(event, channelId) {
 }
 
 function renderOnAir() {
+  // A replay says so itself (see `replay`).
+  if (state.replay) return;
   const entry = state.nowNext.get(state.channelId);
   $('now-title').textContent = state.channelId ? programTitle(entry && entry.now) || t('offAir') : '';
   $('count').textContent = state.channelId ? t('viewers', state.counts.get(state.channelId) || 0) : '';
@@ -141,7 +147,8 @@ function renderOnAir() {
 // The player.
 
 function tune(channelId) {
-  if (channelId === state.channelId) return;
+  if (channelId === state.channelId && !state.replay) return;
+  stopReplay();
   state.channelId = channelId;
   history.replaceState(null, '', `?channel=${encodeURIComponent(channelId)}`);
   for (const button of document.querySelectorAll('.channel')) {
@@ -160,7 +167,7 @@ function say(message) {
   $('message').textContent = message;
 }
 
-function play(url) {
+function play(url, startSeconds = -1, onDetails = null) {
   clearTimeout(state.retry);
   const video = $('video');
   say('');
@@ -170,7 +177,7 @@ function play(url) {
     return;
   }
   if (state.hls) state.hls.destroy();
-  const hls = new Hls({ lowLatencyMode: false, backBufferLength: 30 });
+  const hls = new Hls({ lowLatencyMode: false, backBufferLength: 30, startPosition: startSeconds });
   state.hls = hls;
   hls.on(Hls.Events.MANIFEST_PARSED, () => {
     say('');
@@ -178,13 +185,15 @@ function play(url) {
     video.play().catch(() => {});
   });
   hls.on(Hls.Events.LEVEL_SWITCHED, () => renderLevels(hls));
+  if (onDetails) hls.on(Hls.Events.LEVEL_LOADED, (_event, data) => onDetails(data.details));
   hls.on(Hls.Events.ERROR, (_event, data) => {
     if (!data.fatal) return;
+    console.warn('the player stopped', data.type, data.details, data.response && data.response.code);
     const missing = data.response && data.response.code === 404;
     say(missing ? t('offAirMessage') : t('networkMessage'));
     hls.destroy();
     if (state.hls === hls) state.hls = null;
-    state.retry = setTimeout(() => play(url), missing ? 5000 : 2000);
+    state.retry = setTimeout(() => play(url, startSeconds, onDetails), missing ? 5000 : 2000);
   });
   hls.loadSource(url);
   hls.attachMedia(video);
@@ -203,6 +212,75 @@ function renderLevels(hls) {
   select.value = String(hls.autoLevelEnabled ? -1 : hls.currentLevel);
   const playing = hls.levels[hls.currentLevel];
   select.title = playing && playing.height ? `${playing.height}p` : '';
+}
+
+// Replay and the timetable.
+
+function stopReplay() {
+  if (state.replay) state.replay.close();
+  state.replay = null;
+}
+
+/** Plays aired slot `slotId` of `channelId` from `vposMs`, with its comments. */
+function replay(slotId, channelId, title, vposMs = 0, slotStartMs = null) {
+  stopReplay();
+  if (state.live) state.live.close();
+  state.live = null;
+  state.channelId = channelId;
+  for (const button of document.querySelectorAll('.channel')) {
+    button.setAttribute('aria-current', String(button.dataset.channelId === channelId));
+  }
+  history.replaceState(null, '', `?channel=${encodeURIComponent(channelId)}&slot=${encodeURIComponent(slotId)}&vposMs=${vposMs}`);
+  $('comments').replaceChildren();
+  unlisted = [];
+  overlay.clear();
+  $('now-title').textContent = `${t('replaying')}: ${title}`;
+  $('count').textContent = '';
+  const session = new Replay(slotId, $('video'), addComment);
+  state.replay = session;
+  let placed = false;
+  play(`/vod/${encodeURIComponent(slotId)}/master.m3u8`, vposMs / 1000, (details) => {
+    const first = details.fragments && details.fragments[0];
+    if (slotStartMs === null || !first || !first.programDateTime) return;
+    session.offsetMs = Math.max(0, first.programDateTime - slotStartMs);
+    // The moment asked for, on the video's own timeline.
+    if (!placed && session.offsetMs > 0) $('video').currentTime = Math.max(0, (vposMs - session.offsetMs) / 1000);
+    placed = true;
+  });
+}
+
+async function loadTimetable() {
+  try {
+    const timetable = await dayOnAir();
+    drawTimetable($('timetable'), timetable, Date.now(), choose);
+  } catch (error) {
+    console.warn('the timetable did not load', error);
+  }
+}
+
+function choose(entry, channel, when) {
+  const program = entry.program || {};
+  const slot = entry.slot;
+  const details = $('details');
+  const heading = element('h3', '', program.title || '');
+  const from = new Date(Date.parse(slot.startTime)).toLocaleString();
+  const to = new Date(Date.parse(slot.endTime)).toLocaleTimeString();
+  const parts = [heading, element('p', '', `${channel.name} · ${from}–${to}`)];
+  if (program.description) parts.push(element('p', '', program.description));
+  const action = element('button');
+  action.type = 'button';
+  if (when === 'aired') {
+    action.textContent = t('replay');
+    action.addEventListener('click', () => replay(slot.id, channel.id, program.title || '', 0, Date.parse(slot.startTime)));
+    parts.push(action);
+  } else if (when === 'on-air') {
+    action.textContent = t('watchLive');
+    action.addEventListener('click', () => tune(channel.id));
+    parts.push(action);
+  } else {
+    parts.push(element('p', 'mode', t('comingUp')));
+  }
+  details.replaceChildren(...parts);
 }
 
 // Live comments and counts.
@@ -420,8 +498,27 @@ async function start() {
   }
   await loadGuide();
   setInterval(loadGuide, GUIDE_REFRESH_MS);
-  const asked = new URLSearchParams(location.search).get('channel');
+  loadTimetable();
+  setInterval(loadTimetable, TIMETABLE_REFRESH_MS);
+  const query = new URLSearchParams(location.search);
+  const asked = query.get('channel');
   const first = state.channels.find((channel) => channel.id === asked) || state.channels[0];
+  const slotId = query.get('slot');
+  if (slotId) {
+    // A share link of a slot: its replay once it has aired, else its channel.
+    try {
+      const slot = await call('GET', `/v1/slots/${encodeURIComponent(slotId)}`);
+      if (Date.parse(slot.endTime) <= Date.now()) {
+        const program = await call('GET', `/v1/programs/${encodeURIComponent(slot.programId)}`).catch(() => ({}));
+        replay(slot.id, slot.channelId, program.title || '', Number(query.get('vposMs') || 0), Date.parse(slot.startTime));
+        return;
+      }
+      tune(slot.channelId);
+      return;
+    } catch (error) {
+      console.warn('the shared slot did not load', error);
+    }
+  }
   if (first) tune(first.id);
 }
 

@@ -46,6 +46,11 @@ const WORDS = {
     mutedUsers: 'Muted viewers',
     unmute: 'Unmute everyone',
     mute: 'Mute',
+    timetable: "Today's timetable",
+    replay: 'Replay',
+    watchLive: 'Watch live',
+    comingUp: 'Coming up',
+    replaying: 'Replay',
   },
   ja: {
     guide: '番組表',
@@ -91,6 +96,11 @@ const WORDS = {
     mutedUsers: 'ミュートした視聴者',
     unmute: 'すべて解除',
     mute: 'ミュート',
+    timetable: '今日の番組表',
+    replay: 'もう一度見る',
+    watchLive: 'ライブで見る',
+    comingUp: 'これから',
+    replaying: '見逃し配信',
   },
 };
 

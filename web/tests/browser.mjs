@@ -29,6 +29,7 @@ const browser = await chromium.launch({
     '--autoplay-policy=no-user-gesture-required',
   ],
 });
+const testStarted = Date.now();
 const failures = [];
 const dialogs = [];
 /** What the targets are measured by, printed at the end. */
@@ -276,6 +277,60 @@ await check('a held comment is approved in the console, then shows for viewers',
   await row.waitFor({ state: 'detached', timeout: 30000 });
   await second.locator('#comments .text', { hasText: body }).waitFor(WAIT);
   await console.close();
+});
+
+/** An aired slot with a comment past its first seconds, once there is one. */
+async function airedSlotWithAComment() {
+  const deadline = Date.now() + 150000;
+  while (Date.now() < deadline) {
+    const day = new Date().toISOString().slice(0, 10);
+    const timetable = await api('GET', `/v1/timetable?broadcastDay=${day}`);
+    for (const row of timetable.channels) {
+      for (const entry of row.entries) {
+        if (Date.parse(entry.slot.endTime) > Date.now() - 2000) continue;
+        // Aired whole, so that the video's time is the program's.
+        if (Date.parse(entry.slot.startTime) < testStarted) continue;
+        const page = await api('GET', `/v1/slots/${entry.slot.id}/comments?fromVposMs=4000&pageSize=1`);
+        if (!page.comments || !page.comments.length) continue;
+        // A slot that was on the schedule before the station started has no replay.
+        const master = await fetch(`${base}/vod/${entry.slot.id}/master.m3u8`);
+        if (master.status === 200) return { slot: entry.slot, comment: page.comments[0] };
+      }
+    }
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+  }
+  throw new Error('no aired slot with a comment in two minutes');
+}
+
+await check('the timetable shows the day, and a replay shows a comment at its moment after a seek', async () => {
+  await viewer.waitForSelector('#timetable .tt-slot.on-air', WAIT);
+  const { slot, comment } = await airedSlotWithAComment();
+  const replay = await open(`/?slot=${encodeURIComponent(slot.id)}&vposMs=0`);
+  const said = [];
+  replay.on('console', (message) => said.push(message.text()));
+  replay.on('response', (response) => {
+    if (response.status() >= 400) said.push(`${response.status()} ${response.url()}`);
+  });
+  await replay
+    .waitForFunction(() => document.getElementById('video').currentTime > 0.5, null, WAIT)
+    .catch(async (error) => {
+      const seen = await replay.evaluate(() => [
+        document.getElementById('video').currentTime,
+        document.getElementById('now-title').textContent,
+        document.getElementById('message').textContent,
+        location.href,
+      ]);
+      throw new Error(
+        `the replay of slot ${slot.id} (${slot.startTime}–${slot.endTime}) did not play ` +
+          `(${JSON.stringify(seen)}; ${said.join(' | ')}): ${error.message}`,
+      );
+    });
+  const at = Number(comment.vposMs) / 1000;
+  await replay.evaluate((seconds) => { document.getElementById('video').currentTime = seconds; }, Math.max(0, at - 2));
+  await replay.locator('#comments .text', { hasText: comment.body }).first().waitFor(WAIT);
+  const title = await replay.textContent('#now-title');
+  if (!title.startsWith('Replay')) throw new Error(`the player does not say it replays: ${title}`);
+  await replay.close();
 });
 
 const axeSource = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
