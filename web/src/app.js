@@ -155,6 +155,9 @@ function tune(channelId) {
     button.setAttribute('aria-current', String(button.dataset.channelId === channelId));
   }
   $('share-links').hidden = true;
+  $('poll').hidden = true;
+  poll.current = null;
+  poll.myOption = '';
   $('comments').replaceChildren();
   unlisted = [];
   overlay.clear();
@@ -283,6 +286,56 @@ function choose(entry, channel, when) {
   details.replaceChildren(...parts);
 }
 
+// Polls.
+
+const poll = { current: null, myOption: '' };
+
+function showPoll(data) {
+  if (!data || !data.id) return;
+  if (poll.current && poll.current.id !== data.id) poll.myOption = '';
+  poll.current = data;
+  if (data.votedOptionId) poll.myOption = data.votedOptionId;
+  const box = $('poll');
+  box.hidden = false;
+  $('poll-question').textContent = data.question;
+  const total = Math.max(1, ...(data.options || []).map((option) => countOf(option.votes)));
+  const open = data.state === 'POLL_STATE_OPEN';
+  $('poll-options').replaceChildren(
+    ...(data.options || []).map((option) => {
+      const item = element('li', 'poll-option');
+      item.dataset.optionId = option.id;
+      item.setAttribute('aria-current', String(option.id === poll.myOption));
+      const button = element('button', '', option.text);
+      button.type = 'button';
+      button.disabled = !open || (Boolean(poll.myOption) && !data.allowChange);
+      button.addEventListener('click', () => vote(data.id, option.id));
+      const bar = element('div', 'poll-bar');
+      bar.style.width = `${(countOf(option.votes) / total) * 100}%`;
+      const votes = element('span', 'poll-votes', t('votes', countOf(option.votes)));
+      item.append(button, bar, votes);
+      return item;
+    }),
+  );
+  $('poll-status').textContent =
+    data.state === 'POLL_STATE_CLOSED'
+      ? t('pollClosed')
+      : data.state === 'POLL_STATE_SCHEDULED'
+        ? t('pollScheduled')
+        : poll.myOption
+          ? t('voted')
+          : '';
+}
+
+async function vote(pollId, optionId) {
+  try {
+    const answered = await account.call('POST', `/v1/polls/${encodeURIComponent(pollId)}/votes`, { optionId });
+    poll.myOption = optionId;
+    showPoll(answered);
+  } catch (error) {
+    $('poll-status').textContent = error.message;
+  }
+}
+
 // Live comments and counts.
 
 function watchLive(channelId) {
@@ -296,6 +349,7 @@ function watchLive(channelId) {
       state.counts.set(channelId, countOf(data.count));
       renderOnAir();
     }
+    if (event.type === 'poll') showPoll(data);
     if (event.type === 'program') {
       state.nowNext.set(channelId, data);
       renderGuide();

@@ -51,6 +51,10 @@ const WORDS = {
     watchLive: 'Watch live',
     comingUp: 'Coming up',
     replaying: 'Replay',
+    votes: (n) => (n === 1 ? '1 vote' : `${n} votes`),
+    voted: 'Your vote is counted',
+    pollClosed: 'The poll has closed: the final tally',
+    pollScheduled: 'The poll opens soon',
   },
   ja: {
     guide: '番組表',
@@ -101,6 +105,10 @@ const WORDS = {
     watchLive: 'ライブで見る',
     comingUp: 'これから',
     replaying: '見逃し配信',
+    votes: (n) => `${n}票`,
+    voted: '投票しました',
+    pollClosed: '投票は締め切られました（最終結果）',
+    pollScheduled: 'まもなく投票が始まります',
   },
 };
 

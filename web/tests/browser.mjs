@@ -252,6 +252,33 @@ await check('the overlay keeps up with 100 comments a second', async () => {
   if (!taken) throw new Error('no comment of the flood was taken (the channel was off air throughout)');
 });
 
+await check('a vote in one page updates the tally in another', async () => {
+  const nowNext = await api('GET', `/v1/channels/${encodeURIComponent(channelId)}/now`);
+  const slot = (nowNext.now || nowNext.next).slot;
+  const closeTime = new Date(Date.now() + 5 * 60000).toISOString();
+  const created = await api(
+    'POST',
+    `/v1/slots/${slot.id}/polls`,
+    { question: 'Who wins tonight?', options: [{ text: 'Red team' }, { text: 'Blue team' }], closeTime },
+    operatorKey,
+  );
+  for (const page of [viewer, second]) {
+    await page.locator('#poll-question', { hasText: 'Who wins tonight?' }).waitFor(WAIT);
+  }
+  await viewer.locator('#poll-options button', { hasText: 'Red team' }).click();
+  await viewer.locator('#poll-status', { hasText: 'Your vote is counted' }).waitFor(WAIT);
+  await second.waitForFunction(
+    (id) => {
+      const option = document.querySelector(`#poll-options [data-option-id="${id}"] .poll-votes`);
+      return option && option.textContent === '1 vote';
+    },
+    created.options[0].id,
+    WAIT,
+  );
+  await api('POST', `/v1/polls/${created.id}:close`, {}, operatorKey);
+  await second.locator('#poll-status', { hasText: 'final tally' }).waitFor(WAIT);
+});
+
 await check('share links open each network with the link to the channel', async () => {
   await viewer.click('#share');
   await viewer.waitForSelector('#share-links a.intent', WAIT);
