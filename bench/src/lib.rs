@@ -427,6 +427,58 @@ where
     })
 }
 
+/// A closed loop's result and the server CPU it cost.
+pub struct Outcome {
+    /// What the loop did.
+    pub result: LoopResult,
+    /// The server's CPU time over the loop.
+    pub server_cpu: Duration,
+}
+
+impl Outcome {
+    /// Successful calls per second.
+    pub fn rate(&self) -> f64 {
+        self.result.rate()
+    }
+
+    /// Successful calls per second of the server's CPU.
+    pub fn per_cpu_second(&self) -> f64 {
+        self.result.per_cpu_second(self.server_cpu)
+    }
+
+    /// Prints the rate, the errors, the latencies and the calls per server
+    /// CPU-second, after `name`.
+    pub fn report(&self, name: &str) {
+        println!(
+            "{name}: {:.0} req/s; {} ok, errors {}; {}; {:.0} req per server CPU-second",
+            self.rate(),
+            self.result.successes,
+            self.result.errors,
+            summary(&self.result.latencies),
+            self.per_cpu_second()
+        );
+    }
+}
+
+/// [`closed_loop`] against `server`, with the server CPU it cost.
+pub async fn measure<F, Fut>(
+    server: &ServerUnderTest,
+    concurrency: usize,
+    seconds: u64,
+    call: F,
+) -> anyhow::Result<Outcome>
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let cpu_before = server.cpu_time()?;
+    let result = closed_loop(concurrency, seconds, call).await?;
+    Ok(Outcome {
+        result,
+        server_cpu: server.cpu_time()? - cpu_before,
+    })
+}
+
 /// A histogram of latencies in microseconds, from 1 µs to 60 s.
 pub fn latency_histogram() -> hdrhistogram::Histogram<u64> {
     hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")

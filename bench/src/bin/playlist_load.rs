@@ -15,8 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail};
 use clap::Parser;
 use onair_bench::{
-    LoopResult, STOP_GRACE, ServerChoice, closed_loop, cpu_time_of, in_own_process_group,
-    pinned_command, scratch_dir, stop_process_group, summary, until_interrupted,
+    Outcome, STOP_GRACE, ServerChoice, closed_loop, cpu_time_of, in_own_process_group,
+    pinned_command, scratch_dir, stop_process_group, until_interrupted,
 };
 use onair_proto::media::v1 as media;
 use onair_proto::media::v1::media_service_client::MediaServiceClient;
@@ -119,24 +119,6 @@ impl Drop for Nginx {
 fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
-}
-
-struct Outcome {
-    result: LoopResult,
-    server_cpu: Duration,
-}
-
-impl Outcome {
-    fn report(&self, name: &str) {
-        println!(
-            "{name}: {:.0} req/s; {} ok, errors {}; {}; {:.0} req per server CPU-second",
-            self.result.rate(),
-            self.result.successes,
-            self.result.errors,
-            summary(&self.result.latencies),
-            self.result.per_cpu_second(self.server_cpu)
-        );
-    }
 }
 
 async fn measure(

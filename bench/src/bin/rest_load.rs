@@ -5,13 +5,9 @@
 //!     taskset -c 1 target/release/rest_load --server-cpu 0
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
-use onair_bench::{
-    LoopResult, ServerChoice, ServerUnderTest, closed_loop, create_viewers, scratch_dir, summary,
-    until_interrupted,
-};
+use onair_bench::{ServerChoice, create_viewers, measure, scratch_dir, until_interrupted};
 use onair_proto::user::v1 as pb;
 use onair_proto::user::v1::user_service_client::UserServiceClient;
 use tonic::transport::Channel;
@@ -28,46 +24,6 @@ struct Args {
     /// How many times to alternate the two measurements.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
-}
-
-struct Outcome {
-    result: LoopResult,
-    server_cpu: Duration,
-}
-
-impl Outcome {
-    fn rate(&self) -> f64 {
-        self.result.rate()
-    }
-
-    fn report(&self, name: &str) {
-        println!(
-            "{name}: {:.0} req/s; {} ok, errors {}; {}; {:.0} req per server CPU-second",
-            self.rate(),
-            self.result.successes,
-            self.result.errors,
-            summary(&self.result.latencies),
-            self.result.per_cpu_second(self.server_cpu)
-        );
-    }
-}
-
-async fn measure<F, Fut>(
-    server: &ServerUnderTest,
-    concurrency: usize,
-    seconds: u64,
-    call: F,
-) -> anyhow::Result<Outcome>
-where
-    F: Fn(usize) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = bool> + Send,
-{
-    let cpu_before = server.cpu_time()?;
-    let result = closed_loop(concurrency, seconds, move |worker, _sequence| call(worker)).await?;
-    Ok(Outcome {
-        result,
-        server_cpu: server.cpu_time()? - cpu_before,
-    })
 }
 
 #[tokio::main]
@@ -114,7 +70,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let grpc_call = {
         let viewers = viewers.clone();
         let channels = grpc_channels.clone();
-        move |worker: usize| {
+        move |worker: usize, _sequence: u64| {
             let (id, token) = viewers[worker % viewers.len()].clone();
             let mut client = UserServiceClient::new(channels[worker % channels.len()].clone());
             async move {
@@ -128,7 +84,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let rest_call = {
         let viewers = viewers.clone();
-        move |worker: usize| {
+        move |worker: usize, _sequence: u64| {
             let (id, token) = viewers[worker % viewers.len()].clone();
             let request = http.get(format!("{base}/v1/users/{id}")).bearer_auth(token);
             async move {

@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime};
 
 use clap::Parser;
 use onair_bench::{
-    LoopResult, ServerChoice, ServerUnderTest, authorized, closed_loop, connect_channels,
-    create_viewers, scratch_dir, summary, until_interrupted,
+    ServerChoice, authorized, connect_channels, create_viewers, measure, scratch_dir,
+    until_interrupted,
 };
 use onair_proto::comment::v1 as comment;
 use onair_proto::comment::v1::comment_service_client::CommentServiceClient;
@@ -40,46 +40,6 @@ struct Args {
     /// How many times to alternate the two measurements.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-}
-
-struct Outcome {
-    result: LoopResult,
-    server_cpu: Duration,
-}
-
-impl Outcome {
-    fn report(&self, name: &str) {
-        println!(
-            "{name}: {:.0} req/s; {} ok, errors {}; {}; {:.0} req per server CPU-second",
-            self.result.rate(),
-            self.result.successes,
-            self.result.errors,
-            summary(&self.result.latencies),
-            self.per_cpu_second()
-        );
-    }
-
-    fn per_cpu_second(&self) -> f64 {
-        self.result.per_cpu_second(self.server_cpu)
-    }
-}
-
-async fn measure<F, Fut>(
-    server: &ServerUnderTest,
-    concurrency: usize,
-    seconds: u64,
-    call: F,
-) -> anyhow::Result<Outcome>
-where
-    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = bool> + Send,
-{
-    let cpu_before = server.cpu_time()?;
-    let result = closed_loop(concurrency, seconds, call).await?;
-    Ok(Outcome {
-        result,
-        server_cpu: server.cpu_time()? - cpu_before,
-    })
 }
 
 #[tokio::main]
@@ -205,7 +165,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ));
         println!(
             "round {round} /s/ against GetUser: {:.0} % of the rate, {:.0} % per server CPU-second (errors: GetUser {}, /s/ {})",
-            page.result.rate() / rest.result.rate() * 100.0,
+            page.rate() / rest.rate() * 100.0,
             page.per_cpu_second() / rest.per_cpu_second() * 100.0,
             rest.result.errors,
             page.result.errors
