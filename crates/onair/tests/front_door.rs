@@ -468,9 +468,11 @@ async fn two_thousand_half_open_connections_from_one_address_leave_the_station_a
         ],
     );
     let (http, grpc) = station.addresses().await;
-    let raised = station
-        .log_line("raised the open-files limit")
-        .expect("the station says it raised the open-files limit");
+    // The line comes as the servers start, just after "listening".
+    let raised = assert_eventually!(
+        station.log_line("raised the open-files limit"),
+        "the station says it raised the open-files limit"
+    );
     assert_eq!(raised["was"], 512, "{raised}");
     assert_eq!(raised["soft"], 1024, "{raised}");
     assert_eq!(raised["hard"], 1024, "{raised}");
