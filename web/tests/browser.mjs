@@ -47,14 +47,19 @@ async function open(path, options = {}) {
   return page;
 }
 
+/** Where the check running now is, for its failure message. */
+let step = '';
+
 async function check(name, body) {
   const started = Date.now();
+  step = '';
   try {
     await body();
     console.log(`ok   ${name} (${Date.now() - started} ms)`);
   } catch (error) {
-    failures.push(`${name}: ${error.message}`);
-    console.log(`FAIL ${name}: ${error.message}`);
+    const where = step ? ` (at: ${step})` : '';
+    failures.push(`${name}: ${error.message}${where}`);
+    console.log(`FAIL ${name}: ${error.message}${where}`);
   }
 }
 
@@ -305,6 +310,217 @@ await check('a held comment is approved in the console, then shows for viewers',
   await second.locator('#comments .text', { hasText: body }).waitFor(WAIT);
   await console.close();
 });
+
+// The station console's other sections, signed in once, in the station's
+// time zone (the demo's is UTC).
+const station = await open('/console', { timezoneId: 'UTC' });
+await station.fill('#key', operatorKey);
+await station.click('#sign-in button[type=submit]');
+await station.waitForFunction(() => document.getElementById('status').textContent.startsWith('Signed in'), null, WAIT);
+
+/** Shows `channel`'s broadcast day on air in the console. */
+async function consoleDayOf(channel) {
+  if ((await station.inputValue('#channel')) !== channel) await station.selectOption('#channel', channel);
+  await station.waitForSelector(`#slots[data-channel-id="${channel}"] tr`, WAIT);
+}
+
+/** Posts from `page` until the station refuses it saying `expected`. */
+async function postUntilRefused(page, body, expected) {
+  const deadline = Date.now() + 30000;
+  let said = '';
+  for (let attempt = 1; Date.now() < deadline; attempt += 1) {
+    await page.evaluate(() => { document.getElementById('verdict').textContent = ''; });
+    await page.fill('#body', `${body} #${attempt}`);
+    await page.click('#post button[type=submit]');
+    await page.waitForFunction(() => document.getElementById('verdict').textContent !== '', null, WAIT);
+    said = await page.textContent('#verdict');
+    if (said.startsWith('Not posted') && said.includes(expected)) return said;
+    await page.waitForTimeout(1000);
+  }
+  throw new Error(`the station never refused "${body}" with "${expected}"; last said: ${said}`);
+}
+
+await check('a slot made in the console shows in the viewer\'s timetable, as text, and an overlapping one shows the service\'s refusal', async () => {
+  const otherChannel = now.nowNext.map((entry) => entry.channelId).find((id) => id !== channelId) || channelId;
+  const day = new Date().toISOString().slice(0, 10);
+  const timetable = await api('GET', `/v1/channels/${otherChannel}/timetable?broadcastDay=${day}`);
+  const dayEnd = Date.parse(timetable.endTime);
+  // A slot of the demo's that is not near air, to make room.
+  const room = timetable.channels[0].entries
+    .map((entry) => entry.slot)
+    .find((slot) => Date.parse(slot.startTime) > Date.now() + 3 * 60000 && Date.parse(slot.endTime) <= dayEnd);
+  if (!room) throw new Error(`no slot to make room with on ${otherChannel} before the day ends (${timetable.endTime})`);
+  await consoleDayOf(otherChannel);
+
+  step = 'a program made';
+  const title = `${HOSTILE} Night Show ${Date.now() % 100000}`;
+  await station.fill('#program-title', title);
+  await station.fill('#program-minutes', '0.5');
+  await station.fill('#program-asset', 'weather');
+  await station.click('#program-form button[type=submit]');
+  await station.waitForFunction(() => document.getElementById('status').textContent.startsWith('Created the program'), null, WAIT);
+  const programId = await station.inputValue('#slot-program');
+  const program = await api('GET', `/v1/programs/${programId}`);
+  if (program.title !== title) throw new Error(`the program chosen is not the new one: ${JSON.stringify(program)}`);
+
+  step = `slot ${room.id} deleted`;
+  const roomRow = station.locator(`#slots tr[data-slot-id="${room.id}"]`);
+  const remove = roomRow.getByRole('button', { name: /^Delete the slot/ });
+  await remove.click();
+  await remove.click();
+  await roomRow.waitFor({ state: 'detached', timeout: 30000 });
+
+  step = 'a slot made';
+  const local = (iso) => new Date(Date.parse(iso)).toISOString().slice(0, 19);
+  await station.fill('#slot-start', local(room.startTime));
+  await station.fill('#slot-end', local(room.endTime));
+  await station.click('#slot-form button[type=submit]');
+  await station.locator('#slots .program-title', { hasText: title }).waitFor(WAIT);
+  const slotError = await station.textContent('#slot-error');
+  if (slotError) throw new Error(`the console says: ${slotError}`);
+
+  step = 'an overlapping slot refused';
+  // The same time again: the service refuses, and the console says why.
+  await station.click('#slot-form button[type=submit]');
+  await station.waitForFunction(() => document.getElementById('slot-error').textContent !== '', null, WAIT);
+  const refusal = await station.textContent('#slot-error');
+  if (!refusal.includes('overlaps')) throw new Error(`the console does not show the overlap: ${refusal}`);
+  if ((await station.getAttribute('#slot-error', 'role')) !== 'alert') throw new Error('the refusal is not an alert');
+
+  step = 'the slot moved';
+  // Moved: a second shorter.
+  const created = station.locator('#slots tr', { hasText: title });
+  await created.getByRole('button', { name: /^Move the slot/ }).click();
+  const end = new Date(Date.parse(room.endTime) - 1000).toISOString();
+  await station.fill('#move-end', end.slice(0, 19));
+  await station.click('#move-form button[type=submit]');
+  await station.waitForFunction(() => document.getElementById('status').textContent.startsWith('Moved the slot'), null, WAIT);
+  const slotId = await created.getAttribute('data-slot-id');
+  const moved = await api('GET', `/v1/slots/${slotId}`);
+  if (Date.parse(moved.endTime) !== Date.parse(end)) throw new Error(`the slot was not moved: ${JSON.stringify(moved)}`);
+
+  step = 'the slot in the viewer\'s timetable';
+  const guide = await open('/');
+  await guide.locator('#timetable .tt-slot', { hasText: title }).first().waitFor(WAIT);
+  const images = await guide.evaluate(() => document.querySelectorAll('#timetable img, #channels img').length);
+  const consoleImages = await station.evaluate(() => document.querySelectorAll('main img').length);
+  if (images || consoleImages) throw new Error('a program title became markup');
+  if (screenshots) await station.screenshot({ path: join(screenshots, 'console-schedule.png'), fullPage: true });
+  await guide.close();
+});
+
+await check('chat settings saved in the console take effect', async () => {
+  await consoleDayOf(channelId);
+  await station.waitForSelector(`#chat-form[data-channel-id="${channelId}"]`, WAIT);
+  // A value out of range: the service's validation error is shown.
+  const slow = await station.inputValue('#chat-slow');
+  await station.fill('#chat-slow', '-5');
+  await station.click('#chat-form button[type=submit]');
+  await station.locator('#chat-error', { hasText: 'slowModeSeconds' }).waitFor(WAIT);
+  await station.fill('#chat-slow', slow);
+  await station.uncheck('#chat-enabled');
+  await station.click('#chat-form button[type=submit]');
+  await station.locator('#chat-saved', { hasText: 'Saved' }).waitFor(WAIT);
+  await postUntilRefused(viewer, 'is anyone there?', 'comments are off');
+  await station.check('#chat-enabled');
+  await station.click('#chat-form button[type=submit]');
+  await station.locator('#chat-saved', { hasText: 'Saved' }).waitFor(WAIT);
+  await postUntilTaken(viewer, 'back on', 'Posted');
+});
+
+await check('a hostile display name shows as text, and a timeout from the queue refuses the viewer\'s next comment', async () => {
+  await viewer.fill('#name', HOSTILE);
+  await viewer.click('#name-form button[type=submit]');
+  await viewer.waitForFunction((name) => JSON.parse(localStorage.getItem('onair.account')).user.displayName === name, HOSTILE, WAIT);
+  const said = await postUntilTaken(viewer, 'a name to watch', 'Posted');
+  const item = second.locator('#comments li', { hasText: said });
+  await item.waitFor(WAIT);
+  const author = await item.locator('.author').textContent();
+  if (author !== HOSTILE) throw new Error(`the author shows as "${author}"`);
+
+  const held = await postUntilTaken(viewer, 'see https://example.com/deal', 'Waiting for a moderator');
+  const row = station.locator('#queue tr', { hasText: held });
+  await row.waitFor(WAIT);
+  const shownAuthor = await row.locator('td').nth(1).textContent();
+  if (shownAuthor !== HOSTILE) throw new Error(`the console shows the author as "${shownAuthor}"`);
+  const images = await Promise.all([viewer, second, station].map((page) => page.evaluate(() => document.querySelectorAll('main img, header img').length)));
+  if (images.some(Boolean)) throw new Error(`a display name became markup: ${images}`);
+
+  await station.selectOption('#timeout-seconds', '60');
+  await row.getByRole('button', { name: /^Time .* out$/ }).click();
+  await station.locator('#queue-result', { hasText: 'banned until' }).waitFor(WAIT);
+  await postUntilRefused(viewer, 'let me talk', 'banned');
+  await row.getByRole('button', { name: /^Unban/ }).click();
+  await station.locator('#queue-result', { hasText: 'not banned' }).waitFor(WAIT);
+  await row.getByRole('button', { name: /^Approve/ }).click();
+  await row.waitFor({ state: 'detached', timeout: 30000 });
+  await postUntilTaken(viewer, 'thank you', 'Posted');
+});
+await check('the console imports slots row by row, issues a stream key, runs a poll and lists the assets', async () => {
+  const otherChannel = now.nowNext.map((entry) => entry.channelId).find((id) => id !== channelId) || channelId;
+  const day = new Date().toISOString().slice(0, 10);
+  const timetable = await api('GET', `/v1/channels/${otherChannel}/timetable?broadcastDay=${day}`);
+  const demoSlots = timetable.channels[0].entries.filter((entry) => !entry.program || !entry.program.title.includes(HOSTILE));
+  const room = demoSlots
+    .map((entry) => entry.slot)
+    .find((slot) => Date.parse(slot.startTime) > Date.now() + 3 * 60000 && Date.parse(slot.endTime) <= Date.parse(timetable.endTime));
+  if (!room) throw new Error(`no slot to make room with on ${otherChannel} before the day ends (${timetable.endTime})`);
+  await api('DELETE', `/v1/slots/${room.id}`, undefined, operatorKey);
+  await consoleDayOf(otherChannel);
+
+  step = 'a live program made';
+  await station.fill('#program-title', 'Call-in Hour');
+  await station.fill('#program-minutes', '0.5');
+  await station.fill('#program-asset', '');
+  await station.click('#program-form button[type=submit]');
+  await station.waitForFunction(() => document.getElementById('status').textContent.startsWith('Created the program'), null, WAIT);
+  const programId = await station.inputValue('#slot-program');
+
+  step = 'slots imported';
+  const rows = [
+    { programId, startTime: room.startTime, endTime: room.endTime, live: true },
+    { programId, startTime: room.startTime, endTime: room.endTime, live: true },
+    { programId: 'no-such-program', startTime: room.startTime, endTime: room.endTime },
+  ];
+  await station.setInputFiles('#import-file', { name: 'slots.json', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify(rows)) });
+  await station.click('#import-form button[type=submit]');
+  await station.waitForFunction(() => document.querySelectorAll('#import-results li').length === 3 && document.getElementById('status').textContent.startsWith('Imported'), null, WAIT);
+  const results = await station.$$eval('#import-results li', (items) => items.map((item) => [item.className, item.textContent]));
+  if (results[0][0] !== 'done' || !results[1][1].includes('overlaps') || results[2][0] !== 'failed') {
+    throw new Error(`the import's rows say: ${JSON.stringify(results)}`);
+  }
+  const liveSlotId = /created slot (\S+)/.exec(results[0][1])[1];
+  await station.waitForSelector(`#slots tr[data-slot-id="${liveSlotId}"]`, WAIT);
+
+  step = 'a stream key issued';
+  await station.selectOption('#live-slot', liveSlotId);
+  await station.click('#live-form button[type=submit]');
+  await station.waitForFunction(() => document.getElementById('live-url').value !== '', null, WAIT);
+  const ingest = await station.inputValue('#live-url');
+  if (!new RegExp(`^${base}/ingest/[^/]+/index\\.m3u8$`).test(ingest)) throw new Error(`the ingest URL is ${ingest}`);
+  const command = await station.inputValue('#live-command');
+  if (!command.startsWith('ffmpeg ') || !command.includes(`-method PUT '${ingest}'`)) throw new Error(`the command is ${command}`);
+
+  step = 'a poll made, read and closed';
+  await station.selectOption('#poll-slot', liveSlotId);
+  await station.fill('#poll-question', 'Which caller next?');
+  await station.click('#poll-add-option');
+  const options = ['Ana', 'Ben', 'Chloe'];
+  for (const [index, text] of options.entries()) await station.fill(`#poll-option-${index + 1}`, text);
+  await station.click('#poll-form button[type=submit]');
+  const poll = station.locator('#polls li.poll', { hasText: 'Which caller next?' });
+  await poll.waitFor(WAIT);
+  const pollId = await poll.getAttribute('data-poll-id');
+  const stored = await api('GET', `/v1/polls/${pollId}`);
+  if (stored.options.map((option) => option.text).join() !== options.join()) throw new Error(`the poll is ${JSON.stringify(stored)}`);
+  await poll.getByRole('button', { name: /^Show the results/ }).click();
+  await poll.getByRole('button', { name: /^Close/ }).click();
+  await poll.locator('.poll-state', { hasText: 'closed' }).waitFor(WAIT);
+
+  step = 'the assets listed';
+  await station.locator('#assets tr', { hasText: 'weather' }).waitFor(WAIT);
+});
+await station.close();
 
 /** An aired slot with a comment past its first seconds, once there is one. */
 async function airedSlotWithAComment() {
