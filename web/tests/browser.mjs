@@ -446,9 +446,13 @@ await check('a hostile display name shows as text, and a timeout from the queue 
   const images = await Promise.all([viewer, second, station].map((page) => page.evaluate(() => document.querySelectorAll('main img, header img').length)));
   if (images.some(Boolean)) throw new Error(`a display name became markup: ${images}`);
 
+  await row.getByRole('button', { name: /^About/ }).click();
+  await station.locator('#author h3', { hasText: `Author: ${HOSTILE}` }).waitFor(WAIT);
   await station.selectOption('#timeout-seconds', '60');
   await row.getByRole('button', { name: /^Time .* out$/ }).click();
   await station.locator('#queue-result', { hasText: 'banned until' }).waitFor(WAIT);
+  await row.getByRole('button', { name: /^About/ }).click();
+  await station.locator('#author dd', { hasText: 'banned until' }).waitFor(WAIT);
   await postUntilRefused(viewer, 'let me talk', 'banned');
   await row.getByRole('button', { name: /^Unban/ }).click();
   await station.locator('#queue-result', { hasText: 'not banned' }).waitFor(WAIT);
@@ -465,8 +469,11 @@ await check('the console imports slots row by row, issues a stream key, runs a p
     .map((entry) => entry.slot)
     .find((slot) => Date.parse(slot.startTime) > Date.now() + 3 * 60000 && Date.parse(slot.endTime) <= Date.parse(timetable.endTime));
   if (!room) throw new Error(`no slot to make room with on ${otherChannel} before the day ends (${timetable.endTime})`);
-  await api('DELETE', `/v1/slots/${room.id}`, undefined, operatorKey);
   await consoleDayOf(otherChannel);
+  // A change made elsewhere shows in the console by itself.
+  step = 'a slot deleted elsewhere leaves the console\'s list';
+  await api('DELETE', `/v1/slots/${room.id}`, undefined, operatorKey);
+  await station.locator(`#slots tr[data-slot-id="${room.id}"]`).waitFor({ state: 'detached', timeout: 30000 });
 
   step = 'a live program made';
   await station.fill('#program-title', 'Call-in Hour');

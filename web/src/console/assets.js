@@ -5,6 +5,12 @@
 import { $, alertIn, element, enc, formatDuration, listAll, reason, readNdjson } from './common.js';
 
 const REFRESH_MS = 5000;
+/**
+ * At most this many job streams at once: the browser keeps few connections
+ * to one station, and the queue and the schedule hold two already. The
+ * other pending assets show their state from the list's refreshes.
+ */
+const MAX_WATCHES = 2;
 const watching = new Map();
 /** The last percent each job said, kept across redraws of the list. */
 const percents = new Map();
@@ -37,7 +43,7 @@ function progressCell(asset) {
 }
 
 function watch(asset) {
-  if (watching.has(asset.id)) return;
+  if (watching.has(asset.id) || watching.size >= MAX_WATCHES) return;
   const controller = new AbortController();
   watching.set(asset.id, controller);
   readNdjson(

@@ -103,10 +103,9 @@ export function validZone(zone) {
 
 /** Reads `{result}` lines of an NDJSON response into `onResult` until it ends. */
 export async function readNdjson(path, onResult, signal, onOpen) {
-  const response = await fetch(path, {
-    headers: { authorization: `Bearer ${token()}`, accept: 'application/x-ndjson' },
-    signal,
-  });
+  const headers = { accept: 'application/x-ndjson' };
+  if (token()) headers.authorization = `Bearer ${token()}`;
+  const response = await fetch(path, { headers, signal });
   if (!response.ok) {
     const body = await response.json().catch(() => ({}));
     throw new ApiError(response.status, body.message || response.statusText);

@@ -15,6 +15,7 @@ import {
   enc,
   fromLocalInput,
   listAll,
+  readNdjson,
   reason,
   toLocalInput,
   validZone,
@@ -121,33 +122,51 @@ function editSlot(entry) {
   $('move-start').focus();
 }
 
+/** The slot whose Delete was pressed once, kept across redraws of the day. */
+const armed = { slotId: '', timer: null };
+
+function disarm() {
+  clearTimeout(armed.timer);
+  armed.slotId = '';
+  const node = $('slots').querySelector('button[data-action="delete"].armed');
+  if (node) {
+    node.textContent = 'Delete';
+    node.classList.remove('armed');
+  }
+}
+
 function deleteButton(entry) {
   const label = slotLabel(entry);
-  let armed = null;
   const node = button('Delete', async () => {
-    if (!armed) {
+    if (armed.slotId !== entry.slot.id) {
       // A second press confirms; a dialog would take the keyboard away.
+      disarm();
+      armed.slotId = entry.slot.id;
+      armed.timer = setTimeout(disarm, 6000);
       node.textContent = 'Press again to delete';
-      armed = setTimeout(() => {
-        node.textContent = 'Delete';
-        armed = null;
-      }, 6000);
+      node.classList.add('armed');
       return;
     }
-    clearTimeout(armed);
-    armed = null;
+    disarm();
     try {
       await api('DELETE', `/v1/slots/${enc(entry.slot.id)}`);
       alertIn('slots-result', '');
       $('status').textContent = `Deleted the slot ${label}.`;
       await loadDay();
     } catch (error) {
-      node.textContent = 'Delete';
       alertIn('slots-result', reason(error));
     }
   }, `Delete the slot ${label}`);
+  node.dataset.action = 'delete';
+  if (armed.slotId === entry.slot.id) {
+    node.textContent = 'Press again to delete';
+    node.classList.add('armed');
+  }
   return node;
 }
+
+/** Which day the slot list was last scrolled to now for. */
+let scrolledFor = '';
 
 function drawDay(timetable) {
   const row = (timetable.channels || []).find((candidate) => candidate.channel && candidate.channel.id === schedule.channelId)
@@ -166,7 +185,9 @@ function drawDay(timetable) {
     const label = slotLabel(entry);
     const kind = [slot.live ? 'live' : '', from <= now && now < to ? 'on air' : to <= now ? 'aired' : ''].filter(Boolean).join(', ');
     const actions = element('td');
-    actions.append(button('Edit', () => editSlot(entry), `Move the slot ${label}`), ' ', deleteButton(entry));
+    const edit = button('Edit', () => editSlot(entry), `Move the slot ${label}`);
+    edit.dataset.action = 'edit';
+    actions.append(edit, ' ', deleteButton(entry));
     tr.append(
       element('td', clock(from, zone(), schedule.day)),
       element('td', clock(to, zone(), schedule.day)),
@@ -176,13 +197,25 @@ function drawDay(timetable) {
     );
     return tr;
   });
+  // A redraw keeps the keyboard where it was.
+  const focused = document.activeElement;
+  const focusedRow = focused && $('slots').contains(focused) ? focused.closest('tr') : null;
+  const refocus = focusedRow ? `tr[data-slot-id="${CSS.escape(focusedRow.dataset.slotId)}"] button[data-action="${focused.dataset.action}"]` : '';
   $('slots').replaceChildren(...rows);
+  if (refocus) {
+    const again = $('slots').querySelector(refocus);
+    if (again) again.focus();
+  }
   $('slots').dataset.channelId = schedule.channelId;
   $('slots').dataset.day = schedule.day;
-  // Now (or the day's first slot to come) in view.
-  const current = $('slots').querySelector('.on-air-row') || rows.find((row) => row.dataset.slotId && Date.parse(schedule.entries[rows.indexOf(row)].slot.endTime) > now);
-  const box = $('slots-box');
-  if (current) box.scrollTop = Math.max(0, current.offsetTop - box.clientHeight / 3);
+  // Now (or the day's first slot to come) in view, once a day is shown.
+  const shown = `${schedule.channelId} ${schedule.day} ${zone()}`;
+  if (scrolledFor !== shown) {
+    scrolledFor = shown;
+    const upcoming = schedule.entries.findIndex((entry) => Date.parse(entry.slot.endTime) > now);
+    const box = $('slots-box');
+    box.scrollTop = upcoming > 0 ? Math.max(0, rows[upcoming].offsetTop - box.clientHeight / 3) : 0;
+  }
   fillSlotSelect($('move-slot'));
   bus.dispatchEvent(new CustomEvent('slots', { detail: schedule.entries }));
 }
@@ -324,6 +357,23 @@ async function importFile(event) {
   await loadDay();
 }
 
+/** Follows the station's schedule changes, redrawing the day when the shown channel changes. */
+async function watchSchedule() {
+  let pending = null;
+  for (;;) {
+    try {
+      await readNdjson('/v1/schedule:watch', (event) => {
+        if (event.channelId && event.channelId !== schedule.channelId) return;
+        clearTimeout(pending);
+        pending = setTimeout(loadDay, 300);
+      });
+    } catch (error) {
+      console.warn('the schedule watch broke', reason(error));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 5000));
+  }
+}
+
 export async function initSchedule() {
   $('zone').value = Intl.DateTimeFormat().resolvedOptions().timeZone;
   $('day-form').addEventListener('submit', (event) => {
@@ -355,4 +405,5 @@ export async function initSchedule() {
   } catch (error) {
     alertIn('slots-result', reason(error));
   }
+  watchSchedule();
 }
