@@ -220,12 +220,19 @@ function drawDay(timetable) {
   bus.dispatchEvent(new CustomEvent('slots', { detail: schedule.entries }));
 }
 
+/** Counts the day's loads, so that only the latest one is drawn. */
+let loads = 0;
+
 export async function loadDay() {
   schedule.channelId = $('channel').value;
   schedule.day = $('day').value;
   if (!schedule.channelId || !schedule.day) return;
+  loads += 1;
+  const load = loads;
   try {
-    drawDay(await timetableOf(schedule.channelId, schedule.day));
+    const timetable = await timetableOf(schedule.channelId, schedule.day);
+    if (load !== loads) return;
+    drawDay(timetable);
     alertIn('slots-result', '');
   } catch (error) {
     alertIn('slots-result', reason(error));
