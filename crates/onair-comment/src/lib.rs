@@ -11,6 +11,7 @@ pub mod commands;
 pub mod error;
 pub mod lookup;
 pub mod moderation;
+pub mod pace;
 pub mod service;
 pub mod settings;
 pub mod store;

@@ -75,16 +75,17 @@ fn wait_of(millis: i64) -> std::time::Duration {
 }
 
 /// How many of a user's recent comments are remembered per channel, at most.
-const MAX_REMEMBERED_POSTS: usize = 256;
+pub(crate) const MAX_REMEMBERED_POSTS: usize = 256;
 /// The flood rule counts comments over this window.
-const FLOOD_WINDOW_MS: i64 = 60_000;
+pub(crate) const FLOOD_WINDOW_MS: i64 = 60_000;
 /// Shards of the pace table, so posters on different shards don't wait for
 /// one lock.
 const PACE_SHARDS: usize = 64;
 
 /// What each user posted lately on each channel, for slow mode, duplicates
-/// and flood. It lives in the process that takes the posts: with several
-/// comment processes a user's pace is counted per process.
+/// and flood, in the memory of the process that takes the posts: the pace of
+/// a station that runs one comment process ([`crate::pace::MemoryPace`]).
+/// Several comment processes share [`crate::pace::RedisPace`] instead.
 pub struct Pace {
     shards: Vec<Mutex<HashMap<(String, String), RecentPosts>>>,
 }
@@ -150,64 +151,17 @@ impl Pace {
         limits: PaceLimits,
     ) -> Result<(), CommentError> {
         let key = (channel_id.to_owned(), user_id.to_owned());
-        let body_hash = {
-            let mut hasher = DefaultHasher::new();
-            folded_body.hash(&mut hasher);
-            hasher.finish()
-        };
+        let body_digest = body_digest(folded_body);
         let mut shard = self
             .shard(&key)
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let recent = shard.entry(key).or_default();
-        if limits.slow_mode_ms > 0 && !recent.posts.is_empty() {
-            let since = now_ms - recent.last_post_ms;
-            if since < limits.slow_mode_ms {
-                let wait_ms = limits.slow_mode_ms - since;
-                let wait_seconds = (wait_ms + 999) / 1000;
-                return Err(CommentError::Limited(RetryLater {
-                    message: format!(
-                        "slow mode is on: one comment every {} s; wait {wait_seconds} s",
-                        limits.slow_mode_ms / 1000
-                    ),
-                    wait: wait_of(wait_ms),
-                }));
-            }
-        }
-        if limits.duplicate_window_ms > 0 {
-            let earlier = recent.posts.iter().rev().find(|(time, hash)| {
-                *hash == body_hash && now_ms - time < limits.duplicate_window_ms
-            });
-            if let Some((time, _)) = earlier {
-                return Err(CommentError::FailedPrecondition(format!(
-                    "you posted the same comment {} s ago; repeats are refused for {} s",
-                    (now_ms - time) / 1000,
-                    limits.duplicate_window_ms / 1000
-                )));
-            }
-        }
-        if limits.max_per_minute > 0 {
-            let in_window: Vec<i64> = recent
-                .posts
-                .iter()
-                .map(|(time, _)| *time)
-                .filter(|time| now_ms - time < FLOOD_WINDOW_MS)
-                .collect();
-            if in_window.len() >= limits.max_per_minute {
-                let oldest = in_window[in_window.len() - limits.max_per_minute];
-                let wait_ms = FLOOD_WINDOW_MS - (now_ms - oldest);
-                let wait_seconds = (wait_ms + 999) / 1000;
-                return Err(CommentError::Limited(RetryLater {
-                    message: format!(
-                        "at most {} comments a minute on this channel; wait {wait_seconds} s",
-                        limits.max_per_minute
-                    ),
-                    wait: wait_of(wait_ms),
-                }));
-            }
+        if let Some(refusal) = refusal(&recent.posts, body_digest, now_ms, limits) {
+            return Err(refusal.into_error(limits));
         }
         recent.last_post_ms = now_ms;
-        recent.posts.push_back((now_ms, body_hash));
+        recent.posts.push_back((now_ms, body_digest));
         let horizon = FLOOD_WINDOW_MS.max(limits.duplicate_window_ms);
         while recent
             .posts
@@ -223,9 +177,7 @@ impl Pace {
     /// Forgets users who have not posted within the longest window any rule
     /// looks at; run now and then so that the table holds only active users.
     pub fn forget_idle(&self, now_ms: i64) -> usize {
-        let horizon = FLOOD_WINDOW_MS
-            .max(i64::from(MAX_DUPLICATE_WINDOW_SECONDS) * 1000)
-            .max(i64::from(crate::settings::MAX_SLOW_MODE_SECONDS) * 1000);
+        let horizon = idle_horizon_ms();
         let mut forgotten = 0;
         for shard in &self.shards {
             let mut shard = shard
@@ -239,8 +191,131 @@ impl Pace {
     }
 }
 
+/// How long after a user's last post no pace rule looks at it any more:
+/// the longest window any rule may have.
+pub(crate) fn idle_horizon_ms() -> i64 {
+    FLOOD_WINDOW_MS
+        .max(i64::from(MAX_DUPLICATE_WINDOW_SECONDS) * 1000)
+        .max(i64::from(crate::settings::MAX_SLOW_MODE_SECONDS) * 1000)
+}
+
+/// Which pace rule refuses a post after `posts` (time and body digest,
+/// oldest first), if any: slow mode, then duplicates, then flood.
+fn refusal(
+    posts: &VecDeque<(i64, u64)>,
+    body_digest: u64,
+    now_ms: i64,
+    limits: PaceLimits,
+) -> Option<PaceRefusal> {
+    if limits.slow_mode_ms > 0
+        && let Some((last_post_ms, _)) = posts.back()
+    {
+        let since = now_ms - last_post_ms;
+        if since < limits.slow_mode_ms {
+            return Some(PaceRefusal::SlowMode {
+                wait_ms: limits.slow_mode_ms - since,
+            });
+        }
+    }
+    if limits.duplicate_window_ms > 0 {
+        let earlier = posts.iter().rev().find(|(time, digest)| {
+            *digest == body_digest && now_ms - time < limits.duplicate_window_ms
+        });
+        if let Some((time, _)) = earlier {
+            return Some(PaceRefusal::Duplicate {
+                age_ms: now_ms - time,
+            });
+        }
+    }
+    if limits.max_per_minute > 0 {
+        let in_window: Vec<i64> = posts
+            .iter()
+            .map(|(time, _)| *time)
+            .filter(|time| now_ms - time < FLOOD_WINDOW_MS)
+            .collect();
+        if in_window.len() >= limits.max_per_minute {
+            let oldest = in_window[in_window.len() - limits.max_per_minute];
+            return Some(PaceRefusal::Flood {
+                wait_ms: FLOOD_WINDOW_MS - (now_ms - oldest),
+            });
+        }
+    }
+    None
+}
+
+/// A pace rule that refused a post, with what its message tells the poster.
+/// The memory and the Redis pace boards decide the same refusals, and say
+/// them in the same words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaceRefusal {
+    /// Slow mode: the poster's last comment is too recent.
+    SlowMode {
+        /// Milliseconds until the next comment may go.
+        wait_ms: i64,
+    },
+    /// The same (folded) body as a comment still inside the duplicate window.
+    Duplicate {
+        /// Milliseconds since the earlier comment.
+        age_ms: i64,
+    },
+    /// The flood limit: as many comments in the last minute as allowed.
+    Flood {
+        /// Milliseconds until the oldest of them leaves the minute.
+        wait_ms: i64,
+    },
+}
+
+impl PaceRefusal {
+    /// The refusal as the poster is told it: slow mode and flood as "retry
+    /// later" (429, `RESOURCE_EXHAUSTED`), a duplicate as a failed
+    /// precondition (400).
+    pub fn into_error(self, limits: PaceLimits) -> CommentError {
+        match self {
+            PaceRefusal::SlowMode { wait_ms } => {
+                let wait_seconds = (wait_ms + 999) / 1000;
+                CommentError::Limited(RetryLater {
+                    message: format!(
+                        "slow mode is on: one comment every {} s; wait {wait_seconds} s",
+                        limits.slow_mode_ms / 1000
+                    ),
+                    wait: wait_of(wait_ms),
+                })
+            }
+            PaceRefusal::Duplicate { age_ms } => CommentError::FailedPrecondition(format!(
+                "you posted the same comment {} s ago; repeats are refused for {} s",
+                age_ms / 1000,
+                limits.duplicate_window_ms / 1000
+            )),
+            PaceRefusal::Flood { wait_ms } => {
+                let wait_seconds = (wait_ms + 999) / 1000;
+                CommentError::Limited(RetryLater {
+                    message: format!(
+                        "at most {} comments a minute on this channel; wait {wait_seconds} s",
+                        limits.max_per_minute
+                    ),
+                    wait: wait_of(wait_ms),
+                })
+            }
+        }
+    }
+}
+
+/// A digest of a folded body that every process computes alike (FNV-1a,
+/// 64 bits), so that replicas sharing the pace in Redis recognise each
+/// other's duplicates, also across builds.
+pub fn body_digest(folded_body: &str) -> u64 {
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0100_0000_01b3;
+    let mut digest = OFFSET_BASIS;
+    for byte in folded_body.as_bytes() {
+        digest ^= u64::from(*byte);
+        digest = digest.wrapping_mul(PRIME);
+    }
+    digest
+}
+
 /// Seconds over which a channel's comment rate is averaged.
-const RATE_SECONDS: usize = 5;
+pub(crate) const RATE_SECONDS: usize = 5;
 
 /// Per channel: how fast comments are published, and which of them the live
 /// display shows when that is faster than a person can read.
@@ -302,15 +377,22 @@ impl DisplayMeter {
         }
         meter.published_this_second += 1;
         let past: u32 = meter.history.iter().sum();
-        // The average over the last few seconds, this one included.
-        let comments_per_second =
-            f64::from(past + meter.published_this_second) / RATE_SECONDS as f64;
         let show = cap == 0 || meter.shown_this_second < cap;
         if show {
             meter.shown_this_second += 1;
         }
+        DisplayDecision::of(show, meter.published_this_second, past, cap)
+    }
+}
+
+impl DisplayDecision {
+    /// The decision on a comment that is `published_this_second`th this
+    /// second, after `past` comments in the seconds before, under `cap`.
+    pub(crate) fn of(show: bool, published_this_second: u32, past: u32, cap: u32) -> Self {
+        // The average over the last few seconds, this one included.
+        let comments_per_second = f64::from(past + published_this_second) / RATE_SECONDS as f64;
         let sampled =
-            cap > 0 && (meter.published_this_second > cap || comments_per_second > f64::from(cap));
+            cap > 0 && (published_this_second > cap || comments_per_second > f64::from(cap));
         DisplayDecision {
             show,
             comments_per_second,

@@ -24,7 +24,8 @@ use tonic::{Request, Response, Status};
 
 use crate::error::CommentError;
 use crate::lookup::{ChangeFeed, Changes, Lookups};
-use crate::moderation::{self, DisplayMeter, Pace, PaceLimits, Verdict};
+use crate::moderation::{self, DisplayDecision, PaceLimits, Verdict};
+use crate::pace::SharedPace;
 use crate::settings::{
     ChatRules, CommentServiceSettings, check_chat_settings, default_chat_settings,
 };
@@ -57,10 +58,11 @@ struct Inner {
     bus: SharedBus,
     authenticator: Authenticator,
     lookups: Lookups,
-    pace: Pace,
+    /// Each viewer's recent posts and each channel's display count: in this
+    /// process's memory, or shared by every replica in Redis.
+    pace: SharedPace,
     /// Comments lately by client address and channel.
     comments_by_address: AddressLimiter<(IpAddr, String)>,
-    display: DisplayMeter,
     /// Chat settings as last read, per channel.
     chat_rules: Mutex<HashMap<String, (Arc<ChatRules>, std::time::Instant)>>,
     chat_changes: ChangeFeed,
@@ -70,7 +72,9 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 
 impl CommentServiceImpl {
     /// Opens the service: its store, its writer, and its bus subscriptions
-    /// to user, schedule and chat-settings changes.
+    /// to user, schedule and chat-settings changes. `pace` keeps the pace
+    /// rules' counts (see [`crate::pace`]).
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         store: CommentStore,
         settings: CommentServiceSettings,
@@ -79,6 +83,7 @@ impl CommentServiceImpl {
         authenticator: Authenticator,
         users: onair_proto::clients::UserClient,
         media: onair_proto::clients::MediaClient,
+        pace: SharedPace,
     ) -> Result<CommentServiceImpl, CommentError> {
         let subscribe = |subject: &'static str| {
             let bus = bus.clone();
@@ -119,9 +124,8 @@ impl CommentServiceImpl {
                 bus,
                 authenticator,
                 lookups,
-                pace: Pace::default(),
+                pace,
                 comments_by_address,
-                display: DisplayMeter::default(),
                 chat_rules: Mutex::new(HashMap::new()),
                 chat_changes,
             }),
@@ -304,13 +308,16 @@ impl CommentServiceImpl {
             match moderation::blocked_term(&rules, &folded) {
                 Some(rejected) => rejected,
                 None => {
-                    self.inner.pace.admit(
-                        channel_id,
-                        &caller.user_id,
-                        &folded,
-                        now_ms,
-                        PaceLimits::of(&rules),
-                    )?;
+                    self.inner
+                        .pace
+                        .admit(
+                            channel_id,
+                            &caller.user_id,
+                            &folded,
+                            now_ms,
+                            PaceLimits::of(&rules),
+                        )
+                        .await?;
                     moderation::judge_content(
                         &rules,
                         body.as_str(),
@@ -380,10 +387,24 @@ impl CommentServiceImpl {
     /// the sample.
     async fn publish_live(&self, record: &CommentRecord, display_rate_per_second: i32) {
         let cap = u32::try_from(display_rate_per_second).unwrap_or(0);
-        let decision = self
+        let decision = match self
             .inner
-            .display
-            .admit(&record.channel_id, self.now_ms(), cap);
+            .pace
+            .show_live(&record.channel_id, self.now_ms(), cap)
+            .await
+        {
+            Ok(decision) => decision,
+            // The comment is stored: show it rather than lose it from live
+            // for want of a count.
+            Err(error) => {
+                tracing::warn!(error = %error, channel_id = %record.channel_id, "cannot count the live display; showing the comment unsampled");
+                DisplayDecision {
+                    show: true,
+                    comments_per_second: 0.0,
+                    sampled: false,
+                }
+            }
+        };
         if !decision.show {
             return;
         }

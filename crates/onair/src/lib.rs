@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use onair_audience::{AudienceServiceImpl, AudienceSettings, AudienceStore};
+use onair_comment::pace::{MemoryPace, RedisPace, SharedPace};
 use onair_comment::{CommentServiceImpl, CommentServiceSettings, CommentStore};
 use onair_kit::bus::{Bus, InProcessBus, NatsBus};
 use onair_kit::clock::Clock;
@@ -330,6 +331,12 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         };
         let store = CommentStore::open(db).await?;
         let comment_settings: CommentServiceSettings = settings.section()?;
+        let pace = comment_pace(&settings).await?;
+        let checked = pace.clone();
+        readiness.push(ReadinessCheck::new("pace", move || {
+            let pace = checked.clone();
+            async move { pace.check().await.map_err(|error| error.to_string()) }
+        }));
         let service = CommentServiceImpl::start(
             store,
             comment_settings,
@@ -338,6 +345,7 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
             authenticator.clone(),
             channels.user(),
             onair_proto::clients::MediaClient::new(channels.channel(ServiceRole::Media)),
+            pace,
         )
         .await?;
         background.extend(service.spawn_background());
@@ -656,6 +664,19 @@ async fn presence_board(settings: &Settings) -> anyhow::Result<Option<SharedPres
         );
     }
     Ok(Some(Arc::new(MemoryPresence::new())))
+}
+
+/// Where the comment service keeps its pace (slow mode, duplicates, flood,
+/// the display cap): Redis when `redis_url` is set, so that every comment
+/// replica counts the same posts, else this process's memory.
+async fn comment_pace(settings: &Settings) -> anyhow::Result<SharedPace> {
+    let Some(url) = &settings.redis_url else {
+        return Ok(Arc::new(MemoryPace::new()));
+    };
+    let pace = RedisPace::connect(url, &settings.bus_prefix)
+        .await
+        .with_context(|| format!("cannot reach Redis at {}", redact_password(url)))?;
+    Ok(Arc::new(pace))
 }
 
 /// `/iptv/channels.m3u` and `/iptv/epg.xml`, read from the media service.

@@ -423,3 +423,194 @@ async fn two_replicas_on_postgres_and_nats_share_users_and_events() {
     assert!(first.terminate().success());
     assert!(second.terminate().success());
 }
+
+/// A REST call to the process at `http`; the status, the `Retry-After`
+/// header's seconds if any, and the JSON body.
+async fn rest(
+    http: SocketAddr,
+    method: reqwest::Method,
+    path: &str,
+    credential: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, Option<u64>, serde_json::Value) {
+    let mut request = reqwest::Client::new().request(method, format!("http://{http}{path}"));
+    if let Some(credential) = credential {
+        request = request.bearer_auth(credential);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok());
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, retry_after, body)
+}
+
+/// Two comment replicas on one PostgreSQL, NATS and Redis share a viewer's
+/// pace: a second comment within slow mode is refused by the replica that
+/// did not take the first, a repeat by either, and the next comment after
+/// the wait goes through either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_mode_holds_across_two_comment_replicas_on_redis() {
+    use reqwest::Method;
+
+    let database = onair_testkit::TestDatabase::create().await;
+    let prefix = onair_testkit::unique_name("t");
+    let nats_url = onair_testkit::nats_url();
+    let redis_url = onair_testkit::redis_url();
+    let first_dir = tempfile::tempdir().unwrap();
+    let second_dir = tempfile::tempdir().unwrap();
+    let replica = |dir: &tempfile::TempDir| {
+        spawn_with_env(
+            &[
+                "serve",
+                "--grpc",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--data-dir",
+                dir.path().to_str().unwrap(),
+                "--database-url",
+                &database.url,
+                "--nats-url",
+                &nats_url,
+                "--redis-url",
+                &redis_url,
+            ],
+            &[("ONAIR_BUS_PREFIX", &prefix)],
+        )
+    };
+    let mut first = replica(&first_dir);
+    let (first_http, _) = first.addresses().await;
+    let mut second = replica(&second_dir);
+    let (second_http, _) = second.addresses().await;
+    for http in [first_http, second_http] {
+        assert_eventually!(
+            readyz(http).await.0 == 200,
+            "{http} ready on PostgreSQL, NATS and Redis"
+        );
+    }
+    let operator = onair_testkit::read_operator_key(&first_dir.path().join("operator.key"));
+    let operator = Some(operator.as_str());
+
+    let (status, _, channel) = rest(
+        first_http,
+        Method::POST,
+        "/v1/channels",
+        operator,
+        Some(serde_json::json!({"id": "news", "number": 1, "name": "News"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{channel}");
+    let (status, _, program) = rest(
+        first_http,
+        Method::POST,
+        "/v1/programs",
+        operator,
+        Some(serde_json::json!({"title": "The News", "duration": "600s"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{program}");
+    // On air now: started a minute ago, in whole seconds.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let start_ms = (now_ms / 1000 - 60) * 1000;
+    let (status, _, slot) = rest(
+        first_http,
+        Method::POST,
+        "/v1/channels/news/slots",
+        operator,
+        Some(serde_json::json!({
+            "programId": program["id"],
+            "startTime": onair_testkit::rfc3339(start_ms),
+            "endTime": onair_testkit::rfc3339(start_ms + 600_000),
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{slot}");
+    let (status, _, mut chat) = rest(
+        first_http,
+        Method::GET,
+        "/v1/channels/news/chatSettings",
+        operator,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{chat}");
+    // Long enough that two posts in a row land inside it on a busy machine.
+    chat["slowModeSeconds"] = 3.into();
+    let (status, _, stored) = rest(
+        first_http,
+        Method::PUT,
+        "/v1/channels/news/chatSettings",
+        operator,
+        Some(chat),
+    )
+    .await;
+    assert_eq!(status, 200, "{stored}");
+
+    let (status, _, viewer) = rest(
+        first_http,
+        Method::POST,
+        "/v1/users",
+        None,
+        Some(serde_json::json!({"displayName": "Paced"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{viewer}");
+    let token = viewer["accessToken"].as_str().unwrap().to_owned();
+    let post = |http: SocketAddr, body: &str| {
+        rest(
+            http,
+            Method::POST,
+            "/v1/channels/news/comments",
+            Some(&token),
+            Some(serde_json::json!({ "body": body })),
+        )
+    };
+
+    let (status, _, accepted) = post(first_http, "first through A").await;
+    assert_eq!(status, 201, "{accepted}");
+    let (status, retry_after, refused) = post(second_http, "second through B").await;
+    assert_eq!(
+        status, 429,
+        "the other replica refuses within slow mode: {refused}"
+    );
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("slow mode")),
+        "{refused}"
+    );
+    let wait = retry_after.expect("a refusal says when to retry");
+    assert!((1..=3).contains(&wait), "retry after {wait} s");
+
+    // The wait the refusal named, rounded up to whole seconds, is enough.
+    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    let (status, _, repeated) = post(second_http, "first through A").await;
+    assert_eq!(
+        status, 400,
+        "a repeat is refused across replicas: {repeated}"
+    );
+    assert!(
+        repeated["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("same comment")),
+        "{repeated}"
+    );
+    let (status, _, accepted) = post(second_http, "second through B").await;
+    assert_eq!(status, 201, "after the wait B takes it: {accepted}");
+    let (status, _, refused) = post(first_http, "third through A").await;
+    assert_eq!(status, 429, "and A now refuses: {refused}");
+
+    assert!(first.terminate().success());
+    assert!(second.terminate().success());
+}
