@@ -5,17 +5,16 @@
 //! on its way in; it was `protection` before, which said less.
 
 use std::net::IpAddr;
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
-use governor::clock::{Clock, DefaultClock};
-use governor::state::keyed::DefaultKeyedStateStore;
-use governor::{Quota, RateLimiter};
 use http::HeaderValue;
+use onair_kit::abuse::{AddressLimiter, AddressRate};
+use onair_kit::clock::Clock;
+use onair_kit::rate::{RedisRates, SharedBuckets};
 use tracing::Instrument;
 
 /// The header that carries a request's id in and out.
@@ -78,18 +77,12 @@ pub fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-type KeyedLimiter<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>;
-
-/// How many checks pass between two sweeps of idle keys, which keeps the
-/// limiters' memory in step with the active clients.
-const SWEEP_EVERY: u64 = 10_000;
-
-/// Token buckets per client address and per user. A limit of 0 turns one off.
+/// Token buckets per client address and per user: in this process's memory,
+/// or in Redis shared by every gateway of the station (see
+/// [`onair_kit::rate`]). A limit of 0 turns one off.
 pub struct RateLimits {
-    per_ip: Option<KeyedLimiter<IpAddr>>,
-    per_user: Option<KeyedLimiter<String>>,
-    checks: AtomicU64,
-    clock: DefaultClock,
+    per_ip: Option<SharedBuckets<IpAddr>>,
+    per_user: Option<SharedBuckets<String>>,
 }
 
 /// A request over its limit, with how long to wait.
@@ -101,66 +94,73 @@ pub struct Limited {
     pub what: &'static str,
 }
 
-fn limiter<K: std::hash::Hash + Eq + Clone>(per_second: u32) -> Option<KeyedLimiter<K>> {
-    let rate = NonZeroU32::new(per_second)?;
-    // A burst of twice the rate absorbs a page that loads many resources.
-    let burst = NonZeroU32::new(per_second.saturating_mul(2)).unwrap_or(rate);
-    Some(RateLimiter::keyed(
-        Quota::per_second(rate).allow_burst(burst),
-    ))
+/// A rate of `per_second` requests, with a burst of twice that, which
+/// absorbs a page that loads many resources.
+fn rate(per_second: u32) -> AddressRate {
+    AddressRate {
+        per_minute: per_second.saturating_mul(60),
+        burst: per_second.saturating_mul(2),
+    }
+}
+
+/// Buckets of `per_second` in this process's memory; `None` when off.
+fn memory_buckets<K>(per_second: u32, clock: &Clock) -> Option<SharedBuckets<K>>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+{
+    let rate = rate(per_second);
+    if rate.is_off() {
+        return None;
+    }
+    Some(Arc::new(AddressLimiter::<K>::new(rate, clock)))
 }
 
 impl RateLimits {
     /// Limits of `per_ip` requests a second per client address and
-    /// `per_user` per user, each with a burst of twice its rate; 0 turns
-    /// that limit off.
-    pub fn new(per_ip: u32, per_user: u32) -> RateLimits {
+    /// `per_user` per user, each with a burst of twice its rate, in this
+    /// process's memory; 0 turns that limit off.
+    pub fn new(per_ip: u32, per_user: u32, clock: &Clock) -> RateLimits {
         RateLimits {
-            per_ip: limiter(per_ip),
-            per_user: limiter(per_user),
-            checks: AtomicU64::new(0),
-            clock: DefaultClock::default(),
+            per_ip: memory_buckets::<IpAddr>(per_ip, clock),
+            per_user: memory_buckets::<String>(per_user, clock),
         }
     }
 
-    fn sweep(&self) {
-        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY != SWEEP_EVERY - 1 {
-            return;
-        }
-        if let Some(limiter) = &self.per_ip {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
-        }
-        if let Some(limiter) = &self.per_user {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
+    /// The same limits, shared by every gateway that keeps them in `rates`.
+    pub fn shared(per_ip: u32, per_user: u32, rates: &RedisRates, clock: &Clock) -> RateLimits {
+        RateLimits {
+            per_ip: rates
+                .buckets::<IpAddr>("gateway-address", rate(per_ip), clock)
+                .map(|buckets| Arc::new(buckets) as SharedBuckets<IpAddr>),
+            per_user: rates
+                .buckets::<String>("gateway-user", rate(per_user), clock)
+                .map(|buckets| Arc::new(buckets) as SharedBuckets<String>),
         }
     }
 
     /// Counts one request from `address`, or says how long it must wait
-    /// when the address is over its rate. Now and then it also forgets the
-    /// addresses and users that have gone quiet.
-    pub fn check_ip(&self, address: IpAddr) -> Result<(), Limited> {
-        self.sweep();
-        let Some(limiter) = &self.per_ip else {
+    /// when the address is over its rate.
+    pub async fn check_ip(&self, address: IpAddr) -> Result<(), Limited> {
+        let Some(buckets) = &self.per_ip else {
             return Ok(());
         };
-        limiter.check_key(&address).map_err(|not_until| Limited {
-            retry_after: not_until.wait_time_from(self.clock.now()),
+        buckets.take(&address).await.map_err(|wait| Limited {
+            retry_after: wait,
             what: "this address",
         })
     }
 
     /// Counts one request from the authenticated user `user_id`, or says how
     /// long the user must wait when over the rate.
-    pub fn check_user(&self, user_id: &str) -> Result<(), Limited> {
-        let Some(limiter) = &self.per_user else {
+    pub async fn check_user(&self, user_id: &str) -> Result<(), Limited> {
+        let Some(buckets) = &self.per_user else {
             return Ok(());
         };
-        limiter
-            .check_key(&user_id.to_owned())
-            .map_err(|not_until| Limited {
-                retry_after: not_until.wait_time_from(self.clock.now()),
+        buckets
+            .take(&user_id.to_owned())
+            .await
+            .map_err(|wait| Limited {
+                retry_after: wait,
                 what: "this user",
             })
     }
@@ -170,13 +170,13 @@ impl RateLimits {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_client_over_its_burst_is_told_when_to_retry() {
-        let limits = RateLimits::new(2, 0);
+    #[tokio::test]
+    async fn a_client_over_its_burst_is_told_when_to_retry() {
+        let limits = RateLimits::new(2, 0, &Clock::system());
         let address: IpAddr = "127.0.0.1".parse().unwrap();
         let mut refused = None;
         for _ in 0..10 {
-            if let Err(limited) = limits.check_ip(address) {
+            if let Err(limited) = limits.check_ip(address).await {
                 refused = Some(limited);
                 break;
             }
@@ -184,7 +184,13 @@ mod tests {
         let limited = refused.expect("the burst is 4");
         assert!(limited.retry_after <= Duration::from_secs(1));
         let other: IpAddr = "127.0.0.2".parse().unwrap();
-        assert!(limits.check_ip(other).is_ok(), "limits are per address");
-        assert!(limits.check_user("anyone").is_ok(), "0 turns a limit off");
+        assert!(
+            limits.check_ip(other).await.is_ok(),
+            "limits are per address"
+        );
+        assert!(
+            limits.check_user("anyone").await.is_ok(),
+            "0 turns a limit off"
+        );
     }
 }

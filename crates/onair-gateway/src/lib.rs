@@ -114,7 +114,11 @@ impl Gateway {
             routes,
             resolve,
             authenticator,
-            limits: RateLimits::new(settings.rate_limit_per_ip, settings.rate_limit_per_user),
+            limits: RateLimits::new(
+                settings.rate_limit_per_ip,
+                settings.rate_limit_per_user,
+                &onair_kit::clock::Clock::system(),
+            ),
             metrics,
             settings,
             live: None,
@@ -128,6 +132,13 @@ impl Gateway {
     pub fn retain_services(mut self, keep: impl Fn(&str) -> bool) -> Gateway {
         self.routes
             .retain(|route| keep(route.method.parent_service().full_name()));
+        self
+    }
+
+    /// Keeps the rate limits in `limits` (shared with other gateways, say)
+    /// instead of this process's memory.
+    pub fn with_rate_limits(mut self, limits: RateLimits) -> Gateway {
+        self.limits = limits;
         self
     }
 
@@ -243,6 +254,7 @@ impl Gateway {
             .map_err(|error| error_response(&tonic::Status::from(error)))?;
         self.limits
             .check_user(&caller.user_id)
+            .await
             .map_err(too_many_requests)?;
         Ok(Some(caller))
     }
@@ -252,7 +264,10 @@ impl Gateway {
     /// request says who it is.
     async fn admit(&self, parts: &http::request::Parts) -> Result<Option<Caller>, Response> {
         if let Some(address) = client_address(parts) {
-            self.limits.check_ip(address).map_err(too_many_requests)?;
+            self.limits
+                .check_ip(address)
+                .await
+                .map_err(too_many_requests)?;
         }
         let credential = parts
             .headers
@@ -285,6 +300,7 @@ impl Gateway {
             })?;
         self.limits
             .check_user(&caller.user_id)
+            .await
             .map_err(too_many_requests)?;
         Ok(Some(caller))
     }

@@ -15,6 +15,7 @@ pub mod input;
 pub mod listener;
 pub mod metrics;
 pub mod presence;
+pub mod rate;
 pub mod server;
 pub mod store;
 pub mod telemetry;

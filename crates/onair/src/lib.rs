@@ -18,6 +18,7 @@ use onair_kit::metrics::Registry;
 use onair_kit::presence::{
     MemoryPresence, PresenceSettings, RedisPresence, SharedPresence, Watchers,
 };
+use onair_kit::rate::RedisRates;
 use onair_kit::server::{LocalServices, ReadinessCheck, ServerParts, ServiceChannels};
 use onair_kit::store::{Db, redact_password};
 use onair_media::{MediaGrpcServer, MediaServiceImpl, MediaServiceSettings, MediaStore};
@@ -468,6 +469,7 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
                 presence_settings.refresh,
             )
         });
+        let shared_rates = gateway_rates(&settings).await?;
         let (routes, live) = gateway_routes(
             &channels,
             &settings,
@@ -476,6 +478,7 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
             authenticator.clone(),
             &metrics,
             watchers,
+            shared_rates.as_ref(),
         )?;
         http_routes = routes
             .merge(onair_gateway::share_page::router(
@@ -561,8 +564,23 @@ async fn start_playout(
     Ok(playout)
 }
 
+/// Where the gateway keeps its per-address and per-user rate limits: Redis
+/// when `redis_url` is set, so that a client balanced over several gateways
+/// gets the rate of one, else (`None`) this process's memory.
+async fn gateway_rates(settings: &Settings) -> anyhow::Result<Option<RedisRates>> {
+    let Some(url) = &settings.redis_url else {
+        return Ok(None);
+    };
+    let rates = RedisRates::connect(url, &settings.bus_prefix)
+        .await
+        .with_context(|| format!("cannot reach Redis at {}", redact_password(url)))?;
+    Ok(Some(rates))
+}
+
 /// The REST/JSON routes of every annotated RPC, each reaching its service
-/// through this process's channels (local, a peer, or a clear Unavailable).
+/// through this process's channels (local, a peer, or a clear Unavailable);
+/// rate limits kept in `shared_rates` when given.
+#[allow(clippy::too_many_arguments)]
 fn gateway_routes(
     channels: &ServiceChannels,
     settings: &Settings,
@@ -571,7 +589,9 @@ fn gateway_routes(
     authenticator: onair_kit::auth::Authenticator,
     metrics: &Registry,
     viewers: Option<Arc<Watchers>>,
+    shared_rates: Option<&RedisRates>,
 ) -> anyhow::Result<(axum::Router, onair_gateway::live::Live)> {
+    let limits_clock = clock.clone();
     let iptv = iptv_routes(channels, settings, clock, metrics)?;
     let pool = prost_reflect::DescriptorPool::decode(onair_proto::FILE_DESCRIPTOR_SET)
         .context("the embedded descriptor set does not decode")?;
@@ -585,6 +605,14 @@ fn gateway_routes(
             },
         );
     let gateway_settings: onair_gateway::GatewaySettings = settings.section()?;
+    let shared_limits = shared_rates.map(|rates| {
+        onair_gateway::guard::RateLimits::shared(
+            gateway_settings.rate_limit_per_ip,
+            gateway_settings.rate_limit_per_user,
+            rates,
+            &limits_clock,
+        )
+    });
     let gateway = onair_gateway::Gateway::new(
         &pool,
         resolve,
@@ -599,6 +627,10 @@ fn gateway_routes(
                 .is_some_and(|role| AVAILABLE_ROLES.contains(&role))
         })
         .with_live(live.clone());
+    let gateway = match shared_limits {
+        Some(limits) => gateway.with_rate_limits(limits),
+        None => gateway,
+    };
     Ok((gateway.into_router().merge(iptv), live))
 }
 

@@ -614,3 +614,74 @@ async fn slow_mode_holds_across_two_comment_replicas_on_redis() {
     assert!(first.terminate().success());
     assert!(second.terminate().success());
 }
+
+/// Two gateways on one Redis share a client address's rate: with a rate
+/// of one request a second and a burst of two, the third request in a row
+/// is refused whichever gateway takes it (each alone would allow two), and
+/// the next after the wait goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_rate_holds_across_two_gateways_on_redis() {
+    let database = onair_testkit::TestDatabase::create().await;
+    let prefix = onair_testkit::unique_name("t");
+    let nats_url = onair_testkit::nats_url();
+    let redis_url = onair_testkit::redis_url();
+    let first_dir = tempfile::tempdir().unwrap();
+    let second_dir = tempfile::tempdir().unwrap();
+    let gateway = |dir: &tempfile::TempDir| {
+        spawn_with_env(
+            &[
+                "serve",
+                "--grpc",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--data-dir",
+                dir.path().to_str().unwrap(),
+                "--database-url",
+                &database.url,
+                "--nats-url",
+                &nats_url,
+                "--redis-url",
+                &redis_url,
+            ],
+            &[
+                ("ONAIR_BUS_PREFIX", &prefix),
+                ("ONAIR_GATEWAY_RATE_LIMIT_PER_IP", "1"),
+            ],
+        )
+    };
+    let mut first = gateway(&first_dir);
+    let (first_http, _) = first.addresses().await;
+    let mut second = gateway(&second_dir);
+    let (second_http, _) = second.addresses().await;
+    for http in [first_http, second_http] {
+        assert_eventually!(
+            readyz(http).await.0 == 200,
+            "{http} ready on PostgreSQL, NATS and Redis"
+        );
+    }
+    let list = |http: SocketAddr| rest(http, reqwest::Method::GET, "/v1/channels", None, None);
+
+    let (status, _, listed) = list(first_http).await;
+    assert_eq!(status, 200, "{listed}");
+    let (status, _, listed) = list(second_http).await;
+    assert_eq!(status, 200, "{listed}");
+    let (status, retry_after, refused) = list(first_http).await;
+    assert_eq!(status, 429, "the burst is spent across gateways: {refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("this address")),
+        "{refused}"
+    );
+    let (status, _, refused) = list(second_http).await;
+    assert_eq!(status, 429, "the other gateway agrees: {refused}");
+
+    let wait = retry_after.expect("a refusal says when to retry");
+    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    let (status, _, listed) = list(second_http).await;
+    assert_eq!(status, 200, "a token is back after the wait: {listed}");
+
+    assert!(first.terminate().success());
+    assert!(second.terminate().success());
+}
