@@ -27,6 +27,22 @@ use crate::moderation::{
     PaceRefusal, RATE_SECONDS, body_digest, idle_horizon_ms,
 };
 
+/// A client address on a channel: what the comments-per-address limit
+/// counts (an IPv6 client by its /64, see [`onair_kit::abuse::address_key`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AddressOnChannel {
+    /// The client's address, as counted.
+    pub address: std::net::IpAddr,
+    /// The channel commented on.
+    pub channel_id: String,
+}
+
+impl std::fmt::Display for AddressOnChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.channel_id, self.address)
+    }
+}
+
 /// Where the comment pace is kept, in memory or in Redis.
 #[async_trait::async_trait]
 pub trait PaceBoard: Send + Sync + 'static {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::{Stream, StreamExt as _};
-use onair_kit::abuse::{AddressLimiter, address_key, client_address, whole_seconds};
+use onair_kit::abuse::{AddressLimiter, AddressRate, address_key, client_address, whole_seconds};
 use onair_kit::auth::{Authenticator, Caller};
 use onair_kit::bus::SharedBus;
 use onair_kit::clock::{Clock, millis_from_timestamp as millis_of};
@@ -17,6 +17,7 @@ use onair_kit::events::{
     self, Announcement as _, CHAT_SETTINGS_CHANGED, ChatSettingsChanged, LiveEvent, LiveKind,
     MEDIA_CHANGED, OpsEvent, USER_CHANGED,
 };
+use onair_kit::rate::{RedisRates, SharedBuckets};
 use onair_proto::comment::v1 as pb;
 use onair_proto::comment::v1::comment_service_server::CommentService;
 use onair_proto::user::v1::Role;
@@ -25,7 +26,7 @@ use tonic::{Request, Response, Status};
 use crate::error::CommentError;
 use crate::lookup::{ChangeFeed, Changes, Lookups};
 use crate::moderation::{self, DisplayDecision, PaceLimits, Verdict};
-use crate::pace::SharedPace;
+use crate::pace::{AddressOnChannel, SharedPace};
 use crate::settings::{
     ChatRules, CommentServiceSettings, check_chat_settings, default_chat_settings,
 };
@@ -61,11 +62,32 @@ struct Inner {
     /// Each viewer's recent posts and each channel's display count: in this
     /// process's memory, or shared by every replica in Redis.
     pace: SharedPace,
-    /// Comments lately by client address and channel.
-    comments_by_address: AddressLimiter<(IpAddr, String)>,
+    /// Comments lately by client address and channel: in this process's
+    /// memory, or shared by every replica in Redis.
+    comments_by_address: Option<SharedBuckets<AddressOnChannel>>,
     /// Chat settings as last read, per channel.
     chat_rules: Mutex<HashMap<String, (Arc<ChatRules>, std::time::Instant)>>,
     chat_changes: ChangeFeed,
+}
+
+/// The buckets of comments per address and channel, at `rate`: in Redis
+/// when `shared_rates` is given, else in memory; none when the rate is off.
+fn address_buckets(
+    rate: AddressRate,
+    clock: &Clock,
+    shared_rates: Option<&RedisRates>,
+) -> Option<SharedBuckets<AddressOnChannel>> {
+    if rate.is_off() {
+        return None;
+    }
+    match shared_rates {
+        Some(rates) => rates
+            .buckets::<AddressOnChannel>("comment-address", rate, clock)
+            .map(|buckets| Arc::new(buckets) as SharedBuckets<AddressOnChannel>),
+        None => Some(Arc::new(AddressLimiter::<AddressOnChannel>::new(
+            rate, clock,
+        ))),
+    }
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -73,7 +95,8 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 impl CommentServiceImpl {
     /// Opens the service: its store, its writer, and its bus subscriptions
     /// to user, schedule and chat-settings changes. `pace` keeps the pace
-    /// rules' counts (see [`crate::pace`]).
+    /// rules' counts (see [`crate::pace`]); the comments of each address
+    /// are counted in `shared_rates` when given, else in this process.
     #[allow(clippy::too_many_arguments)]
     pub async fn start(
         store: CommentStore,
@@ -84,6 +107,7 @@ impl CommentServiceImpl {
         users: onair_proto::clients::UserClient,
         media: onair_proto::clients::MediaClient,
         pace: SharedPace,
+        shared_rates: Option<&RedisRates>,
     ) -> Result<CommentServiceImpl, CommentError> {
         let subscribe = |subject: &'static str| {
             let bus = bus.clone();
@@ -114,7 +138,7 @@ impl CommentServiceImpl {
             write_batch = settings.write_batch,
             "comment service started"
         );
-        let comments_by_address = AddressLimiter::new(settings.comments_per_ip, &clock);
+        let comments_by_address = address_buckets(settings.comments_per_ip, &clock, shared_rates);
         Ok(CommentServiceImpl {
             inner: Arc::new(Inner {
                 store,
@@ -302,7 +326,7 @@ impl CommentServiceImpl {
             // Before any other rule, so that every comment a viewer makes
             // counts, a refused one included.
             if let Some(address) = address {
-                self.admit_from_address(channel_id, address)?;
+                self.admit_from_address(channel_id, address).await?;
             }
             let folded = text::fold(body.as_str());
             match moderation::blocked_term(&rules, &folded) {
@@ -368,9 +392,19 @@ impl CommentServiceImpl {
     /// Refuses a viewer's comment when their network address posts on the
     /// channel faster than many viewers at the per-user pace would: making
     /// accounts must not multiply what one person may post.
-    fn admit_from_address(&self, channel_id: &str, address: IpAddr) -> Result<(), CommentError> {
-        let key = (address_key(address), channel_id.to_owned());
-        self.inner.comments_by_address.check(&key).map_err(|wait| {
+    async fn admit_from_address(
+        &self,
+        channel_id: &str,
+        address: IpAddr,
+    ) -> Result<(), CommentError> {
+        let Some(buckets) = &self.inner.comments_by_address else {
+            return Ok(());
+        };
+        let key = AddressOnChannel {
+            address: address_key(address),
+            channel_id: channel_id.to_owned(),
+        };
+        buckets.take(&key).await.map_err(|wait| {
             CommentError::Limited(RetryLater {
                 message: format!(
                     "too many comments from your network address on channel {channel_id} \

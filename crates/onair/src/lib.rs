@@ -257,6 +257,7 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         }));
     }
     let presence_settings: PresenceSettings = settings.section()?;
+    let shared_rates = shared_rates(&settings).await?;
 
     let local = LocalServices::new();
     let mut channels = ServiceChannels::new(&settings, &local).map_err(anyhow::Error::msg)?;
@@ -347,6 +348,7 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
             channels.user(),
             onair_proto::clients::MediaClient::new(channels.channel(ServiceRole::Media)),
             pace,
+            shared_rates.as_ref(),
         )
         .await?;
         background.extend(service.spawn_background());
@@ -469,7 +471,6 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
                 presence_settings.refresh,
             )
         });
-        let shared_rates = gateway_rates(&settings).await?;
         let (routes, live) = gateway_routes(
             &channels,
             &settings,
@@ -564,13 +565,17 @@ async fn start_playout(
     Ok(playout)
 }
 
-/// Where the gateway keeps its per-address and per-user rate limits: Redis
-/// when `redis_url` is set, so that a client balanced over several gateways
-/// gets the rate of one, else (`None`) this process's memory.
-async fn gateway_rates(settings: &Settings) -> anyhow::Result<Option<RedisRates>> {
+/// Where the gateway keeps its per-address and per-user rate limits, and
+/// the comment service its comments per address: Redis when `redis_url` is
+/// set, so that a client balanced over several replicas gets the rate of
+/// one, else (`None`) this process's memory.
+async fn shared_rates(settings: &Settings) -> anyhow::Result<Option<RedisRates>> {
     let Some(url) = &settings.redis_url else {
         return Ok(None);
     };
+    if !settings.runs(ServiceRole::Gateway) && !settings.runs(ServiceRole::Comment) {
+        return Ok(None);
+    }
     let rates = RedisRates::connect(url, &settings.bus_prefix)
         .await
         .with_context(|| format!("cannot reach Redis at {}", redact_password(url)))?;

@@ -452,167 +452,241 @@ async fn rest(
     (status, retry_after, body)
 }
 
+/// Two full replicas of the station on one PostgreSQL, NATS and Redis, with
+/// a channel `news` on air.
+struct Newsroom {
+    first: OnairProcess,
+    second: OnairProcess,
+    first_http: SocketAddr,
+    second_http: SocketAddr,
+    operator_key: String,
+    _database: onair_testkit::TestDatabase,
+    _dirs: [tempfile::TempDir; 2],
+}
+
+impl Newsroom {
+    /// Starts both replicas with `environment` besides the servers' and
+    /// puts a program on air on `news`.
+    async fn start(environment: &[(&str, &str)]) -> Newsroom {
+        use reqwest::Method;
+
+        let database = onair_testkit::TestDatabase::create().await;
+        let prefix = onair_testkit::unique_name("t");
+        let nats_url = onair_testkit::nats_url();
+        let redis_url = onair_testkit::redis_url();
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let mut environment = environment.to_vec();
+        environment.push(("ONAIR_BUS_PREFIX", &prefix));
+        let replica = |dir: &tempfile::TempDir| {
+            spawn_with_env(
+                &[
+                    "serve",
+                    "--grpc",
+                    "127.0.0.1:0",
+                    "--http",
+                    "127.0.0.1:0",
+                    "--data-dir",
+                    dir.path().to_str().unwrap(),
+                    "--database-url",
+                    &database.url,
+                    "--nats-url",
+                    &nats_url,
+                    "--redis-url",
+                    &redis_url,
+                ],
+                &environment,
+            )
+        };
+        let first = replica(&dirs[0]);
+        let (first_http, _) = first.addresses().await;
+        let second = replica(&dirs[1]);
+        let (second_http, _) = second.addresses().await;
+        for http in [first_http, second_http] {
+            assert_eventually!(
+                readyz(http).await.0 == 200,
+                "{http} ready on PostgreSQL, NATS and Redis"
+            );
+        }
+        let operator_key = onair_testkit::read_operator_key(&dirs[0].path().join("operator.key"));
+        let newsroom = Newsroom {
+            first,
+            second,
+            first_http,
+            second_http,
+            operator_key,
+            _database: database,
+            _dirs: dirs,
+        };
+
+        let (status, _, channel) = newsroom
+            .as_operator(
+                Method::POST,
+                "/v1/channels",
+                Some(serde_json::json!({"id": "news", "number": 1, "name": "News"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{channel}");
+        let (status, _, program) = newsroom
+            .as_operator(
+                Method::POST,
+                "/v1/programs",
+                Some(serde_json::json!({"title": "The News", "duration": "600s"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{program}");
+        // On air now: started a minute ago, in whole seconds.
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let start_ms = (now_ms / 1000 - 60) * 1000;
+        let (status, _, slot) = newsroom
+            .as_operator(
+                Method::POST,
+                "/v1/channels/news/slots",
+                Some(serde_json::json!({
+                    "programId": program["id"],
+                    "startTime": onair_testkit::rfc3339(start_ms),
+                    "endTime": onair_testkit::rfc3339(start_ms + 600_000),
+                })),
+            )
+            .await;
+        assert_eq!(status, 201, "{slot}");
+        newsroom
+    }
+
+    /// A REST call to the first replica as the operator.
+    async fn as_operator(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, Option<u64>, serde_json::Value) {
+        rest(
+            self.first_http,
+            method,
+            path,
+            Some(&self.operator_key),
+            body,
+        )
+        .await
+    }
+
+    /// Changes `news`'s chat settings through the first replica.
+    async fn chat_settings(&self, change: serde_json::Value) {
+        let path = "/v1/channels/news/chatSettings";
+        let (status, _, mut settings) = self.as_operator(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, 200, "{settings}");
+        for (key, value) in change.as_object().unwrap() {
+            settings[key] = value.clone();
+        }
+        let (status, _, stored) = self
+            .as_operator(reqwest::Method::PUT, path, Some(settings))
+            .await;
+        assert_eq!(status, 200, "{stored}");
+    }
+
+    /// A new viewer's access token.
+    async fn viewer(&self, name: &str) -> String {
+        let (status, _, viewer) = rest(
+            self.first_http,
+            reqwest::Method::POST,
+            "/v1/users",
+            None,
+            Some(serde_json::json!({ "displayName": name })),
+        )
+        .await;
+        assert_eq!(status, 201, "{viewer}");
+        viewer["accessToken"].as_str().unwrap().to_owned()
+    }
+
+    fn stop(mut self) {
+        assert!(self.first.terminate().success());
+        assert!(self.second.terminate().success());
+    }
+}
+
+/// A viewer's comment on `news` through the replica at `http`.
+async fn post(http: SocketAddr, token: &str, body: &str) -> (u16, Option<u64>, serde_json::Value) {
+    rest(
+        http,
+        reqwest::Method::POST,
+        "/v1/channels/news/comments",
+        Some(token),
+        Some(serde_json::json!({ "body": body })),
+    )
+    .await
+}
+
+fn message_of(body: &serde_json::Value) -> &str {
+    body["message"].as_str().unwrap_or_default()
+}
+
 /// Two comment replicas on one PostgreSQL, NATS and Redis share a viewer's
 /// pace: a second comment within slow mode is refused by the replica that
 /// did not take the first, a repeat by either, and the next comment after
 /// the wait goes through either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_mode_holds_across_two_comment_replicas_on_redis() {
-    use reqwest::Method;
-
-    let database = onair_testkit::TestDatabase::create().await;
-    let prefix = onair_testkit::unique_name("t");
-    let nats_url = onair_testkit::nats_url();
-    let redis_url = onair_testkit::redis_url();
-    let first_dir = tempfile::tempdir().unwrap();
-    let second_dir = tempfile::tempdir().unwrap();
-    let replica = |dir: &tempfile::TempDir| {
-        spawn_with_env(
-            &[
-                "serve",
-                "--grpc",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-                "--data-dir",
-                dir.path().to_str().unwrap(),
-                "--database-url",
-                &database.url,
-                "--nats-url",
-                &nats_url,
-                "--redis-url",
-                &redis_url,
-            ],
-            &[("ONAIR_BUS_PREFIX", &prefix)],
-        )
-    };
-    let mut first = replica(&first_dir);
-    let (first_http, _) = first.addresses().await;
-    let mut second = replica(&second_dir);
-    let (second_http, _) = second.addresses().await;
-    for http in [first_http, second_http] {
-        assert_eventually!(
-            readyz(http).await.0 == 200,
-            "{http} ready on PostgreSQL, NATS and Redis"
-        );
-    }
-    let operator = onair_testkit::read_operator_key(&first_dir.path().join("operator.key"));
-    let operator = Some(operator.as_str());
-
-    let (status, _, channel) = rest(
-        first_http,
-        Method::POST,
-        "/v1/channels",
-        operator,
-        Some(serde_json::json!({"id": "news", "number": 1, "name": "News"})),
-    )
-    .await;
-    assert_eq!(status, 201, "{channel}");
-    let (status, _, program) = rest(
-        first_http,
-        Method::POST,
-        "/v1/programs",
-        operator,
-        Some(serde_json::json!({"title": "The News", "duration": "600s"})),
-    )
-    .await;
-    assert_eq!(status, 201, "{program}");
-    // On air now: started a minute ago, in whole seconds.
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let start_ms = (now_ms / 1000 - 60) * 1000;
-    let (status, _, slot) = rest(
-        first_http,
-        Method::POST,
-        "/v1/channels/news/slots",
-        operator,
-        Some(serde_json::json!({
-            "programId": program["id"],
-            "startTime": onair_testkit::rfc3339(start_ms),
-            "endTime": onair_testkit::rfc3339(start_ms + 600_000),
-        })),
-    )
-    .await;
-    assert_eq!(status, 201, "{slot}");
-    let (status, _, mut chat) = rest(
-        first_http,
-        Method::GET,
-        "/v1/channels/news/chatSettings",
-        operator,
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{chat}");
+    let newsroom = Newsroom::start(&[]).await;
     // Long enough that two posts in a row land inside it on a busy machine.
-    chat["slowModeSeconds"] = 3.into();
-    let (status, _, stored) = rest(
-        first_http,
-        Method::PUT,
-        "/v1/channels/news/chatSettings",
-        operator,
-        Some(chat),
-    )
-    .await;
-    assert_eq!(status, 200, "{stored}");
+    newsroom
+        .chat_settings(serde_json::json!({"slowModeSeconds": 3}))
+        .await;
+    let token = newsroom.viewer("Paced").await;
+    let (a, b) = (newsroom.first_http, newsroom.second_http);
 
-    let (status, _, viewer) = rest(
-        first_http,
-        Method::POST,
-        "/v1/users",
-        None,
-        Some(serde_json::json!({"displayName": "Paced"})),
-    )
-    .await;
-    assert_eq!(status, 201, "{viewer}");
-    let token = viewer["accessToken"].as_str().unwrap().to_owned();
-    let post = |http: SocketAddr, body: &str| {
-        rest(
-            http,
-            Method::POST,
-            "/v1/channels/news/comments",
-            Some(&token),
-            Some(serde_json::json!({ "body": body })),
-        )
-    };
-
-    let (status, _, accepted) = post(first_http, "first through A").await;
+    let (status, _, accepted) = post(a, &token, "first through A").await;
     assert_eq!(status, 201, "{accepted}");
-    let (status, retry_after, refused) = post(second_http, "second through B").await;
+    let (status, retry_after, refused) = post(b, &token, "second through B").await;
     assert_eq!(
         status, 429,
         "the other replica refuses within slow mode: {refused}"
     );
-    assert!(
-        refused["message"]
-            .as_str()
-            .is_some_and(|message| message.contains("slow mode")),
-        "{refused}"
-    );
+    assert!(message_of(&refused).contains("slow mode"), "{refused}");
     let wait = retry_after.expect("a refusal says when to retry");
     assert!((1..=3).contains(&wait), "retry after {wait} s");
 
     // The wait the refusal named, rounded up to whole seconds, is enough.
     tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
-    let (status, _, repeated) = post(second_http, "first through A").await;
+    let (status, _, repeated) = post(b, &token, "first through A").await;
     assert_eq!(
         status, 400,
         "a repeat is refused across replicas: {repeated}"
     );
-    assert!(
-        repeated["message"]
-            .as_str()
-            .is_some_and(|message| message.contains("same comment")),
-        "{repeated}"
-    );
-    let (status, _, accepted) = post(second_http, "second through B").await;
+    assert!(message_of(&repeated).contains("same comment"), "{repeated}");
+    let (status, _, accepted) = post(b, &token, "second through B").await;
     assert_eq!(status, 201, "after the wait B takes it: {accepted}");
-    let (status, _, refused) = post(first_http, "third through A").await;
+    let (status, _, refused) = post(a, &token, "third through A").await;
     assert_eq!(status, 429, "and A now refuses: {refused}");
 
-    assert!(first.terminate().success());
-    assert!(second.terminate().success());
+    newsroom.stop();
+}
+
+/// The comments of one network address on a channel are counted across
+/// replicas: with one comment a minute per address, a second viewer at the
+/// same address is refused by the other replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn comments_per_address_hold_across_two_comment_replicas_on_redis() {
+    let newsroom = Newsroom::start(&[
+        ("ONAIR_COMMENT_PER_IP_PER_MINUTE", "1"),
+        ("ONAIR_COMMENT_BURST_PER_IP", "1"),
+    ])
+    .await;
+    let ann = newsroom.viewer("Ann").await;
+    let bob = newsroom.viewer("Bob").await;
+
+    let (status, _, accepted) = post(newsroom.first_http, &ann, "hello from here").await;
+    assert_eq!(status, 201, "{accepted}");
+    let (status, retry_after, refused) = post(newsroom.second_http, &bob, "me too").await;
+    assert_eq!(status, 429, "the address's comment is spent: {refused}");
+    assert!(
+        message_of(&refused).contains("network address"),
+        "{refused}"
+    );
+    assert!(retry_after.is_some(), "a refusal says when to retry");
+
+    newsroom.stop();
 }
 
 /// Two gateways on one Redis share a client address's rate: with a rate
