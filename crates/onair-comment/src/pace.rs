@@ -9,10 +9,13 @@
 //! Each check in Redis is one Lua script, one round trip, and atomic, so two
 //! replicas racing on the same viewer can't both pass.
 //!
-//! When Redis does not answer, a viewer's post is refused as unavailable
-//! (503, `UNAVAILABLE`) with a message to try again shortly, rather than let
-//! through unchecked: a flood would otherwise pass exactly when the station
-//! is in trouble. Moderators and operators are not paced and still post.
+//! When Redis does not answer (within
+//! [`onair_kit::rate::COUNTERS_PATIENCE`]), a viewer's post is refused as
+//! unavailable (503, `UNAVAILABLE`) with a message to try again shortly,
+//! rather than let through unchecked: a flood would otherwise pass exactly
+//! when the station is in trouble. For [`onair_kit::rate::OUTAGE_RETRY`]
+//! after a failure, posts are refused so at once; the first after that
+//! tries Redis again. Moderators and operators are not paced and still post.
 //! The display cap, which only spares the screen, shows the comment when
 //! Redis fails: it is stored by then, and hiding it would lose it from live.
 //!
@@ -20,6 +23,8 @@
 //! ([`PaceRefusal`]); one test suite runs against both.
 
 use std::sync::Arc;
+
+use onair_kit::rate::{Outage, connect_counters, within_patience};
 
 use crate::error::CommentError;
 use crate::moderation::{
@@ -230,14 +235,16 @@ pub struct RedisPace {
     prefix: String,
     admit_post: Arc<redis::Script>,
     show_live: Arc<redis::Script>,
+    /// Whether Redis failed a moment ago: posts are refused at once then,
+    /// rather than each wait for it.
+    outage: Arc<Outage>,
 }
 
 impl RedisPace {
     /// Connects to the Redis at `url` (`redis://host:port/db`); keys start
     /// with `prefix` (the station's `bus_prefix`).
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisPace, CommentError> {
-        let client = redis::Client::open(url).map_err(|error| unavailable(&error))?;
-        let connection = redis::aio::ConnectionManager::new(client)
+        let connection = connect_counters(url)
             .await
             .map_err(|error| unavailable(&error))?;
         Ok(RedisPace {
@@ -245,6 +252,7 @@ impl RedisPace {
             prefix: prefix.to_owned(),
             admit_post: Arc::new(redis::Script::new(ADMIT_POST)),
             show_live: Arc::new(redis::Script::new(SHOW_LIVE)),
+            outage: Arc::new(Outage::default()),
         })
     }
 
@@ -265,11 +273,31 @@ impl RedisPace {
 
 /// What a poster reads when the shared pace does not answer: it is the
 /// station's trouble, and passes.
-fn unavailable(error: &redis::RedisError) -> CommentError {
-    tracing::warn!(error = %error, "the shared comment pace (Redis) does not answer");
+fn unavailable_now() -> CommentError {
     CommentError::Unavailable(
         "comments cannot be checked against the channel's pace right now (its shared counters do not answer); try again in a few seconds".to_owned(),
     )
+}
+
+fn unavailable(error: &redis::RedisError) -> CommentError {
+    tracing::warn!(error = %error, "the shared comment pace (Redis) does not answer");
+    unavailable_now()
+}
+
+impl RedisPace {
+    /// Notes how a call to Redis went, for the calls after it.
+    fn answered<T>(&self, answer: Result<T, redis::RedisError>) -> Result<T, CommentError> {
+        match answer {
+            Ok(value) => {
+                self.outage.end();
+                Ok(value)
+            }
+            Err(error) => {
+                self.outage.begin();
+                Err(unavailable(&error))
+            }
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -282,23 +310,27 @@ impl PaceBoard for RedisPace {
         now_ms: i64,
         limits: PaceLimits,
     ) -> Result<(), CommentError> {
+        if self.outage.is_on() {
+            return Err(unavailable_now());
+        }
         let horizon = FLOOD_WINDOW_MS.max(limits.duplicate_window_ms);
         let mut connection = self.connection.clone();
-        let (rule, millis): (i64, i64) = self
-            .admit_post
-            .key(self.posts_key(channel_id, user_id))
-            .arg(now_ms)
-            .arg(format!("{:016x}", body_digest(folded_body)))
-            .arg(limits.slow_mode_ms)
-            .arg(limits.duplicate_window_ms)
-            .arg(limits.max_per_minute)
-            .arg(FLOOD_WINDOW_MS)
-            .arg(horizon)
-            .arg(MAX_REMEMBERED_POSTS)
-            .arg(idle_horizon_ms())
-            .invoke_async(&mut connection)
-            .await
-            .map_err(|error| unavailable(&error))?;
+        let rule_and_millis = within_patience(
+            self.admit_post
+                .key(self.posts_key(channel_id, user_id))
+                .arg(now_ms)
+                .arg(format!("{:016x}", body_digest(folded_body)))
+                .arg(limits.slow_mode_ms)
+                .arg(limits.duplicate_window_ms)
+                .arg(limits.max_per_minute)
+                .arg(FLOOD_WINDOW_MS)
+                .arg(horizon)
+                .arg(MAX_REMEMBERED_POSTS)
+                .arg(idle_horizon_ms())
+                .invoke_async(&mut connection),
+        )
+        .await;
+        let (rule, millis): (i64, i64) = self.answered(rule_and_millis)?;
         let refusal = match rule {
             0 => return Ok(()),
             1 => PaceRefusal::SlowMode { wait_ms: millis },
@@ -314,6 +346,9 @@ impl PaceBoard for RedisPace {
         now_ms: i64,
         cap: u32,
     ) -> Result<DisplayDecision, CommentError> {
+        if self.outage.is_on() {
+            return Err(unavailable_now());
+        }
         let second = now_ms.div_euclid(1000);
         let mut invocation = self.show_live.prepare_invoke();
         // This second's counters, then the seconds before it.
@@ -322,12 +357,14 @@ impl PaceBoard for RedisPace {
         }
         let expiry_ms = (RATE_SECONDS as i64 + 2) * 1000;
         let mut connection = self.connection.clone();
-        let (show, published, past): (i64, u32, u32) = invocation
-            .arg(cap)
-            .arg(expiry_ms)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(|error| unavailable(&error))?;
+        let answer = within_patience(
+            invocation
+                .arg(cap)
+                .arg(expiry_ms)
+                .invoke_async(&mut connection),
+        )
+        .await;
+        let (show, published, past): (i64, u32, u32) = self.answered(answer)?;
         Ok(DisplayDecision::of(show == 1, published, past, cap))
     }
 
@@ -337,9 +374,7 @@ impl PaceBoard for RedisPace {
 
     async fn check(&self) -> Result<(), CommentError> {
         let mut connection = self.connection.clone();
-        redis::cmd("PING")
-            .query_async::<()>(&mut connection)
-            .await
-            .map_err(|error| unavailable(&error))
+        let answer = within_patience(redis::cmd("PING").query_async::<()>(&mut connection)).await;
+        self.answered(answer)
     }
 }

@@ -8,8 +8,9 @@
 //! same GCRA: a bucket is the moment it is next full), one round trip, and
 //! atomic, so takes racing through two gateways can't overdraw a bucket.
 //!
-//! When Redis does not answer, a gateway falls back to buckets in its own
-//! memory until it does, and says so in its log: a client then gets at most
+//! When Redis does not answer (within [`COUNTERS_PATIENCE`]), a gateway
+//! falls back to buckets in its own memory, trying Redis again every
+//! [`OUTAGE_RETRY`], and says so in its log: a client then gets at most
 //! the rate per gateway, still bounded, and the station keeps answering
 //! rather than refuse every request for want of a counter. (The comment
 //! pace does the opposite and refuses posts: there the exact pace is a
@@ -25,6 +26,82 @@ use std::time::Duration;
 
 use crate::abuse::{AddressLimiter, AddressRate};
 use crate::clock::Clock;
+
+/// How long a request waits for the shared counters' Redis, per call and
+/// per connection attempt, before it goes on without it: an outage costs a
+/// request half a second, not the connection's whole reconnecting.
+pub const COUNTERS_PATIENCE: Duration = Duration::from_millis(500);
+
+/// Connects to the Redis of shared counters (`redis://host:port/db`), with
+/// short timeouts and few reconnection attempts per call (the next call
+/// tries again), so that a Redis that is down is said so promptly.
+pub async fn connect_counters(
+    url: &str,
+) -> Result<redis::aio::ConnectionManager, redis::RedisError> {
+    let client = redis::Client::open(url)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(COUNTERS_PATIENCE))
+        .set_response_timeout(Some(COUNTERS_PATIENCE))
+        .set_number_of_retries(2);
+    redis::aio::ConnectionManager::new_with_config(client, config).await
+}
+
+/// Runs one call to the shared counters, for at most [`COUNTERS_PATIENCE`].
+pub async fn within_patience<T>(
+    call: impl std::future::Future<Output = Result<T, redis::RedisError>>,
+) -> Result<T, redis::RedisError> {
+    match tokio::time::timeout(COUNTERS_PATIENCE, call).await {
+        Ok(answer) => answer,
+        Err(_) => Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "no answer in time",
+        ))),
+    }
+}
+
+/// How long after the shared counters' Redis failed to answer calls go on
+/// without it at once; the first call after tries it again.
+pub const OUTAGE_RETRY: Duration = Duration::from_secs(1);
+
+/// Remembers that the shared counters' Redis did not answer, so that for
+/// [`OUTAGE_RETRY`] after, calls do without it at once rather than each
+/// wait [`COUNTERS_PATIENCE`]. Timed by the process's monotonic clock: it
+/// is about the connection, not the station's time.
+#[derive(Debug, Default)]
+pub struct Outage {
+    /// Until when (milliseconds of [`Outage::now_ms`]) calls do without
+    /// Redis; 0 while it answers.
+    until_ms: AtomicI64,
+}
+
+impl Outage {
+    fn now_ms() -> i64 {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let elapsed = START.get_or_init(std::time::Instant::now).elapsed();
+        // From 1, so that 0 means no outage.
+        i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX) + 1
+    }
+
+    /// Whether calls should do without Redis now.
+    pub fn is_on(&self) -> bool {
+        let until_ms = self.until_ms.load(Ordering::Relaxed);
+        until_ms != 0 && Outage::now_ms() < until_ms
+    }
+
+    /// Redis did not answer: do without it for a moment.
+    pub fn begin(&self) {
+        let until_ms = Outage::now_ms() + i64::try_from(OUTAGE_RETRY.as_millis()).unwrap_or(0);
+        self.until_ms.store(until_ms, Ordering::Relaxed);
+    }
+
+    /// Redis answered.
+    pub fn end(&self) {
+        // Read first: most calls find no outage, and need not write.
+        if self.until_ms.load(Ordering::Relaxed) != 0 {
+            self.until_ms.store(0, Ordering::Relaxed);
+        }
+    }
+}
 
 /// Token buckets by key, all with one rate.
 #[async_trait::async_trait]
@@ -86,8 +163,7 @@ impl RedisRates {
     /// Connects to the Redis at `url` (`redis://host:port/db`); keys start
     /// with `prefix` (the station's `bus_prefix`).
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisRates, RateError> {
-        let client = redis::Client::open(url).map_err(|error| RateError(error.to_string()))?;
-        let connection = redis::aio::ConnectionManager::new(client)
+        let connection = connect_counters(url)
             .await
             .map_err(|error| RateError(error.to_string()))?;
         Ok(RedisRates {
@@ -120,6 +196,7 @@ impl RedisRates {
             tolerance_us: micros(period) * i64::from(burst - 1),
             clock: clock.clone(),
             fallback: AddressLimiter::new(rate, clock),
+            outage: Outage::default(),
             warned_at_ms: AtomicI64::new(i64::MIN),
             key: PhantomData,
         })
@@ -143,6 +220,8 @@ pub struct RedisBuckets<K: Hash + Eq + Clone> {
     clock: Clock,
     /// The buckets used while Redis does not answer.
     fallback: AddressLimiter<K>,
+    /// Whether Redis failed a moment ago.
+    outage: Outage,
     /// When the log last said Redis does not answer.
     warned_at_ms: AtomicI64,
     key: PhantomData<fn(K)>,
@@ -171,21 +250,31 @@ where
     K: Hash + Eq + Clone + Display + Send + Sync + 'static,
 {
     async fn take(&self, key: &K) -> Result<(), Duration> {
+        if self.outage.is_on() {
+            return self.fallback.check(key);
+        }
         let now_us = self.clock.now_ms().saturating_mul(1000);
         let mut connection = self.rates.connection.clone();
-        let answer: Result<i64, redis::RedisError> = self
-            .rates
-            .take
-            .key(format!("{}{key}", self.key_prefix))
-            .arg(now_us)
-            .arg(self.period_us)
-            .arg(self.tolerance_us)
-            .invoke_async(&mut connection)
-            .await;
+        let answer: Result<i64, redis::RedisError> = within_patience(
+            self.rates
+                .take
+                .key(format!("{}{key}", self.key_prefix))
+                .arg(now_us)
+                .arg(self.period_us)
+                .arg(self.tolerance_us)
+                .invoke_async(&mut connection),
+        )
+        .await;
         match answer {
-            Ok(0) => Ok(()),
-            Ok(wait_us) => Err(Duration::from_micros(u64::try_from(wait_us).unwrap_or(0))),
+            Ok(wait_us) => {
+                self.outage.end();
+                if wait_us == 0 {
+                    return Ok(());
+                }
+                Err(Duration::from_micros(u64::try_from(wait_us).unwrap_or(0)))
+            }
             Err(error) => {
+                self.outage.begin();
                 self.warn(&error);
                 self.fallback.check(key)
             }

@@ -32,7 +32,8 @@ pub use live::{
 };
 pub use process::OnairProcess;
 pub use servers::{
-    NatsServer, TestDatabase, free_port, nats_url, postgres_admin_url, redis_url, unique_name,
+    NatsServer, RedisServer, TestDatabase, free_port, nats_url, postgres_admin_url, redis_url,
+    unique_name,
 };
 pub use station::{
     Backend, TestStation, read_operator_key, rss_bytes, test_settings, test_settings_with,

@@ -211,6 +211,81 @@ impl Drop for NatsServer {
     }
 }
 
+/// A `redis-server` that a test owns, on a free port and keeping nothing
+/// on disk, so the test may stop it and start it again; killed when
+/// dropped. The binary is Debian's (`/usr/bin/redis-server`) unless
+/// `ONAIR_TEST_REDIS_SERVER` names another.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts a server on a free port and waits until it takes connections.
+    pub async fn start() -> RedisServer {
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+        };
+        server.start_again().await;
+        server
+    }
+
+    /// Where clients reach it.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the stopped server again on the same port (empty) and waits
+    /// until it takes connections.
+    pub async fn start_again(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "stop the server before starting it again"
+        );
+        let binary: PathBuf = std::env::var_os("ONAIR_TEST_REDIS_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/bin/redis-server"));
+        let child = Command::new(&binary)
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {}: {error}", binary.display()));
+        self.child = Some(child);
+        let address = format!("127.0.0.1:{}", self.port);
+        crate::assert_eventually!(
+            tokio::net::TcpStream::connect(&address).await.is_ok(),
+            "redis-server takes connections on {address}"
+        );
+    }
+
+    /// Stops the server at once, as a crash would, and waits until the
+    /// process is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

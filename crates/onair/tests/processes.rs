@@ -468,12 +468,16 @@ impl Newsroom {
     /// Starts both replicas with `environment` besides the servers' and
     /// puts a program on air on `news`.
     async fn start(environment: &[(&str, &str)]) -> Newsroom {
+        Newsroom::start_on(&onair_testkit::redis_url(), environment).await
+    }
+
+    /// The same, on the Redis at `redis_url`.
+    async fn start_on(redis_url: &str, environment: &[(&str, &str)]) -> Newsroom {
         use reqwest::Method;
 
         let database = onair_testkit::TestDatabase::create().await;
         let prefix = onair_testkit::unique_name("t");
         let nats_url = onair_testkit::nats_url();
-        let redis_url = onair_testkit::redis_url();
         let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
         let mut environment = environment.to_vec();
         environment.push(("ONAIR_BUS_PREFIX", &prefix));
@@ -492,7 +496,7 @@ impl Newsroom {
                     "--nats-url",
                     &nats_url,
                     "--redis-url",
-                    &redis_url,
+                    redis_url,
                 ],
                 &environment,
             )
@@ -659,6 +663,50 @@ async fn slow_mode_holds_across_two_comment_replicas_on_redis() {
     assert_eq!(status, 201, "after the wait B takes it: {accepted}");
     let (status, _, refused) = post(a, &token, "third through A").await;
     assert_eq!(status, 429, "and A now refuses: {refused}");
+
+    newsroom.stop();
+}
+
+/// While the shared counters' Redis is down, a viewer's comment is refused
+/// as unavailable with a message to try again, rather than let through
+/// unpaced, and the rest of the API keeps answering (its rate limits fall
+/// back to each gateway's memory); once Redis is back, comments go through
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn comments_wait_for_the_shared_counters_when_redis_is_down() {
+    let mut redis = onair_testkit::RedisServer::start().await;
+    let newsroom = Newsroom::start_on(&redis.url(), &[]).await;
+    let token = newsroom.viewer("Patient").await;
+    let (status, _, accepted) = post(newsroom.first_http, &token, "before").await;
+    assert_eq!(status, 201, "{accepted}");
+
+    redis.stop();
+    let (status, _, refused) = post(newsroom.second_http, &token, "during").await;
+    assert_eq!(status, 503, "{refused}");
+    assert!(
+        message_of(&refused).contains("try again in a few seconds"),
+        "{refused}"
+    );
+    let (status, _, channels) = rest(
+        newsroom.first_http,
+        reqwest::Method::GET,
+        "/v1/channels",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "reads still answer: {channels}");
+
+    redis.start_again().await;
+    let mut attempt = 0;
+    assert_eventually!(
+        {
+            attempt += 1;
+            let body = format!("after {attempt}");
+            post(newsroom.second_http, &token, &body).await.0 == 201
+        },
+        "comments go through once Redis is back"
+    );
 
     newsroom.stop();
 }
