@@ -231,9 +231,10 @@ impl MediaStation {
             accounts_per_ip: onair_kit::abuse::AddressRate::default(),
             trusted_peers: onair_kit::abuse::TrustedPeers::none(),
         };
-        let users = UserServiceImpl::start(user_store, user_settings, clock.clone(), bus.clone())
-            .await
-            .expect("user service starts");
+        let users =
+            UserServiceImpl::start(user_store, user_settings, clock.clone(), bus.clone(), None)
+                .await
+                .expect("user service starts");
         let operator_key = std::fs::read_to_string(dir.path().join("operator.key"))
             .expect("operator key")
             .trim()

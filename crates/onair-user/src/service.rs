@@ -19,6 +19,7 @@ use onair_kit::clock::{Clock, timestamp_from_millis};
 use onair_kit::config::{ConfigError, Key, Section, Settings, positive, positive_seconds};
 use onair_kit::error::RetryLater;
 use onair_kit::events::{self, Announcement as _, OpsEvent, USER_CHANGED, UserChanged};
+use onair_kit::rate::{RedisRates, SharedBuckets};
 use onair_proto::user::v1 as pb;
 use onair_proto::user::v1::user_service_server::UserService;
 use sha2::{Digest, Sha256};
@@ -107,7 +108,7 @@ struct Inner {
     bus: SharedBus,
     cache: Arc<UserCache>,
     /// Accounts made lately, by client address.
-    new_accounts: AddressLimiter<IpAddr>,
+    new_accounts: Option<SharedBuckets<IpAddr>>,
 }
 
 /// Lets the user service authenticate its own callers from its own keys and
@@ -193,12 +194,15 @@ fn role_of(record: &UserRecord) -> pb::Role {
 
 impl UserServiceImpl {
     /// Opens the service on its store: loads or makes the signing keys, and
-    /// on first start creates the operator and writes its key.
+    /// on first start creates the operator and writes its key. New accounts
+    /// per address are counted in `shared_rates` when given (every replica
+    /// alike), else in this process.
     pub async fn start(
         store: UserStore,
         settings: UserServiceSettings,
         clock: Clock,
         bus: SharedBus,
+        shared_rates: Option<&RedisRates>,
     ) -> Result<UserServiceImpl, UserError> {
         let keys = KeyRing::load(
             &store,
@@ -221,7 +225,7 @@ impl UserServiceImpl {
         let authenticator = Authenticator::new(Arc::new(credentials), clock.clone())
             .with_user_cache(settings.user_cache_ttl)
             .with_user_changes(user_changes);
-        let new_accounts = AddressLimiter::new(settings.accounts_per_ip, &clock);
+        let new_accounts = account_buckets(settings.accounts_per_ip, &clock, shared_rates);
         let service = UserServiceImpl {
             inner: Arc::new(Inner {
                 store,
@@ -465,20 +469,38 @@ impl UserServiceImpl {
         {
             return Ok(());
         }
-        self.inner
-            .new_accounts
-            .check(&address_key(address))
-            .map_err(|wait| {
-                UserError::Limited(RetryLater {
-                    message: format!(
-                        "too many accounts were made from your network address lately; \
+        let Some(buckets) = &self.inner.new_accounts else {
+            return Ok(());
+        };
+        buckets.take(&address_key(address)).await.map_err(|wait| {
+            UserError::Limited(RetryLater {
+                message: format!(
+                    "too many accounts were made from your network address lately; \
                          try again in {} s, or keep using the account you have \
                          (POST /v1/tokens:refresh renews its token)",
-                        whole_seconds(wait)
-                    ),
-                    wait,
-                })
+                    whole_seconds(wait)
+                ),
+                wait,
             })
+        })
+    }
+}
+
+/// The buckets of new accounts per address, at `rate`: in Redis when
+/// `shared_rates` is given, else in memory; none when the rate is off.
+fn account_buckets(
+    rate: AddressRate,
+    clock: &Clock,
+    shared_rates: Option<&RedisRates>,
+) -> Option<SharedBuckets<IpAddr>> {
+    if rate.is_off() {
+        return None;
+    }
+    match shared_rates {
+        Some(rates) => rates
+            .buckets::<IpAddr>("user-accounts", rate, clock)
+            .map(|buckets| Arc::new(buckets) as SharedBuckets<IpAddr>),
+        None => Some(Arc::new(AddressLimiter::<IpAddr>::new(rate, clock))),
     }
 }
 

@@ -297,8 +297,14 @@ pub async fn prepare(mut settings: Settings, clock: Clock) -> anyhow::Result<Pre
         };
         let store = UserStore::open(db).await?;
         let user_settings: UserServiceSettings = settings.section()?;
-        let service =
-            UserServiceImpl::start(store, user_settings, clock.clone(), bus.clone()).await?;
+        let service = UserServiceImpl::start(
+            store,
+            user_settings,
+            clock.clone(),
+            bus.clone(),
+            shared_rates.as_ref(),
+        )
+        .await?;
         background.extend(service.spawn_background().await?);
         routes = routes.add_service(CheckedStrings::new(
             UserServiceServer::new(service).max_decoding_message_size(settings.max_message_bytes),
@@ -565,15 +571,21 @@ async fn start_playout(
     Ok(playout)
 }
 
-/// Where the gateway keeps its per-address and per-user rate limits, and
-/// the comment service its comments per address: Redis when `redis_url` is
+/// Where the gateway keeps its per-address and per-user rate limits, the
+/// comment service its comments per address and the user service its new
+/// accounts per address: Redis when `redis_url` is
 /// set, so that a client balanced over several replicas gets the rate of
 /// one, else (`None`) this process's memory.
 async fn shared_rates(settings: &Settings) -> anyhow::Result<Option<RedisRates>> {
     let Some(url) = &settings.redis_url else {
         return Ok(None);
     };
-    if !settings.runs(ServiceRole::Gateway) && !settings.runs(ServiceRole::Comment) {
+    let counts_rates = [
+        ServiceRole::Gateway,
+        ServiceRole::Comment,
+        ServiceRole::User,
+    ];
+    if !counts_rates.iter().any(|role| settings.runs(*role)) {
         return Ok(None);
     }
     let rates = RedisRates::connect(url, &settings.bus_prefix)

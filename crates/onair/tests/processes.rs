@@ -711,22 +711,42 @@ async fn comments_wait_for_the_shared_counters_when_redis_is_down() {
     newsroom.stop();
 }
 
-/// The comments of one network address on a channel are counted across
-/// replicas: with one comment a minute per address, a second viewer at the
-/// same address is refused by the other replica.
+/// What one network address does is counted across replicas: with a burst
+/// of two new accounts per address, a third is refused whichever replica
+/// takes it; with one comment a minute per address and channel, a second
+/// viewer at the same address is refused by the other replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn comments_per_address_hold_across_two_comment_replicas_on_redis() {
+async fn an_address_is_counted_across_two_replicas_on_redis() {
     let newsroom = Newsroom::start(&[
+        ("ONAIR_USER_ACCOUNTS_PER_IP_PER_MINUTE", "1"),
+        ("ONAIR_USER_ACCOUNTS_BURST_PER_IP", "2"),
         ("ONAIR_COMMENT_PER_IP_PER_MINUTE", "1"),
         ("ONAIR_COMMENT_BURST_PER_IP", "1"),
     ])
     .await;
-    let ann = newsroom.viewer("Ann").await;
-    let bob = newsroom.viewer("Bob").await;
+    let create = |http: SocketAddr, name: &str| {
+        rest(
+            http,
+            reqwest::Method::POST,
+            "/v1/users",
+            None,
+            Some(serde_json::json!({ "displayName": name })),
+        )
+    };
+    let (status, _, ann) = create(newsroom.first_http, "Ann").await;
+    assert_eq!(status, 201, "{ann}");
+    let (status, _, bob) = create(newsroom.second_http, "Bob").await;
+    assert_eq!(status, 201, "{bob}");
+    let (status, retry_after, refused) = create(newsroom.first_http, "Cat").await;
+    assert_eq!(status, 429, "the address's accounts are spent: {refused}");
+    assert!(message_of(&refused).contains("accounts"), "{refused}");
+    assert!(retry_after.is_some(), "a refusal says when to retry");
+    let ann = ann["accessToken"].as_str().unwrap();
+    let bob = bob["accessToken"].as_str().unwrap();
 
-    let (status, _, accepted) = post(newsroom.first_http, &ann, "hello from here").await;
+    let (status, _, accepted) = post(newsroom.first_http, ann, "hello from here").await;
     assert_eq!(status, 201, "{accepted}");
-    let (status, retry_after, refused) = post(newsroom.second_http, &bob, "me too").await;
+    let (status, retry_after, refused) = post(newsroom.second_http, bob, "me too").await;
     assert_eq!(status, 429, "the address's comment is spent: {refused}");
     assert!(
         message_of(&refused).contains("network address"),
