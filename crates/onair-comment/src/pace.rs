@@ -225,8 +225,9 @@ return {show, published, past}
 ";
 
 /// The pace in Redis, shared by every comment replica of a station: a list
-/// per poster and channel (`<prefix>:pace:<channel>:<user>`, their recent
-/// posts), and a hash per channel and second
+/// per poster and channel (`<prefix>:pace:<length of the channel's
+/// id>:<channel>:<user>`, their recent posts), and a hash per channel and
+/// second
 /// (`<prefix>:display:<channel>:<second>`). Times are the station's clock,
 /// not Redis's, as for presence.
 #[derive(Clone)]
