@@ -540,8 +540,8 @@ async fn vote(
             }
         }
     };
-    // Long enough for every voter at a few hundred ballots a second.
-    let seconds = (voters as u64 / 200).clamp(5, 120);
+    // Long enough for every voter at a thousand ballots a second.
+    let seconds = (voters as u64 / 1000).clamp(5, 120);
     let result = closed_loop(args.vote_concurrency, seconds, ballots).await?;
     let cpu = server.cpu_time()? - cpu_before;
     let voting = match done_after_ms.load(Ordering::Relaxed) {

@@ -32,6 +32,7 @@ use onair_kit::presence::ViewerKey;
 use onair_kit::store::{Backend, Db, StoreError};
 use onair_proto::audience::v1 as pb;
 use prost::Message as _;
+use sqlx::pool::PoolConnection;
 use sqlx::{Any, Row};
 use tokio::sync::{mpsc, oneshot};
 
@@ -86,6 +87,27 @@ pub const MIGRATION_SQL: &str = "CREATE TABLE audience_polls (
         PRIMARY KEY (poll_id, voter)
       );
       CREATE INDEX audience_ballots_by_option ON audience_ballots (poll_id, option_id);";
+
+/// On SQLite, the ballots move to a table that is its (poll, voter) key
+/// alone (`WITHOUT ROWID`), with no index by option: a batch of ballots
+/// writes the pages of one b-tree instead of three. Tallies read the
+/// poll's ballots in key order, which the key serves.
+pub const SQLITE_BALLOTS_BY_KEY_SQL: &str = "CREATE TABLE audience_ballots_by_key (
+        poll_id TEXT NOT NULL,
+        voter TEXT NOT NULL,
+        option_id TEXT NOT NULL,
+        cast_time_ms BIGINT NOT NULL,
+        PRIMARY KEY (poll_id, voter)
+      ) WITHOUT ROWID;
+      INSERT INTO audience_ballots_by_key (poll_id, voter, option_id, cast_time_ms)
+        SELECT poll_id, voter, option_id, cast_time_ms FROM audience_ballots;
+      DROP TABLE audience_ballots;
+      ALTER TABLE audience_ballots_by_key RENAME TO audience_ballots;";
+
+/// On PostgreSQL the ballots stay as they are (a heap table, whose index by
+/// option answers the tallies without reading it); the step is recorded so
+/// that both engines count the same versions.
+pub const POSTGRES_BALLOTS_BY_KEY_SQL: &str = "SELECT 1;";
 
 /// A poll as stored, with its tally.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -912,10 +934,53 @@ fn ballots_json(ballots: &[&Ballot]) -> Result<String, StoreError> {
         .map_err(|error| StoreError::Query(format!("ballots are not UTF-8: {error}")))
 }
 
+/// How long the ballot writer keeps its connection with no ballot to write.
+const WRITER_IDLE: Duration = Duration::from_millis(250);
+
+/// The writer's connection: kept from one batch to the next while ballots
+/// keep coming, so that its page cache stays valid (SQLite drops a
+/// connection's cache when another connection has written since), and
+/// given back to the pool after [`WRITER_IDLE`] without ballots (a closing
+/// pool waits for every connection) or after any failure (its state is
+/// then unknown).
+struct WriterConnection {
+    db: Db,
+    kept: Option<PoolConnection<Any>>,
+}
+
+impl WriterConnection {
+    async fn get(&mut self) -> Result<&mut PoolConnection<Any>, sqlx::Error> {
+        let connection = match self.kept.take() {
+            Some(connection) => connection,
+            None => self.db.pool().acquire().await?,
+        };
+        Ok(self.kept.insert(connection))
+    }
+
+    fn release(&mut self) {
+        self.kept = None;
+    }
+}
+
 async fn write_ballot_batches(db: Db, mut receiver: mpsc::Receiver<PendingBallot>, batch: usize) {
     let statements = BallotStatements::for_backend(db.backend());
+    let mut connection = WriterConnection { db, kept: None };
     let mut pending: Vec<PendingBallot> = Vec::with_capacity(batch);
-    while receiver.recv_many(&mut pending, batch).await > 0 {
+    loop {
+        let received = if connection.kept.is_some() {
+            match tokio::time::timeout(WRITER_IDLE, receiver.recv_many(&mut pending, batch)).await {
+                Ok(received) => received,
+                Err(_idle) => {
+                    connection.release();
+                    continue;
+                }
+            }
+        } else {
+            receiver.recv_many(&mut pending, batch).await
+        };
+        if received == 0 {
+            break;
+        }
         // Every writer takes ballots in one order, so the transactions of
         // two processes lock ballot rows in the same order and can't
         // deadlock; the sort is stable, so a voter's own ballots keep the
@@ -925,7 +990,7 @@ async fn write_ballot_batches(db: Db, mut receiver: mpsc::Receiver<PendingBallot
             left_key.cmp(&(&right.ballot.poll_id, &right.ballot.voter))
         });
         let ballots: Vec<&Ballot> = pending.iter().map(|waiting| &waiting.ballot).collect();
-        let verdicts = write_ballots(&db, &statements, &ballots).await;
+        let verdicts = write_ballots(&mut connection, &statements, &ballots).await;
         for (waiting, verdict) in pending.drain(..).zip(verdicts) {
             // The voter may have gone; the ballot stands all the same.
             let _ = waiting.verdict.send(verdict);
@@ -947,11 +1012,11 @@ enum BatchFailure {
 /// one of them fails, the transaction is rolled back and each is written
 /// in one of its own, so only the failing one fails.
 async fn write_ballots(
-    db: &Db,
+    connection: &mut WriterConnection,
     statements: &BallotStatements,
     ballots: &[&Ballot],
 ) -> Vec<Result<bool, StoreError>> {
-    let failure = match write_together(db, statements, ballots).await {
+    let failure = match write_together(connection, statements, ballots).await {
         Ok(taken) => return taken.into_iter().map(Ok).collect(),
         Err(BatchFailure::Ballot(error)) if ballots.len() > 1 => error,
         Err(
@@ -968,7 +1033,7 @@ async fn write_ballots(
     );
     let mut verdicts = Vec::with_capacity(ballots.len());
     for (index, ballot) in ballots.iter().enumerate() {
-        match write_together(db, statements, std::slice::from_ref(ballot)).await {
+        match write_together(connection, statements, std::slice::from_ref(ballot)).await {
             Ok(taken) => verdicts.push(Ok(taken.first().copied().unwrap_or(false))),
             Err(BatchFailure::Ballot(error)) => verdicts.push(Err(error)),
             Err(BatchFailure::Begin(error) | BatchFailure::Commit(error)) => {
@@ -990,13 +1055,27 @@ async fn write_ballots(
 /// verdict; a voter's next ballot in the batch goes in a later statement,
 /// which sees the first.
 async fn write_together(
-    db: &Db,
+    connection: &mut WriterConnection,
     statements: &BallotStatements,
     ballots: &[&Ballot],
 ) -> Result<Vec<bool>, BatchFailure> {
-    let mut transaction = db
-        .pool()
-        .begin()
+    let written = write_in_transaction(connection, statements, ballots).await;
+    if written.is_err() {
+        connection.release();
+    }
+    written
+}
+
+async fn write_in_transaction(
+    connection: &mut WriterConnection,
+    statements: &BallotStatements,
+    ballots: &[&Ballot],
+) -> Result<Vec<bool>, BatchFailure> {
+    let kept = connection
+        .get()
+        .await
+        .map_err(|error| BatchFailure::Begin(error.into()))?;
+    let mut transaction = sqlx::Connection::begin(&mut **kept)
         .await
         .map_err(|error| BatchFailure::Begin(error.into()))?;
     let mut taken = vec![false; ballots.len()];

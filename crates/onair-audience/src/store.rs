@@ -3,15 +3,43 @@
 //! two processes recording the same slot (one taking over the duty from
 //! another) can't lower what the other wrote.
 
-use onair_kit::store::{Db, Migration, StoreError};
+use onair_kit::store::{Backend, Db, Migration, StoreError};
 use sqlx::{Any, Row};
 
-/// The audience service's schema, in order.
-pub const MIGRATIONS: &[Migration] = &[
+/// The audience service's schema on SQLite, in order.
+pub const SQLITE_MIGRATIONS: &[Migration] = &[
+    SLOTS_MIGRATION,
+    POLLS_MIGRATION,
     Migration {
-        version: 1,
-        description: "each slot's viewers: its peak and its minutes",
-        sql: "CREATE TABLE audience_slots (
+        version: 3,
+        description: "ballots kept by poll and voter alone",
+        sql: crate::polls::SQLITE_BALLOTS_BY_KEY_SQL,
+    },
+];
+
+/// The audience service's schema on PostgreSQL, in order.
+pub const POSTGRES_MIGRATIONS: &[Migration] = &[
+    SLOTS_MIGRATION,
+    POLLS_MIGRATION,
+    Migration {
+        version: 3,
+        description: "ballots kept by poll and voter alone (SQLite only)",
+        sql: crate::polls::POSTGRES_BALLOTS_BY_KEY_SQL,
+    },
+];
+
+/// The audience service's schema for `backend`.
+pub fn migrations(backend: Backend) -> &'static [Migration] {
+    match backend {
+        Backend::Sqlite => SQLITE_MIGRATIONS,
+        Backend::Postgres => POSTGRES_MIGRATIONS,
+    }
+}
+
+const SLOTS_MIGRATION: Migration = Migration {
+    version: 1,
+    description: "each slot's viewers: its peak and its minutes",
+    sql: "CREATE TABLE audience_slots (
             slot_id TEXT PRIMARY KEY,
             channel_id TEXT NOT NULL,
             peak BIGINT NOT NULL,
@@ -23,13 +51,13 @@ pub const MIGRATIONS: &[Migration] = &[
             viewers BIGINT NOT NULL,
             PRIMARY KEY (slot_id, minute_ms)
           );",
-    },
-    Migration {
-        version: 2,
-        description: "polls, their options and their ballots",
-        sql: crate::polls::MIGRATION_SQL,
-    },
-];
+};
+
+const POLLS_MIGRATION: Migration = Migration {
+    version: 2,
+    description: "polls, their options and their ballots",
+    sql: crate::polls::MIGRATION_SQL,
+};
 
 /// What is known of a slot's audience.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +88,7 @@ impl AudienceStore {
     /// Opens the tables in `db` (the slots' and the polls'), creating them
     /// if needed.
     pub async fn open(db: Db) -> Result<AudienceStore, StoreError> {
-        db.migrate("audience", MIGRATIONS).await?;
+        db.migrate("audience", migrations(db.backend())).await?;
         Ok(AudienceStore { db })
     }
 
@@ -148,5 +176,59 @@ impl AudienceStore {
             peak_time_ms: row.get(2),
             minutes,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ballots_cast_before_the_move_to_keyed_ballots_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_sqlite(&dir.path().join("audience.db"))
+            .await
+            .unwrap();
+        db.migrate("audience", &SQLITE_MIGRATIONS[..2])
+            .await
+            .unwrap();
+        for (voter, option) in [("ann", "1"), ("bob", "2"), ("cat", "1")] {
+            sqlx::query::<Any>(
+                "INSERT INTO audience_ballots (poll_id, voter, option_id, cast_time_ms)
+                 VALUES ('poll', $1, $2, 7)",
+            )
+            .bind(voter)
+            .bind(option)
+            .execute(db.pool())
+            .await
+            .unwrap();
+        }
+
+        AudienceStore::open(db.clone()).await.unwrap();
+
+        let tally: Vec<(String, i64)> = sqlx::query::<Any>(
+            "SELECT option_id, COUNT(*) FROM audience_ballots WHERE poll_id = 'poll'
+             GROUP BY option_id ORDER BY option_id",
+        )
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+        assert_eq!(tally, [("1".to_owned(), 2), ("2".to_owned(), 1)]);
+        // The table is its key alone now: it has no rowid.
+        let rowid = sqlx::query::<Any>("SELECT rowid FROM audience_ballots")
+            .fetch_all(db.pool())
+            .await;
+        assert!(rowid.is_err(), "the ballots still have a rowid");
+        // And a second ballot of a voter still meets the key.
+        let again = sqlx::query::<Any>(
+            "INSERT INTO audience_ballots (poll_id, voter, option_id, cast_time_ms)
+             VALUES ('poll', 'ann', '2', 8)",
+        )
+        .execute(db.pool())
+        .await;
+        assert!(again.is_err(), "{again:?}");
     }
 }
