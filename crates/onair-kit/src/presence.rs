@@ -195,10 +195,12 @@ return 0
 
 impl RedisPresence {
     /// Connects to the Redis at `url` (`redis://host:port/db`); keys start
-    /// with `prefix` (the station's `bus_prefix`).
+    /// with `prefix` (the station's `bus_prefix`). Each call waits as long
+    /// as the shared counters' do ([`crate::rate::connect_counters`]), so a
+    /// Redis that stops answering delays a live socket's first mark by at
+    /// most that, rather than by the client's reconnection backoff.
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisPresence, PresenceError> {
-        let client = redis::Client::open(url).map_err(|error| unavailable(&error))?;
-        let connection = redis::aio::ConnectionManager::new(client)
+        let connection = crate::rate::connect_counters(url)
             .await
             .map_err(|error| unavailable(&error))?;
         Ok(RedisPresence {
