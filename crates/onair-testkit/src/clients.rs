@@ -22,7 +22,21 @@ pub async fn send(
     credential: Option<&str>,
     body: Option<serde_json::Value>,
 ) -> (u16, serde_json::Value) {
-    let mut request = reqwest::Client::new().request(method, station.http_url(path));
+    let (status, _, body) = send_at(station.http_addr, method, path, credential, body).await;
+    (status, body)
+}
+
+/// A REST call to the HTTP port at `http` (a station in another process);
+/// returns the status, the `Retry-After` header's seconds if any, and the
+/// JSON body (or the text as a JSON string when it is not JSON).
+pub async fn send_at(
+    http: std::net::SocketAddr,
+    method: reqwest::Method,
+    path: &str,
+    credential: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, Option<u64>, serde_json::Value) {
+    let mut request = reqwest::Client::new().request(method, format!("http://{http}{path}"));
     if let Some(credential) = credential {
         request = request.bearer_auth(credential);
     }
@@ -31,9 +45,15 @@ pub async fn send(
     }
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok());
     let text = response.text().await.unwrap();
     (
         status,
+        retry_after,
         serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
     )
 }

@@ -23,7 +23,7 @@ mod eventually;
 
 pub use clients::{
     authorized, create_channel, create_program, create_viewer, error_message, header_text,
-    metrics_text, rfc3339, schedule_slot, send,
+    metrics_text, rfc3339, schedule_slot, send, send_at,
 };
 pub use eventually::{Eventual, PATIENCE, POLL_INTERVAL};
 pub use live::{

@@ -8,7 +8,7 @@ use std::process::Command;
 use onair_proto::user::v1 as pb;
 use onair_proto::user::v1::user_service_client::UserServiceClient;
 use onair_testkit::PATIENCE;
-use onair_testkit::{OnairProcess, assert_eventually, free_port};
+use onair_testkit::{OnairProcess, assert_eventually, free_port, send_at as rest};
 
 /// `onair` with these arguments, logging at debug level.
 fn spawn(args: &[&str]) -> OnairProcess {
@@ -424,36 +424,8 @@ async fn two_replicas_on_postgres_and_nats_share_users_and_events() {
     assert!(second.terminate().success());
 }
 
-/// A REST call to the process at `http`; the status, the `Retry-After`
-/// header's seconds if any, and the JSON body.
-async fn rest(
-    http: SocketAddr,
-    method: reqwest::Method,
-    path: &str,
-    credential: Option<&str>,
-    body: Option<serde_json::Value>,
-) -> (u16, Option<u64>, serde_json::Value) {
-    let mut request = reqwest::Client::new().request(method, format!("http://{http}{path}"));
-    if let Some(credential) = credential {
-        request = request.bearer_auth(credential);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse().ok());
-    let text = response.text().await.unwrap();
-    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-    (status, retry_after, body)
-}
-
-/// Two full replicas of the station on one PostgreSQL, NATS and Redis, with
-/// a channel `news` on air.
+/// Two full replicas of the station on one PostgreSQL, NATS and Redis (with
+/// a channel `news` on air when started by [`Newsroom::start`]).
 struct Newsroom {
     first: OnairProcess,
     second: OnairProcess,
@@ -471,10 +443,9 @@ impl Newsroom {
         Newsroom::start_on(&onair_testkit::redis_url(), environment).await
     }
 
-    /// The same, on the Redis at `redis_url`.
-    async fn start_on(redis_url: &str, environment: &[(&str, &str)]) -> Newsroom {
-        use reqwest::Method;
-
+    /// Both replicas, ready, on the Redis at `redis_url`, with nothing on
+    /// the air yet.
+    async fn replicas(redis_url: &str, environment: &[(&str, &str)]) -> Newsroom {
         let database = onair_testkit::TestDatabase::create().await;
         let prefix = onair_testkit::unique_name("t");
         let nats_url = onair_testkit::nats_url();
@@ -512,7 +483,7 @@ impl Newsroom {
             );
         }
         let operator_key = onair_testkit::read_operator_key(&dirs[0].path().join("operator.key"));
-        let newsroom = Newsroom {
+        Newsroom {
             first,
             second,
             first_http,
@@ -520,8 +491,14 @@ impl Newsroom {
             operator_key,
             _database: database,
             _dirs: dirs,
-        };
+        }
+    }
 
+    /// The same as [`Newsroom::start`], on the Redis at `redis_url`.
+    async fn start_on(redis_url: &str, environment: &[(&str, &str)]) -> Newsroom {
+        use reqwest::Method;
+
+        let newsroom = Newsroom::replicas(redis_url, environment).await;
         let (status, _, channel) = newsroom
             .as_operator(
                 Method::POST,
@@ -622,10 +599,6 @@ async fn post(http: SocketAddr, token: &str, body: &str) -> (u16, Option<u64>, s
     .await
 }
 
-fn message_of(body: &serde_json::Value) -> &str {
-    body["message"].as_str().unwrap_or_default()
-}
-
 /// Two comment replicas on one PostgreSQL, NATS and Redis share a viewer's
 /// pace: a second comment within slow mode is refused by the replica that
 /// did not take the first, a repeat by either, and the next comment after
@@ -647,7 +620,10 @@ async fn slow_mode_holds_across_two_comment_replicas_on_redis() {
         status, 429,
         "the other replica refuses within slow mode: {refused}"
     );
-    assert!(message_of(&refused).contains("slow mode"), "{refused}");
+    assert!(
+        onair_testkit::error_message(&refused).contains("slow mode"),
+        "{refused}"
+    );
     let wait = retry_after.expect("a refusal says when to retry");
     assert!((1..=3).contains(&wait), "retry after {wait} s");
 
@@ -658,7 +634,10 @@ async fn slow_mode_holds_across_two_comment_replicas_on_redis() {
         status, 400,
         "a repeat is refused across replicas: {repeated}"
     );
-    assert!(message_of(&repeated).contains("same comment"), "{repeated}");
+    assert!(
+        onair_testkit::error_message(&repeated).contains("same comment"),
+        "{repeated}"
+    );
     let (status, _, accepted) = post(b, &token, "second through B").await;
     assert_eq!(status, 201, "after the wait B takes it: {accepted}");
     let (status, _, refused) = post(a, &token, "third through A").await;
@@ -684,7 +663,7 @@ async fn comments_wait_for_the_shared_counters_when_redis_is_down() {
     let (status, _, refused) = post(newsroom.second_http, &token, "during").await;
     assert_eq!(status, 503, "{refused}");
     assert!(
-        message_of(&refused).contains("try again in a few seconds"),
+        onair_testkit::error_message(&refused).contains("try again in a few seconds"),
         "{refused}"
     );
     let (status, _, channels) = rest(
@@ -739,7 +718,10 @@ async fn an_address_is_counted_across_two_replicas_on_redis() {
     assert_eq!(status, 201, "{bob}");
     let (status, retry_after, refused) = create(newsroom.first_http, "Cat").await;
     assert_eq!(status, 429, "the address's accounts are spent: {refused}");
-    assert!(message_of(&refused).contains("accounts"), "{refused}");
+    assert!(
+        onair_testkit::error_message(&refused).contains("accounts"),
+        "{refused}"
+    );
     assert!(retry_after.is_some(), "a refusal says when to retry");
     let ann = ann["accessToken"].as_str().unwrap();
     let bob = bob["accessToken"].as_str().unwrap();
@@ -749,7 +731,7 @@ async fn an_address_is_counted_across_two_replicas_on_redis() {
     let (status, retry_after, refused) = post(newsroom.second_http, bob, "me too").await;
     assert_eq!(status, 429, "the address's comment is spent: {refused}");
     assert!(
-        message_of(&refused).contains("network address"),
+        onair_testkit::error_message(&refused).contains("network address"),
         "{refused}"
     );
     assert!(retry_after.is_some(), "a refusal says when to retry");
@@ -763,45 +745,12 @@ async fn an_address_is_counted_across_two_replicas_on_redis() {
 /// the next after the wait goes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_rate_holds_across_two_gateways_on_redis() {
-    let database = onair_testkit::TestDatabase::create().await;
-    let prefix = onair_testkit::unique_name("t");
-    let nats_url = onair_testkit::nats_url();
-    let redis_url = onair_testkit::redis_url();
-    let first_dir = tempfile::tempdir().unwrap();
-    let second_dir = tempfile::tempdir().unwrap();
-    let gateway = |dir: &tempfile::TempDir| {
-        spawn_with_env(
-            &[
-                "serve",
-                "--grpc",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-                "--data-dir",
-                dir.path().to_str().unwrap(),
-                "--database-url",
-                &database.url,
-                "--nats-url",
-                &nats_url,
-                "--redis-url",
-                &redis_url,
-            ],
-            &[
-                ("ONAIR_BUS_PREFIX", &prefix),
-                ("ONAIR_GATEWAY_RATE_LIMIT_PER_IP", "1"),
-            ],
-        )
-    };
-    let mut first = gateway(&first_dir);
-    let (first_http, _) = first.addresses().await;
-    let mut second = gateway(&second_dir);
-    let (second_http, _) = second.addresses().await;
-    for http in [first_http, second_http] {
-        assert_eventually!(
-            readyz(http).await.0 == 200,
-            "{http} ready on PostgreSQL, NATS and Redis"
-        );
-    }
+    let newsroom = Newsroom::replicas(
+        &onair_testkit::redis_url(),
+        &[("ONAIR_GATEWAY_RATE_LIMIT_PER_IP", "1")],
+    )
+    .await;
+    let (first_http, second_http) = (newsroom.first_http, newsroom.second_http);
     let list = |http: SocketAddr| rest(http, reqwest::Method::GET, "/v1/channels", None, None);
 
     let (status, _, listed) = list(first_http).await;
@@ -824,6 +773,5 @@ async fn an_address_rate_holds_across_two_gateways_on_redis() {
     let (status, _, listed) = list(second_http).await;
     assert_eq!(status, 200, "a token is back after the wait: {listed}");
 
-    assert!(first.terminate().success());
-    assert!(second.terminate().success());
+    newsroom.stop();
 }
