@@ -1,26 +1,9 @@
 // Live slots: a stream key for a slot, its ingest URL and an ffmpeg command
 // line that pushes HLS there.
 
-import { $, alertIn, api, bus, element, enc, reason, toLocalInput } from './common.js';
-import { zone } from './schedule.js';
+import { $, alertIn, api, bus, enc, reason } from './common.js';
+import { fillSlotChoice } from './schedule.js';
 
-function fillSlots(entries) {
-  const select = $('live-slot');
-  const chosen = select.value;
-  const now = Date.now();
-  select.replaceChildren(
-    ...entries
-      .filter((entry) => Date.parse(entry.slot.endTime) > now)
-      .map((entry) => {
-        const from = toLocalInput(Date.parse(entry.slot.startTime), zone()).slice(11);
-        const title = (entry.program && entry.program.title) || entry.slot.programId;
-        const option = element('option', `${from} ${title}${entry.slot.live ? ' (live)' : ''} (${entry.slot.id})`);
-        option.value = entry.slot.id;
-        return option;
-      }),
-  );
-  if (chosen && [...select.options].some((option) => option.value === chosen)) select.value = chosen;
-}
 
 /** The command an operator pastes into a shell: quoted for POSIX shells. */
 export function ffmpegCommand(url) {
@@ -65,6 +48,6 @@ export function initLive() {
       $('live-copy').textContent = 'Selected: copy with Ctrl+C';
     }
   });
-  bus.addEventListener('slots', (event) => fillSlots(event.detail));
+  bus.addEventListener('slots', (event) => fillSlotChoice($('live-slot'), event.detail));
 }
 

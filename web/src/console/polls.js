@@ -3,7 +3,7 @@
 // polls made in this tab are remembered for it.
 
 import { $, alertIn, api, bus, button, element, enc, fromLocalInput, reason, toLocalInput } from './common.js';
-import { zone } from './schedule.js';
+import { fillSlotChoice, zone } from './schedule.js';
 
 const MIN_OPTIONS = 2;
 const MAX_OPTIONS = 8;
@@ -46,23 +46,6 @@ function addOption(text = '') {
   renumber();
 }
 
-function fillSlots(entries) {
-  const select = $('poll-slot');
-  const chosen = select.value;
-  const now = Date.now();
-  select.replaceChildren(
-    ...entries
-      .filter((entry) => Date.parse(entry.slot.endTime) > now)
-      .map((entry) => {
-        const from = toLocalInput(Date.parse(entry.slot.startTime), zone()).slice(11);
-        const title = (entry.program && entry.program.title) || entry.slot.programId;
-        const option = element('option', `${from} ${title} (${entry.slot.id})`);
-        option.value = entry.slot.id;
-        return option;
-      }),
-  );
-  if (chosen && [...select.options].some((option) => option.value === chosen)) select.value = chosen;
-}
 
 function state(poll) {
   return String(poll.state || '').replace('POLL_STATE_', '').toLowerCase() || 'unknown';
@@ -153,7 +136,7 @@ export function initPolls() {
   });
   $('poll-close').value = toLocalInput(Date.now() + 15 * 60000, zone());
   $('poll-form').addEventListener('submit', create);
-  bus.addEventListener('slots', (event) => fillSlots(event.detail));
+  bus.addEventListener('slots', (event) => fillSlotChoice($('poll-slot'), event.detail));
 }
 
 /** The polls this tab made before a reload, read afresh once signed in. */

@@ -53,6 +53,27 @@ function fillPrograms(selectId) {
   if (chosen) select.value = chosen;
 }
 
+/**
+ * Lists the slots of the day shown that have not ended in `select` (for
+ * polls and stream keys), keeping the one chosen if it is still there.
+ */
+export function fillSlotChoice(select, entries) {
+  const chosen = select.value;
+  const now = Date.now();
+  select.replaceChildren(
+    ...entries
+      .filter((entry) => Date.parse(entry.slot.endTime) > now)
+      .map((entry) => {
+        const from = toLocalInput(Date.parse(entry.slot.startTime), zone()).slice(11);
+        const title = (entry.program && entry.program.title) || entry.slot.programId;
+        const option = element('option', `${from} ${title}${entry.slot.live ? ' (live)' : ''} (${entry.slot.id})`);
+        option.value = entry.slot.id;
+        return option;
+      }),
+  );
+  if (chosen && [...select.options].some((option) => option.value === chosen)) select.value = chosen;
+}
+
 export async function loadPrograms(selectId) {
   try {
     schedule.programs = await listAll('/v1/programs', 'programs');
